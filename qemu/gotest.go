@@ -1,0 +1,251 @@
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// GuestBuildTag marks test files that run only in the guest.
+const GuestBuildTag = "guest"
+
+// A TestPackage is a package with guest tests, compiled for the guest.
+type TestPackage struct {
+	ImportPath string
+	Dir        string // source directory on the host
+	Binary     string // compiled test binary on the host
+}
+
+// guestName is the binary's name in the guest and the package's working
+// directory there (/umd/src/NAME, holding its testdata).
+func (p TestPackage) guestName() string {
+	return strings.ReplaceAll(p.ImportPath, "/", "_")
+}
+
+// FindGuestTests lists the packages matching patterns that have at least
+// one test file constrained to the guest build tag.
+func FindGuestTests(moduleDir string, patterns []string) ([]TestPackage, error) {
+	if len(patterns) == 0 {
+		patterns = []string{"./..."}
+	}
+	args := append([]string{"list", "-tags", GuestBuildTag, "-json=ImportPath,Dir,TestGoFiles,XTestGoFiles"}, patterns...)
+	cmd := exec.Command("go", args...)
+	cmd.Dir = moduleDir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list: %w: %s", err, stderr.String())
+	}
+	var pkgs []TestPackage
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var p struct {
+			ImportPath, Dir           string
+			TestGoFiles, XTestGoFiles []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			return nil, fmt.Errorf("go list output: %w", err)
+		}
+		for _, f := range append(p.TestGoFiles, p.XTestGoFiles...) {
+			ok, err := hasGuestConstraint(filepath.Join(p.Dir, f))
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				pkgs = append(pkgs, TestPackage{ImportPath: p.ImportPath, Dir: p.Dir})
+				break
+			}
+		}
+	}
+	return pkgs, nil
+}
+
+var buildLine = regexp.MustCompile(`^//go:build\s+(.*)$`)
+
+// hasGuestConstraint reports whether the file's //go:build line names the
+// guest tag.
+func hasGuestConstraint(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if m := buildLine.FindStringSubmatch(line); m != nil {
+			for _, w := range regexp.MustCompile(`[A-Za-z0-9_.]+`).FindAllString(m[1], -1) {
+				if w == GuestBuildTag {
+					return true, nil
+				}
+			}
+			return false, nil
+		}
+		if strings.HasPrefix(line, "package ") {
+			break
+		}
+	}
+	return false, sc.Err()
+}
+
+// CompileGuestTests builds each package's test binary (with the guest tag,
+// static) into dir.
+func CompileGuestTests(moduleDir, dir string, pkgs []TestPackage) error {
+	for i := range pkgs {
+		pkgs[i].Binary = filepath.Join(dir, pkgs[i].guestName()+".test")
+		if err := goCmd(moduleDir, "test", "-c", "-tags", GuestBuildTag, "-o", pkgs[i].Binary, pkgs[i].ImportPath); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// GuestTestScript returns the guest script that runs each package's tests
+// from its own directory (with its testdata), framed by markers that
+// TestReporter reads.
+func GuestTestScript(pkgs []TestPackage, testArgs []string) string {
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\nrc=0\n")
+	for _, p := range pkgs {
+		n := p.guestName()
+		fmt.Fprintf(&b, "echo '%s %s'\n", markerStart, p.ImportPath)
+		fmt.Fprintf(&b, "mkdir -p /umd/src/%s && cd /umd/src/%s\n", n, n)
+		fmt.Fprintf(&b, "/umd/tests/%s.test -test.v %s\n", n, ShellJoin(testArgs))
+		fmt.Fprintf(&b, "st=$?; [ $st -eq 0 ] || rc=1\necho; echo \"%s %s $st\"\n", markerEnd, p.ImportPath)
+	}
+	b.WriteString("exit $rc\n")
+	return b.String()
+}
+
+// GuestTestFiles returns the files a test run needs in the guest: binaries
+// and each package's testdata.
+func GuestTestFiles(pkgs []TestPackage) map[string]string {
+	files := map[string]string{}
+	for _, p := range pkgs {
+		files["umd/tests/"+p.guestName()+".test"] = p.Binary
+		td := filepath.Join(p.Dir, "testdata")
+		if st, err := os.Stat(td); err == nil && st.IsDir() {
+			files["umd/src/"+p.guestName()+"/testdata"] = td
+		}
+	}
+	return files
+}
+
+const (
+	markerStart = "=== UMD-PACKAGE"
+	markerEnd   = "=== UMD-PACKAGE-END"
+)
+
+// A TestReporter turns the guest's test output into `go test`-style
+// lines: a package's output is shown when it fails (or always in verbose
+// mode), followed by "ok"/"FAIL" and the package.
+type TestReporter struct {
+	Out     io.Writer
+	Verbose bool
+	Label   string // appended to each package line, e.g. "[guest 6.12 cards]"
+
+	Passed, Failed, Skipped int
+	FailedPackages          []string
+
+	line    []byte
+	pkg     string
+	buf     bytes.Buffer
+	started time.Time
+	pkgFail bool
+}
+
+var resultLine = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): `)
+
+// Write takes guest output as it comes.
+func (r *TestReporter) Write(p []byte) (int, error) {
+	for _, c := range p {
+		if c != '\n' {
+			r.line = append(r.line, c)
+			continue
+		}
+		r.handle(string(r.line))
+		r.line = r.line[:0]
+	}
+	return len(p), nil
+}
+
+// Flush handles a last line without a newline and reports a package whose
+// end marker never came.
+func (r *TestReporter) Flush() {
+	if len(r.line) > 0 {
+		r.handle(string(r.line))
+		r.line = r.line[:0]
+	}
+	if r.pkg != "" {
+		r.buf.WriteString("(the guest stopped before this package's tests ended)\n")
+		r.finish("incomplete")
+	}
+}
+
+func (r *TestReporter) handle(line string) {
+	if rest, ok := strings.CutPrefix(line, markerEnd+" "); ok {
+		f := strings.Fields(rest)
+		status := "1"
+		if len(f) > 1 {
+			status = f[1]
+		}
+		r.finish(status)
+		return
+	}
+	if rest, ok := strings.CutPrefix(line, markerStart+" "); ok {
+		r.pkg = strings.TrimSpace(rest)
+		r.buf.Reset()
+		r.started = time.Now()
+		r.pkgFail = false
+		return
+	}
+	if r.pkg == "" {
+		fmt.Fprintln(r.Out, line)
+		return
+	}
+	if m := resultLine.FindStringSubmatch(line); m != nil {
+		switch m[1] {
+		case "PASS":
+			r.Passed++
+		case "FAIL":
+			r.Failed++
+			r.pkgFail = true
+		case "SKIP":
+			r.Skipped++
+		}
+	}
+	if r.Verbose {
+		fmt.Fprintln(r.Out, line)
+	} else {
+		r.buf.WriteString(line + "\n")
+	}
+}
+
+func (r *TestReporter) finish(status string) {
+	failed := status != "0" || r.pkgFail
+	if failed && !r.Verbose {
+		r.Out.Write(r.buf.Bytes())
+	}
+	verdict := "ok  "
+	if failed {
+		verdict = "FAIL"
+		r.FailedPackages = append(r.FailedPackages, r.pkg)
+		if status != "0" && !r.pkgFail {
+			// The binary failed without a failing test: a panic, a
+			// crash, or a failed TestMain.
+			r.Failed++
+		}
+	}
+	fmt.Fprintf(r.Out, "%s\t%s\t%.3fs\t%s\n", verdict, r.pkg, time.Since(r.started).Seconds(), r.Label)
+	r.pkg = ""
+	r.buf.Reset()
+}

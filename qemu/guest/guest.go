@@ -1,0 +1,82 @@
+// Package guest is what a test that runs inside the umd QEMU guest uses to
+// learn about the machine it was booted on.
+//
+// Guest tests live in files with the build constraint
+//
+//	//go:build guest
+//
+// so a plain `go test ./...` on the host never compiles them. The harness
+// (`make test`, or `go run ./qemu/umdvm test`) builds them with `-tags guest`,
+// boots a guest and runs them there as root. Each guest test starts with
+// Require, which fails the test (never skips it) when the binary was built
+// with the tag but is not running in a umd guest.
+package guest
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// Environment variables the guest's init sets for every command it runs.
+const (
+	// EnvGuest is "1" inside a umd guest.
+	EnvGuest = "UMD_GUEST"
+	// EnvTopology names the topology the guest was booted with.
+	EnvTopology = "UMD_TOPOLOGY"
+	// EnvKernel names the guest kernel (for example "6.12").
+	EnvKernel = "UMD_KERNEL"
+	// EnvDriver is the driver the guest bound NVMe functions to:
+	// "vfio-pci" (the default) or "nvme".
+	EnvDriver = "UMD_DRIVER"
+)
+
+// InGuest reports whether this process runs inside a umd guest.
+func InGuest() bool { return os.Getenv(EnvGuest) == "1" }
+
+// Require fails t unless it runs inside a umd guest. Guest tests call it
+// first, so that a binary built with -tags guest and run elsewhere fails
+// loudly instead of passing or skipping.
+func Require(t testing.TB) {
+	t.Helper()
+	if !InGuest() {
+		t.Fatalf("this test needs the umd QEMU guest (%s=1 is not set); run it with `make test` or `go run ./qemu/umdvm test`", EnvGuest)
+	}
+}
+
+// Topology returns the name of the topology the guest was booted with.
+func Topology() string { return os.Getenv(EnvTopology) }
+
+// Kernel returns the guest kernel's short name, such as "6.1" or "6.12".
+func Kernel() string { return os.Getenv(EnvKernel) }
+
+// DriverFunctions returns the BDFs (domain:bus:device.function) of the PCI
+// functions bound to the named driver, sorted.
+func DriverFunctions(t testing.TB, driver string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join("/sys/bus/pci/drivers", driver))
+	if err != nil {
+		t.Fatalf("listing functions bound to %s: %v", driver, err)
+	}
+	var bdfs []string
+	for _, e := range entries {
+		if strings.Count(e.Name(), ":") == 2 && strings.Contains(e.Name(), ".") {
+			bdfs = append(bdfs, e.Name())
+		}
+	}
+	sort.Strings(bdfs)
+	return bdfs
+}
+
+// IOMMUGroup returns the IOMMU group number of the PCI function bdf as the
+// kernel names it (the last element of its iommu_group link).
+func IOMMUGroup(t testing.TB, bdf string) string {
+	t.Helper()
+	link, err := os.Readlink(filepath.Join("/sys/bus/pci/devices", bdf, "iommu_group"))
+	if err != nil {
+		t.Fatalf("reading the IOMMU group of %s: %v", bdf, err)
+	}
+	return filepath.Base(link)
+}

@@ -1,0 +1,211 @@
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// A Topology is a named machine layout: which NVMe controllers the guest
+// has, where they sit in the PCIe hierarchy and how many NUMA nodes there
+// are. Every topology has a q35 machine with an emulated Intel IOMMU
+// (intel-iommu with interrupt remapping) in front of all devices.
+type Topology struct {
+	Name        string
+	Description string
+	// NUMANodes is the number of guest NUMA nodes (0 means no NUMA
+	// configuration: one node).
+	NUMANodes int
+	// Switches are PCIe switches, each behind a root port of its own.
+	Switches []Switch
+	// RootPorts are controllers, each on a root port of its own.
+	RootPorts []Controller
+	// Integrated are controllers directly on the root complex (pcie.0).
+	Integrated []Controller
+	// Expanders are extra root complexes (pxb-pcie) tied to a NUMA node,
+	// each with controllers on root ports of their own.
+	Expanders []Expander
+}
+
+// A Switch is a PCIe switch: one upstream port and one downstream port per
+// controller.
+type Switch struct {
+	Controllers []Controller
+}
+
+// An Expander is a PCIe expander bridge (pxb-pcie): a root complex placed
+// on a NUMA node.
+type Expander struct {
+	NUMANode    int
+	Controllers []Controller
+}
+
+// A Controller is one emulated NVMe controller (QEMU's `nvme` device).
+type Controller struct {
+	Serial string
+	// Namespaces lists the size in MiB of each namespace, in NSID order.
+	Namespaces []int
+}
+
+// Topologies lists every named topology; this is the one place they are
+// defined. Serial numbers are unique across all topologies so a test can
+// tell which controller it is looking at.
+var Topologies = map[string]Topology{
+	"single": {
+		Name:        "single",
+		Description: "one NVMe controller (one 64 MiB namespace) on the root complex",
+		Integrated:  []Controller{{Serial: "umd-single0", Namespaces: []int{64}}},
+	},
+	"cards": {
+		Name: "cards",
+		Description: "two PCIe switches with two NVMe controllers each, " +
+			"plus one NVMe controller on a root port of its own",
+		Switches: []Switch{
+			{Controllers: []Controller{
+				{Serial: "umd-card1-a", Namespaces: []int{64}},
+				{Serial: "umd-card1-b", Namespaces: []int{32, 32}},
+			}},
+			{Controllers: []Controller{
+				{Serial: "umd-card2-a", Namespaces: []int{128}},
+				{Serial: "umd-card2-b", Namespaces: []int{16, 16, 16}},
+			}},
+		},
+		RootPorts: []Controller{{Serial: "umd-solo0", Namespaces: []int{96}}},
+	},
+	"numa": {
+		Name:        "numa",
+		Description: "two NUMA nodes, each with a PCIe expander bridge holding two NVMe controllers",
+		NUMANodes:   2,
+		Expanders: []Expander{
+			{NUMANode: 0, Controllers: []Controller{
+				{Serial: "umd-numa0-a", Namespaces: []int{64}},
+				{Serial: "umd-numa0-b", Namespaces: []int{32}},
+			}},
+			{NUMANode: 1, Controllers: []Controller{
+				{Serial: "umd-numa1-a", Namespaces: []int{64}},
+				{Serial: "umd-numa1-b", Namespaces: []int{48, 16}},
+			}},
+		},
+	},
+}
+
+// TopologyNames returns the names of all topologies, sorted.
+func TopologyNames() []string {
+	var names []string
+	for n := range Topologies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// LookupTopology returns the named topology or an error that lists the
+// valid names.
+func LookupTopology(name string) (Topology, error) {
+	t, ok := Topologies[name]
+	if !ok {
+		return Topology{}, fmt.Errorf("unknown topology %q (known: %s)", name, strings.Join(TopologyNames(), ", "))
+	}
+	return t, nil
+}
+
+// Controllers returns every controller of the topology.
+func (t Topology) Controllers() []Controller {
+	var cs []Controller
+	cs = append(cs, t.Integrated...)
+	for _, s := range t.Switches {
+		cs = append(cs, s.Controllers...)
+	}
+	cs = append(cs, t.RootPorts...)
+	for _, e := range t.Expanders {
+		cs = append(cs, e.Controllers...)
+	}
+	return cs
+}
+
+// A disk is a backing file QEMU needs for one namespace.
+type disk struct {
+	Path string
+	MiB  int
+}
+
+// qemuArgs returns the QEMU arguments that build the topology's devices,
+// with namespace backing files placed in dir, and the files to create.
+// The memory size is split evenly across NUMA nodes.
+func (t Topology) qemuArgs(dir string, memMiB, cpus int) ([]string, []disk) {
+	var args []string
+	var disks []disk
+	add := func(a ...string) { args = append(args, a...) }
+
+	if t.NUMANodes > 1 {
+		per := memMiB / t.NUMANodes
+		for n := 0; n < t.NUMANodes; n++ {
+			add("-object", fmt.Sprintf("memory-backend-ram,id=mem%d,size=%dM", n, per))
+			node := fmt.Sprintf("node,nodeid=%d,memdev=mem%d", n, n)
+			if cpus >= t.NUMANodes {
+				lo := n * cpus / t.NUMANodes
+				hi := (n+1)*cpus/t.NUMANodes - 1
+				node += fmt.Sprintf(",cpus=%d-%d", lo, hi)
+			}
+			add("-numa", node)
+		}
+	}
+
+	// chassis numbers must be unique per PCIe port; slot 0 is fine then.
+	chassis := 0
+	port := func(kind, id, bus string) {
+		chassis++
+		add("-device", fmt.Sprintf("%s,id=%s,bus=%s,chassis=%d,slot=0", kind, id, bus, chassis))
+	}
+	nctrl := 0
+	nvme := func(c Controller, bus string) {
+		id := fmt.Sprintf("nvme%d", nctrl)
+		nctrl++
+		dev := fmt.Sprintf("nvme,id=%s,serial=%s", id, c.Serial)
+		if bus != "" {
+			dev += ",bus=" + bus
+		}
+		add("-device", dev)
+		for i, mib := range c.Namespaces {
+			drive := fmt.Sprintf("%s-ns%d", id, i+1)
+			p := filepath.Join(dir, drive+".img")
+			disks = append(disks, disk{Path: p, MiB: mib})
+			add("-drive", "file="+p+",if=none,format=raw,id="+drive)
+			add("-device", fmt.Sprintf("nvme-ns,drive=%s,bus=%s,nsid=%d", drive, id, i+1))
+		}
+	}
+
+	for _, c := range t.Integrated {
+		nvme(c, "pcie.0")
+	}
+	for i, s := range t.Switches {
+		rp := fmt.Sprintf("sw%d-rp", i)
+		up := fmt.Sprintf("sw%d-up", i)
+		port("pcie-root-port", rp, "pcie.0")
+		add("-device", fmt.Sprintf("x3130-upstream,id=%s,bus=%s", up, rp))
+		for j, c := range s.Controllers {
+			dn := fmt.Sprintf("sw%d-dn%d", i, j)
+			port("xio3130-downstream", dn, up)
+			nvme(c, dn)
+		}
+	}
+	for i, c := range t.RootPorts {
+		rp := "rp" + strconv.Itoa(i)
+		port("pcie-root-port", rp, "pcie.0")
+		nvme(c, rp)
+	}
+	for i, e := range t.Expanders {
+		pxb := fmt.Sprintf("pxb%d", i)
+		// Bus numbers of expanders must not overlap the main hierarchy
+		// or each other: give each a window of 32 buses.
+		add("-device", fmt.Sprintf("pxb-pcie,id=%s,bus=pcie.0,bus_nr=%d,numa_node=%d", pxb, 64+32*i, e.NUMANode))
+		for j, c := range e.Controllers {
+			rp := fmt.Sprintf("pxb%d-rp%d", i, j)
+			port("pcie-root-port", rp, pxb)
+			nvme(c, rp)
+		}
+	}
+	return args, disks
+}
