@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -107,5 +106,3 @@ func ShellJoin(args []string) string {
 	}
 	return strings.Join(q, " ")
 }
-
-var errNoTests = errors.New("no guest tests found")

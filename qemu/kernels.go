@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -338,8 +340,19 @@ func (f *Fetcher) currentRelease(k Kernel) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	best := latestRelease(string(out), k.Name)
+	if best == "" {
+		return "", fmt.Errorf("no linux-image-amd64 of series %s in the package lists of %s", k.Name, k.Suite)
+	}
+	return best, nil
+}
+
+// latestRelease reads `apt-cache show linux-image-amd64` output and
+// returns the newest kernel release of the series that a version of the
+// metapackage depends on.
+func latestRelease(show, series string) string {
 	best := ""
-	for _, st := range strings.Split(string(out), "\n\n") {
+	for _, st := range strings.Split(show, "\n\n") {
 		version, depends := "", ""
 		for _, line := range strings.Split(st, "\n") {
 			if v, ok := strings.CutPrefix(line, "Version: "); ok {
@@ -351,17 +364,29 @@ func (f *Fetcher) currentRelease(k Kernel) (string, error) {
 		}
 		pkg, _, _ := strings.Cut(depends, " ")
 		release, ok := strings.CutPrefix(strings.TrimSuffix(pkg, ","), "linux-image-")
-		if !ok || seriesOf(release) != k.Name || seriesOf(version) != k.Name {
+		if !ok || seriesOf(release) != series || seriesOf(version) != series {
 			continue
 		}
-		if best == "" || release > best {
+		if best == "" || newerRelease(release, best) {
 			best = release
 		}
 	}
-	if best == "" {
-		return "", fmt.Errorf("no linux-image-amd64 of series %s in the package lists of %s", k.Name, k.Suite)
+	return best
+}
+
+// newerRelease compares kernel releases such as 6.1.0-56-amd64 and
+// 6.1.0-9-amd64 number by number.
+func newerRelease(a, b string) bool {
+	num := regexp.MustCompile(`[0-9]+`)
+	na, nb := num.FindAllString(a, -1), num.FindAllString(b, -1)
+	for i := 0; i < len(na) && i < len(nb); i++ {
+		x, _ := strconv.Atoi(na[i])
+		y, _ := strconv.Atoi(nb[i])
+		if x != y {
+			return x > y
+		}
 	}
-	return best, nil
+	return len(na) > len(nb)
 }
 
 // fetch downloads linux-image-RELEASE and unpacks it into the cache.

@@ -80,3 +80,6 @@ func IOMMUGroup(t testing.TB, bdf string) string {
 	}
 	return filepath.Base(link)
 }
+
+// Driver returns the driver the guest bound NVMe functions to.
+func Driver() string { return os.Getenv(EnvDriver) }

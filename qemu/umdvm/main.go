@@ -188,10 +188,11 @@ func (o *options) prepare() (qemu.Config, string, error) {
 
 func cmdRun(ctx context.Context, args []string) (int, error) {
 	o := parseOptions("run")
+	scriptFile := o.fs.String("script", "", "run this host shell script in the guest instead of COMMAND")
 	if err := o.fs.Parse(args); err != nil {
 		return 2, nil
 	}
-	if o.fs.NArg() == 0 {
+	if o.fs.NArg() == 0 && *scriptFile == "" {
 		return 2, errors.New("run: no command given (umdvm run -- COMMAND...)")
 	}
 	cfg, bin, err := o.prepare()
@@ -206,6 +207,13 @@ func cmdRun(ctx context.Context, args []string) (int, error) {
 	script := o.fs.Arg(0)
 	if o.fs.NArg() > 1 {
 		script = "exec " + qemu.ShellJoin(o.fs.Args())
+	}
+	if *scriptFile != "" {
+		data, err := os.ReadFile(*scriptFile)
+		if err != nil {
+			return 125, err
+		}
+		script = string(data)
 	}
 	cfg.Script = "#!/bin/sh\n" + script + "\n"
 	res, err := qemu.Run(ctx, cfg)

@@ -1,0 +1,71 @@
+# umd — see README.md. Every target that needs host tools or guest kernels
+# installs or fetches them first (as root; otherwise it prints the commands).
+
+GO          ?= go
+TOPOLOGY    ?= single
+KERNEL      ?= 6.12
+DRIVER      ?= vfio-pci
+RUN         ?=
+# Guest kernels `make test` runs the guest tests on.
+TEST_KERNELS ?= 6.1 6.12
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+UMDVM := bin/umdvm
+export TOPOLOGY KERNEL DRIVER RUN
+
+.PHONY: all build test test-host test-guest demo vm lint bench deps fetch clean umdvm
+
+all: build
+
+# umdvm is rebuilt every time (go's cache makes that cheap), so it never
+# runs stale.
+umdvm:
+	@command -v $(GO) >/dev/null || { echo "Go 1.26 or newer is needed: https://go.dev/doc/install" >&2; exit 1; }
+	@$(GO) build -o $(UMDVM) ./qemu/umdvm
+
+build: umdvm
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+
+deps: umdvm
+	@$(UMDVM) deps
+
+fetch: deps
+	$(UMDVM) fetch
+
+# Unit tests on the host, then the guest tests: one boot per kernel with
+# the `cards` topology, plus a `numa` boot and a boot with the kernel's own
+# nvme driver for the harness's own checks.
+test: test-host test-guest
+
+test-host: deps
+	$(GO) test ./...
+
+test-guest: deps
+	@rc=0; \
+	for k in $(TEST_KERNELS); do \
+		$(UMDVM) test -kernel $$k -topology cards || rc=1; \
+	done; \
+	$(UMDVM) test -kernel 6.12 -topology numa || rc=1; \
+	$(UMDVM) test -kernel 6.1 -topology single -driver nvme ./qemu/... || rc=1; \
+	exit $$rc
+
+# make vm TOPOLOGY=cards KERNEL=6.1 RUN='ls /dev/vfio'
+vm: deps
+	@[ -n "$$RUN" ] || { echo "usage: make vm [TOPOLOGY=single|cards|numa] [KERNEL=6.1|6.12] [DRIVER=vfio-pci|nvme] RUN='command'" >&2; exit 2; }
+	@$(UMDVM) run -topology "$$TOPOLOGY" -kernel "$$KERNEL" -driver "$$DRIVER" -- "$$RUN"
+
+demo: deps
+	@$(UMDVM) run -topology cards -kernel "$$KERNEL" -script qemu/demo.sh
+
+lint: umdvm
+	@out=$$(gofmt -l .); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags guest ./...
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags guest ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin
