@@ -32,9 +32,10 @@ deps: umdvm
 fetch: deps
 	$(UMDVM) fetch
 
-# Unit tests on the host, then the guest tests: one boot per kernel with
-# the `cards` topology, plus a `numa` boot and a boot with the kernel's own
-# nvme driver for the harness's own checks.
+# Unit tests on the host, then the guest tests: the harness's own boot
+# tests (tag vm), one boot per kernel with the `cards` topology running
+# every guest test, a `numa` boot, and a boot with the kernel's own nvme
+# driver for the harness's checks.
 test: test-host test-guest
 
 test-host: deps
@@ -42,6 +43,7 @@ test-host: deps
 
 test-guest: deps
 	@rc=0; \
+	$(GO) test -tags vm ./qemu/ || rc=1; \
 	for k in $(TEST_KERNELS); do \
 		$(UMDVM) test -kernel $$k -topology cards || rc=1; \
 	done; \
@@ -61,6 +63,7 @@ lint: umdvm
 	@out=$$(gofmt -l .); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags guest ./...
+	$(GO) vet -tags vm ./qemu/
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) run $(STATICCHECK) -tags guest ./...
 
