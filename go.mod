@@ -3,6 +3,6 @@ module github.com/umdkit/umd
 go 1.26.0
 
 require (
-	github.com/u-root/u-root v0.16.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	github.com/u-root/u-root v0.16.0
+	golang.org/x/sys v0.49.0
 )

@@ -1,0 +1,37 @@
+// Command umdprobe shows the PCI functions of a machine the way people
+// who run multi-card systems think about them: by card, switch, NUMA node
+// and IOMMU group, not as a flat list of addresses.
+//
+//	umdprobe [list] [SELECTOR...]   one line per function
+//	umdprobe tree [SELECTOR...]     the topology, with cards (also -t)
+//	umdprobe show SELECTOR...       everything known about some functions
+//	umdprobe snapshot               the PCI part of sysfs as text
+//
+// Flags may come before or after the command and selectors. Run
+// `umdprobe --help` for the flags, the selector syntax and examples.
+//
+// # Exit status
+//
+//	0  success
+//	1  sysfs could not be read (or output could not be written)
+//	2  usage error: unknown command or flag, malformed selector
+//	3  the selectors matched no function
+//
+// # JSON output
+//
+// With -o json every command writes one JSON object whose "schema" member
+// names its shape and version; a version changes only when a member is
+// removed or changes meaning (new members may appear at any time).
+//
+//	umd.pcie.functions/v1 (list, show):
+//	  {"schema", "sysfs_root", "ids_source", "functions": [FUNCTION...]}
+//	umd.pcie.topology/v1 (tree):
+//	  {"schema", "sysfs_root", "host_bridges": [NODE...], "cards": [CARD...]}
+//
+// FUNCTION is pcie.Function, NODE is pcie.Node ({"name", "role", "card",
+// "children"}) and CARD is pcie.Card, with the member names of their
+// struct tags. IDs are strings of four hex digits ("1b36"), class codes
+// "0x010802", PCI addresses "0000:03:00.0", link speeds "8.0 GT/s"; a
+// missing IOMMU group or NUMA node is -1. list writes the same functions
+// as its table shows; show and list write the same members.
+package main

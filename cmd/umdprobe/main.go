@@ -1,0 +1,269 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/umdkit/umd/pcie"
+)
+
+// Exit codes; see doc.go.
+const (
+	exitOK       = 0
+	exitFailure  = 1
+	exitUsage    = 2
+	exitNoMatch  = 3
+	schemaList   = "umd.pcie.functions/v1"
+	schemaTopo   = "umd.pcie.topology/v1"
+	defaultWidth = 40 // of the NAME column of list
+)
+
+const usageText = `umdprobe finds the PCI functions of this machine and shows how they hang
+together: host bridges, root ports, switches, endpoints, and the cards they
+form (a switch with everything below it, or a device on a root port of its
+own).
+
+Usage:
+  umdprobe [list] [flags] [SELECTOR...]  one line per function: address, card, name,
+                                         driver, IOMMU group, NUMA node, link
+  umdprobe tree [flags] [SELECTOR...]    the topology as a tree, annotated, then the cards
+                                         (umdprobe -t is the same)
+  umdprobe show [flags] SELECTOR...      everything known about the selected functions:
+                                         BARs, capabilities, MSI-X, SR-IOV, links, peers
+  umdprobe snapshot [flags]              the PCI part of sysfs as text, for a bug report
+                                         or a test fixture (pcie.RestoreSnapshot reads it)
+
+Examples:
+  umdprobe                          every endpoint (add -a for bridges and ports too)
+  umdprobe class=nvme               NVMe controllers only
+  umdprobe driver=vfio-pci numa=1   what vfio-pci holds on NUMA node 1
+  umdprobe 03:00.0 -o json          one function, as JSON
+  umdprobe -t                       the whole tree with cards, groups, drivers, links
+  umdprobe tree card=0000:01:00.0   one card's branch only
+  umdprobe show 1b36:0010           details of every QEMU NVMe controller
+  umdprobe --sysfs /tmp/sys         read a copy of another machine's /sys
+
+Flags:
+  --sysfs DIR       read sysfs from DIR instead of /sys
+  -o, --output FMT  text (the default; "table" also works) or json
+  -a, --all         list: include host bridges, root ports, switch ports and bridges
+  -t, --tree        the same as the tree command
+  --pci-ids FILE    take names from this pci.ids file; "none" for hex IDs only
+                    (default: the host's pci.ids, else a built-in copy)
+  -h, --help        this help
+
+`
+
+const exitText = `
+Exit status: 0 success; 1 sysfs unreadable; 2 usage error (bad command, flag
+or selector); 3 the selectors matched nothing.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the parsed flags.
+type options struct {
+	sysfs  string
+	output string
+	all    bool
+	tree   bool
+	pciIDs string
+	help   bool
+}
+
+// usageError is an error in how umdprobe was called: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// run is main without the process: it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	err := runErr(args, stdout)
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errNoMatch):
+		fmt.Fprintf(stderr, "umdprobe: %v\n", err)
+		return exitNoMatch
+	case errors.As(err, &ue) || errors.Is(err, pcie.ErrBadSelector):
+		fmt.Fprintf(stderr, "umdprobe: %v\nRun umdprobe --help for usage.\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "umdprobe: %v\n", err)
+	return exitFailure
+}
+
+// errNoMatch is returned when selectors were given and matched nothing.
+var errNoMatch = errors.New("no PCI function matches")
+
+func runErr(args []string, stdout io.Writer) error {
+	var opt options
+	fs := flag.NewFlagSet("umdprobe", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported by run, help by us
+	fs.StringVar(&opt.sysfs, "sysfs", pcie.DefaultSysfsRoot, "")
+	fs.StringVar(&opt.output, "o", "text", "")
+	fs.StringVar(&opt.output, "output", "text", "")
+	fs.BoolVar(&opt.all, "a", false, "")
+	fs.BoolVar(&opt.all, "all", false, "")
+	fs.BoolVar(&opt.tree, "t", false, "")
+	fs.BoolVar(&opt.tree, "tree", false, "")
+	fs.StringVar(&opt.pciIDs, "pci-ids", "", "")
+	fs.BoolVar(&opt.help, "h", false, "")
+	fs.BoolVar(&opt.help, "help", false, "")
+
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return usageError{err}
+	}
+	if opt.help {
+		_, err := io.WriteString(stdout, usageText+pcie.SelectorHelp+"\n"+exitText)
+		return err
+	}
+
+	cmd := "list"
+	if len(pos) > 0 {
+		switch pos[0] {
+		case "list", "tree", "show", "snapshot":
+			cmd, pos = pos[0], pos[1:]
+		case "help":
+			_, err := io.WriteString(stdout, usageText+pcie.SelectorHelp+"\n"+exitText)
+			return err
+		}
+	}
+	if opt.tree {
+		if cmd != "list" && cmd != "tree" {
+			return usageError{fmt.Errorf("-t makes no sense with %s", cmd)}
+		}
+		cmd = "tree"
+	}
+	switch opt.output {
+	case "text", "table":
+		opt.output = "text"
+	case "json":
+	default:
+		return usageError{fmt.Errorf("unknown output format %q: want text or json", opt.output)}
+	}
+
+	if cmd == "snapshot" {
+		if len(pos) > 0 {
+			return usageError{errors.New("snapshot takes no selectors: it writes everything Scan reads")}
+		}
+		return pcie.WriteSnapshot(opt.sysfs, stdout)
+	}
+
+	sel, err := pcie.ParseSelector(pos...)
+	if err != nil {
+		return err
+	}
+	if cmd == "show" && sel.Empty() {
+		return usageError{errors.New("show needs a selector, such as 03:00.0 or class=nvme")}
+	}
+
+	ids, err := loadIDs(opt.pciIDs)
+	if err != nil {
+		return usageError{err}
+	}
+	sys, err := pcie.Scan(pcie.Options{SysfsRoot: opt.sysfs, IDs: ids})
+	if err != nil {
+		return err
+	}
+	picked := sys.Select(sel)
+	if !sel.Empty() && len(picked) == 0 {
+		return fmt.Errorf("%w %q", errNoMatch, sel.String())
+	}
+
+	switch cmd {
+	case "tree":
+		return writeTree(stdout, sys, sel, opt)
+	case "show":
+		return writeShow(stdout, sys, picked, opt)
+	}
+	if sel.Empty() && !opt.all {
+		picked = picked[:0]
+		for _, f := range sys.Functions {
+			if !f.Role.IsPort() && f.Role != pcie.RoleHostBridge && f.Role != pcie.RoleBridge && f.Role != pcie.RoleEventCollector {
+				picked = append(picked, f)
+			}
+		}
+	}
+	return writeList(stdout, sys, picked, opt)
+}
+
+// parseInterspersed parses flags wherever they are among the arguments
+// (the flag package alone stops at the first non-flag), and returns the
+// rest in order. After "--" everything is an argument.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func loadIDs(path string) (*pcie.IDs, error) {
+	switch path {
+	case "":
+		return nil, nil // pcie.Scan's default
+	case "none":
+		return &pcie.IDs{Source: "none"}, nil
+	}
+	return pcie.LoadIDs(path)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// shortBDF drops the domain when it is 0, as lspci does.
+func shortBDF(b pcie.BDF) string {
+	if b.Domain == 0 {
+		return b.Short()
+	}
+	return b.String()
+}
+
+// orDash writes "-" for an empty value, so table columns stay aligned.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func numOrDash(n int) string {
+	if n < 0 {
+		return "-"
+	}
+	return fmt.Sprint(n)
+}
+
+// truncate cuts s to n runes, marking the cut with "…".
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return strings.TrimSpace(string(r[:n-1])) + "…"
+}
