@@ -5,13 +5,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // GuestBuildTag marks test files that run only in the guest.
@@ -22,6 +27,10 @@ type TestPackage struct {
 	ImportPath string
 	Dir        string // source directory on the host
 	Binary     string // compiled test binary on the host
+	// Tests are the test functions declared in the package's guest
+	// files. Only they run in the guest: the package's other tests are
+	// host tests, and `go test` has already run them there.
+	Tests []string
 }
 
 // guestName is the binary's name in the guest and the package's working
@@ -55,18 +64,77 @@ func FindGuestTests(moduleDir string, patterns []string) ([]TestPackage, error) 
 		if err := dec.Decode(&p); err != nil {
 			return nil, fmt.Errorf("go list output: %w", err)
 		}
+		tp := TestPackage{ImportPath: p.ImportPath, Dir: p.Dir}
+		guestFiles := 0
 		for _, f := range append(p.TestGoFiles, p.XTestGoFiles...) {
-			ok, err := hasGuestConstraint(filepath.Join(p.Dir, f))
+			path := filepath.Join(p.Dir, f)
+			ok, err := hasGuestConstraint(path)
 			if err != nil {
 				return nil, err
 			}
-			if ok {
-				pkgs = append(pkgs, TestPackage{ImportPath: p.ImportPath, Dir: p.Dir})
-				break
+			if !ok {
+				continue
 			}
+			guestFiles++
+			names, err := testFunctions(path)
+			if err != nil {
+				return nil, err
+			}
+			tp.Tests = append(tp.Tests, names...)
+		}
+		if guestFiles > 0 {
+			sort.Strings(tp.Tests)
+			pkgs = append(pkgs, tp)
 		}
 	}
 	return pkgs, nil
+}
+
+// testFunctions returns the names of the Test functions a file declares.
+func testFunctions(path string) ([]string, error) {
+	f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, d := range f.Decls {
+		fn, ok := d.(*ast.FuncDecl)
+		if !ok || fn.Recv != nil || fn.Type.Params.NumFields() != 1 {
+			continue
+		}
+		name := fn.Name.Name
+		if rest, ok := strings.CutPrefix(name, "Test"); ok && name != "TestMain" && (rest == "" || !unicode.IsLower(rune(rest[0]))) {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// FilterTests keeps the tests whose names match the regular expression
+// run (as `go test -run` matches top-level tests); an empty run keeps all.
+func FilterTests(pkgs []TestPackage, run string) ([]TestPackage, error) {
+	if run == "" {
+		return pkgs, nil
+	}
+	top, _, _ := strings.Cut(run, "/")
+	re, err := regexp.Compile(top)
+	if err != nil {
+		return nil, fmt.Errorf("-run %q: %w", run, err)
+	}
+	var out []TestPackage
+	for _, p := range pkgs {
+		var keep []string
+		for _, t := range p.Tests {
+			if re.MatchString(t) {
+				keep = append(keep, t)
+			}
+		}
+		if len(keep) > 0 {
+			p.Tests = keep
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 var buildLine = regexp.MustCompile(`^//go:build\s+(.*)$`)
@@ -109,17 +177,22 @@ func CompileGuestTests(moduleDir, dir string, pkgs []TestPackage) error {
 	return nil
 }
 
-// GuestTestScript returns the guest script that runs each package's tests
-// from its own directory (with its testdata), framed by markers that
-// TestReporter reads.
-func GuestTestScript(pkgs []TestPackage, testArgs []string) string {
+// GuestTestScript returns the guest script that runs each package's guest
+// tests from its own directory (with its testdata), framed by markers that
+// TestReporter reads. A non-empty sub is a subtest pattern (what follows
+// the first "/" of go test's -run).
+func GuestTestScript(pkgs []TestPackage, sub string) string {
 	var b strings.Builder
 	b.WriteString("#!/bin/sh\nrc=0\n")
 	for _, p := range pkgs {
 		n := p.guestName()
 		fmt.Fprintf(&b, "echo '%s %s'\n", markerStart, p.ImportPath)
 		fmt.Fprintf(&b, "mkdir -p /umd/src/%s && cd /umd/src/%s\n", n, n)
-		fmt.Fprintf(&b, "/umd/tests/%s.test -test.v %s\n", n, ShellJoin(testArgs))
+		run := "^(" + strings.Join(p.Tests, "|") + ")$"
+		if sub != "" {
+			run += "/" + sub
+		}
+		fmt.Fprintf(&b, "/umd/tests/%s.test %s\n", n, ShellJoin([]string{"-test.v", "-test.run", run}))
 		fmt.Fprintf(&b, "st=$?; [ $st -eq 0 ] || rc=1\necho; echo \"%s %s $st\"\n", markerEnd, p.ImportPath)
 	}
 	b.WriteString("exit $rc\n")

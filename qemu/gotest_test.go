@@ -81,15 +81,55 @@ func TestHasGuestConstraint(t *testing.T) {
 }
 
 func TestGuestTestScript(t *testing.T) {
-	pkgs := []TestPackage{{ImportPath: "github.com/umdkit/umd/vfio"}, {ImportPath: "github.com/umdkit/umd/pcie"}}
-	s := GuestTestScript(pkgs, []string{"-test.run", "Test'X"})
+	pkgs := []TestPackage{
+		{ImportPath: "github.com/umdkit/umd/vfio", Tests: []string{"TestA", "TestB"}},
+		{ImportPath: "github.com/umdkit/umd/pcie", Tests: []string{"TestC"}},
+	}
+	s := GuestTestScript(pkgs, "it's")
 	for _, want := range []string{
 		"cd /umd/src/github.com_umdkit_umd_vfio",
-		"/umd/tests/github.com_umdkit_umd_pcie.test -test.v -test.run 'Test'\\''X'",
+		"/umd/tests/github.com_umdkit_umd_vfio.test -test.v -test.run '^(TestA|TestB)$/it'\\''s'",
+		"/umd/tests/github.com_umdkit_umd_pcie.test -test.v -test.run '^(TestC)$/it'\\''s'",
 		markerEnd + " github.com/umdkit/umd/pcie $st",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q:\n%s", want, s)
 		}
+	}
+}
+
+func TestTestFunctionsAndFilter(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x_guest_test.go")
+	src := `//go:build guest
+
+package x
+
+import "testing"
+
+func TestMain(m *testing.M) {}
+func TestOne(t *testing.T) {}
+func TestTwo(t *testing.T) {}
+func Testlower(t *testing.T) {}
+func helper(t *testing.T) {}
+func BenchmarkX(b *testing.B) {}
+func (s suite) TestMethod(t *testing.T) {}
+`
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	names, err := testFunctions(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(names, " ") != "TestOne TestTwo" {
+		t.Errorf("test functions %v, want [TestOne TestTwo]", names)
+	}
+	pkgs := []TestPackage{{ImportPath: "a", Tests: []string{"TestOne", "TestTwo"}}, {ImportPath: "b", Tests: []string{"TestThree"}}}
+	got, err := FilterTests(pkgs, "Two/sub")
+	if err != nil || len(got) != 1 || got[0].ImportPath != "a" || strings.Join(got[0].Tests, " ") != "TestTwo" {
+		t.Errorf("FilterTests(Two/sub) = %+v, %v", got, err)
+	}
+	if _, err := FilterTests(pkgs, "("); err == nil {
+		t.Error("a bad -run pattern was accepted")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/umdkit/umd/qemu"
 )
@@ -30,8 +31,11 @@ func cmdTest(ctx context.Context, args []string) (int, error) {
 	if err != nil {
 		return 125, err
 	}
+	if pkgs, err = qemu.FilterTests(pkgs, run); err != nil {
+		return 2, err
+	}
 	if len(pkgs) == 0 {
-		return 1, fmt.Errorf("no guest tests (files with //go:build %s) in %v", qemu.GuestBuildTag, o.fs.Args())
+		return 1, fmt.Errorf("no guest tests (files with //go:build %s) in %v matching -run %q", qemu.GuestBuildTag, o.fs.Args(), run)
 	}
 	cfg, bin, err := o.prepare()
 	if bin != "" {
@@ -47,11 +51,10 @@ func cmdTest(ctx context.Context, args []string) (int, error) {
 	for k, v := range qemu.GuestTestFiles(pkgs) {
 		cfg.Files[k] = v
 	}
-	var testArgs []string
-	if run != "" {
-		testArgs = append(testArgs, "-test.run", run)
-	}
-	cfg.Script = qemu.GuestTestScript(pkgs, testArgs)
+	// Top-level names were filtered above; a subtest pattern goes to
+	// the binaries.
+	_, sub, _ := strings.Cut(run, "/")
+	cfg.Script = qemu.GuestTestScript(pkgs, sub)
 	rep := &qemu.TestReporter{Out: os.Stdout, Verbose: o.verbose,
 		Label: fmt.Sprintf("[guest %s %s %s]", cfg.Kernel.Release, o.topology, o.driver)}
 	cfg.Stdout = rep
