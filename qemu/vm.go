@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer statusR.Close()
 
 	cmdline := "console=ttyS0 intel_iommu=on iommu=on quiet loglevel=4 panic=-1 clocksource=tsc tsc=reliable " +
-		"8250.nr_uarts=4 rdinit=/init init_on_alloc=0" + fmt.Sprintf(" hugepagesz=2M hugepages=%d", cfg.Hugepages)
+		"8250.nr_uarts=4 rdinit=/init init_on_alloc=0 no_timer_check" + fmt.Sprintf(" hugepagesz=2M hugepages=%d", cfg.Hugepages)
 	args := []string{
 		"-machine", "q35,kernel-irqchip=split",
 		"-accel", "tcg",
