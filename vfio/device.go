@@ -23,6 +23,12 @@ type Device struct {
 	mu     sync.Mutex
 	closed bool
 	config *RegionInfo // the config space region, once looked up
+
+	// irqMu serialises VFIO_DEVICE_SET_IRQS and guards what the device
+	// set up with it (irq.go).
+	irqMu     sync.Mutex
+	irqs      map[IRQIndex]*irqState
+	irqClosed bool // Close has torn the interrupts down
 }
 
 // BDF returns the device's PCI address, such as "0000:00:03.0".
@@ -257,8 +263,10 @@ func (d *Device) Mmap(index RegionIndex, offset, length uint64) (*Mapping, error
 	return &Mapping{mem: mem}, nil
 }
 
-// Close closes the device. Mappings made with Mmap stay valid until they are
-// closed. Closing twice returns nil.
+// Close closes the device. It first disables every IRQ index the Device
+// enabled, so that the Interrupts connected to them may be closed after
+// it. Mappings made with Mmap stay valid until they are closed. Closing
+// twice returns nil.
 func (d *Device) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -266,10 +274,11 @@ func (d *Device) Close() error {
 		return nil
 	}
 	d.closed = true
-	err := d.file.close()
 	d.mu.Unlock()
+	irqErr := d.closeIRQs()
+	err := d.file.close()
 	d.group.removeDevice(d)
-	if err != nil {
+	if err = errors.Join(irqErr, err); err != nil {
 		return fmt.Errorf("closing device %s: %w", d.bdf, err)
 	}
 	return nil

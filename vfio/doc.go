@@ -13,7 +13,11 @@
 //     its devices.
 //   - Device: one PCI function. Its regions (BARs, ROM, config space) with
 //     their capabilities, including the sparse mmap areas, its IRQ indexes,
-//     config space reads and writes, mmap of a region, reset.
+//     config space reads and writes, mmap of a region, reset, its
+//     interrupts (below) and its device features (ProbeFeature,
+//     GetFeature, SetFeature; low power entry and exit; migration flags).
+//   - Interrupt: an eventfd that a device vector signals, waited on
+//     through Go's runtime poller.
 //   - GroupOf and GroupDevices read the IOMMU group layout from sysfs.
 //
 // # What it never does
@@ -33,8 +37,8 @@
 //
 // # Closing
 //
-// Every handle is an io.Closer whose Close is safe to call twice; the
-// second call returns nil. Close runs in the opposite order of opening, and
+// Every handle (Interrupts too) is an io.Closer whose Close is safe to
+// call twice; the second call returns nil. Close runs in the opposite order of opening, and
 // this package enforces it rather than closing children behind the
 // caller's back:
 //
@@ -48,6 +52,24 @@
 //
 // Memory mapped from a device region (Device.Mmap) stays valid after the
 // Device is closed, until the Mapping is closed.
+//
+// # Interrupts
+//
+// Each interrupt vector of a device (INTx, MSI, MSI-X, and the ERR and REQ
+// notifications) is delivered as an eventfd: create Interrupts with
+// NewInterrupt, connect them with Device.ConnectIRQs or ConnectIRQ, and
+// Wait on them (the goroutine parks on the runtime poller, no OS thread is
+// held, ctx cancels) or poll them with TryRead (one read(2), no
+// allocation). The package starts no goroutine per vector. TriggerIRQs and
+// TriggerSelectedIRQs make the kernel signal vectors from software, to test
+// the wiring. DisconnectIRQ stops one vector, DisableIRQ a whole index;
+// irq.go explains what vfio-pci allows (one of INTx, MSI and MSI-X at a
+// time; MSI-X grows on the fly only on kernels without IRQNoResize) and
+// MaskIRQs why MSI-X cannot be masked through VFIO and what to do instead.
+//
+// Teardown runs backwards here too: Device.Close disables every index the
+// device enabled, and an Interrupt refuses to Close (ErrInUse) while a
+// vector is connected to it.
 //
 // # Errors
 //

@@ -24,6 +24,13 @@ var (
 	// outside every range the container's IOMMU accepts.
 	ErrIOVAOutOfRange = errors.New("IOVA outside the container's IOVA ranges")
 
+	// ErrNotSupported means the kernel or the device does not offer what
+	// was asked: a device feature vfio-pci does not implement for it, an
+	// IRQ index the device lacks, masking an index that is not maskable.
+	// The kernel's errno (ENOTTY, EINVAL), when there was one, is wrapped
+	// too.
+	ErrNotSupported = errors.New("not supported")
+
 	// ErrClosed is returned by methods of a closed handle. It is
 	// os.ErrClosed, so either can be tested for.
 	ErrClosed = os.ErrClosed

@@ -1,8 +1,10 @@
 package vfio_test
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/umdkit/umd/vfio"
 )
@@ -62,4 +64,34 @@ func openAndIdentify(bdf string) error {
 	fmt.Printf("%s: vendor %#04x device %#04x\n", bdf,
 		binary.LittleEndian.Uint16(id[0:2]), binary.LittleEndian.Uint16(id[2:4]))
 	return nil
+}
+
+// Interrupts arrive on eventfds. Connect one per MSI-X vector and wait on
+// it with a context. The vector lets go of the eventfd (DisconnectIRQ,
+// DisableIRQ or the device's Close) before the eventfd is closed.
+func ExampleDevice_ConnectIRQ() {
+	var device *vfio.Device // opened as in the package example
+
+	irq, err := vfio.NewInterrupt()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer irq.Close()
+	if err := device.ConnectIRQ(vfio.IRQMSIX, 0, irq); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer device.DisconnectIRQ(vfio.IRQMSIX, 0) // runs before irq.Close
+
+	// Prove the wiring from software: the kernel signals the vector's
+	// eventfd as if the device had raised it.
+	if err := device.TriggerIRQs(vfio.IRQMSIX, 0, 1); err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	n, err := irq.Wait(ctx)
+	fmt.Println(n, err)
 }

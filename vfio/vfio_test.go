@@ -385,7 +385,10 @@ func TestMapErrorHints(t *testing.T) {
 }
 
 func TestGetInfoGrowsTheBuffer(t *testing.T) {
-	_, _, d := fakeHandles(t)
+	c, g, d := fakeHandles(t)
+	defer c.Close()
+	defer g.Close()
+	defer d.Close()
 	var sizes []int
 	buf, err := getInfo(d.file, 16, func(fd int, buf []byte) (uint32, error) {
 		sizes = append(sizes, len(buf))

@@ -75,6 +75,10 @@ var abiStructs = []cStruct{
 		fields("argsz", "Argsz", "flags", "Flags", "iova", "IOVA", "size", "Size"), "data"},
 	{"vfio_device_feature", reflect.TypeFor[DeviceFeature](), SizeofDeviceFeature,
 		fields("argsz", "Argsz", "flags", "Flags"), "data"},
+	{"vfio_device_feature_migration", reflect.TypeFor[DeviceFeatureMigration](), SizeofDeviceFeatureMigration,
+		fields("flags", "Flags"), ""},
+	{"vfio_device_low_power_entry_with_wakeup", reflect.TypeFor[DeviceLowPowerEntryWithWakeup](), SizeofDeviceLowPowerEntryWithWakeup,
+		fields("wakeup_eventfd", "WakeupEventfd", "reserved", "Reserved"), ""},
 }
 
 // abiConsts lists every constant of the package with its Go value; the C
@@ -195,6 +199,9 @@ var abiConsts = map[string]uint64{
 	"VFIO_DEVICE_FEATURE_DMA_LOGGING_START":           VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
 	"VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP":            VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
 	"VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT":          VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+
+	"VFIO_MIGRATION_STOP_COPY": VFIO_MIGRATION_STOP_COPY,
+	"VFIO_MIGRATION_P2P":       VFIO_MIGRATION_P2P,
 }
 
 // cProgram returns a C program that prints, one per line, "key value" for

@@ -183,3 +183,10 @@ const (
 	VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP            = 7
 	VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT          = 8
 )
+
+// DeviceFeatureMigration.Flags: the migration protocols a device supports,
+// answered by VFIO_DEVICE_FEATURE_GET of VFIO_DEVICE_FEATURE_MIGRATION.
+const (
+	VFIO_MIGRATION_STOP_COPY = 1 << 0 // the STOP, STOP_COPY and RESUMING states
+	VFIO_MIGRATION_P2P       = 1 << 1 // and RUNNING_P2P
+)

@@ -173,20 +173,41 @@ func DeviceGetIRQInfo(deviceFD int, index uint32) (IRQInfo, error) {
 
 // DeviceSetIRQs issues VFIO_DEVICE_SET_IRQS with the header set followed by
 // data (set.Count uint8 bools or native-endian int32 eventfds, as set.Flags
-// says). Argsz is computed here.
-func DeviceSetIRQs(deviceFD int, set IRQSet, data []byte) error {
+// says; see IRQSetEventfds). Argsz is computed here.
+//
+// It returns the ioctl's non-negative result as it is. That is 0 on
+// success, but vfio-pci has one other answer: when it enables MSI or MSI-X
+// and the PCI core grants fewer vectors than start+count, it frees them
+// again and returns how many it could have had, with no errno. The caller
+// decides what that means.
+func DeviceSetIRQs(deviceFD int, set IRQSet, data []byte) (int, error) {
 	size := SizeofIRQSet + len(data)
 	if uint64(size) > math.MaxUint32 {
-		return fmt.Errorf("VFIO_DEVICE_SET_IRQS: %d bytes of data do not fit argsz", len(data))
+		return 0, fmt.Errorf("VFIO_DEVICE_SET_IRQS: %d bytes of data do not fit argsz", len(data))
 	}
 	set.Argsz = uint32(size)
 	buf := make([]byte, size)
 	copy(buf, bytesOf(&set))
 	copy(buf[SizeofIRQSet:], data)
-	if _, errno := ioctlBytes(deviceFD, VFIO_DEVICE_SET_IRQS, buf); errno != 0 {
-		return ioctlError("VFIO_DEVICE_SET_IRQS", errno)
+	r, errno := ioctlBytes(deviceFD, VFIO_DEVICE_SET_IRQS, buf)
+	if errno != 0 {
+		return 0, ioctlError("VFIO_DEVICE_SET_IRQS", errno)
 	}
-	return nil
+	return int(r), nil
+}
+
+// IRQSetEventfds lays out fds as the data of a VFIO_DEVICE_SET_IRQS with
+// VFIO_IRQ_SET_DATA_EVENTFD: one native-endian int32 per IRQ, -1 to take
+// the IRQ's eventfd away. An fd that does not fit an int32 is an error.
+func IRQSetEventfds(fds []int) ([]byte, error) {
+	data := make([]byte, 4*len(fds))
+	for i, fd := range fds {
+		if fd < -1 || fd > math.MaxInt32 {
+			return nil, fmt.Errorf("VFIO_DEVICE_SET_IRQS: fd %d is not an int32 eventfd or -1", fd)
+		}
+		binary.NativeEndian.PutUint32(data[4*i:], uint32(int32(fd)))
+	}
+	return data, nil
 }
 
 // DeviceReset issues VFIO_DEVICE_RESET.

@@ -1,7 +1,9 @@
 package vfioabi
 
 import (
+	"encoding/binary"
 	"errors"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -43,7 +45,8 @@ func TestIoctlsOnNonVFIOFile(t *testing.T) {
 		},
 		"VFIO_DEVICE_GET_IRQ_INFO": func() error { _, err := DeviceGetIRQInfo(fd, VFIO_PCI_MSIX_IRQ_INDEX); return err },
 		"VFIO_DEVICE_SET_IRQS": func() error {
-			return DeviceSetIRQs(fd, IRQSet{Flags: VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER}, nil)
+			_, err := DeviceSetIRQs(fd, IRQSet{Flags: VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER}, nil)
+			return err
 		},
 		"VFIO_DEVICE_RESET": func() error { return DeviceReset(fd) },
 		"VFIO_DEVICE_FEATURE": func() error {
@@ -88,5 +91,29 @@ func TestIoctlArgumentChecks(t *testing.T) {
 	}
 	if _, err := GetAPIVersion(-1); !errors.Is(err, unix.EBADF) {
 		t.Errorf("VFIO_GET_API_VERSION on fd -1: got %v, want EBADF", err)
+	}
+}
+
+func TestIRQSetEventfds(t *testing.T) {
+	data, err := IRQSetEventfds([]int{7, -1, 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int32{7, -1, 1 << 20}
+	if len(data) != 4*len(want) {
+		t.Fatalf("got %d bytes, want %d", len(data), 4*len(want))
+	}
+	for i, w := range want {
+		if got := int32(binary.NativeEndian.Uint32(data[4*i:])); got != w {
+			t.Errorf("fd %d encodes as %d, want %d", i, got, w)
+		}
+	}
+	for _, bad := range []int{-2, math.MaxInt32 + 1} {
+		if _, err := IRQSetEventfds([]int{bad}); err == nil {
+			t.Errorf("fd %d: got no error", bad)
+		}
+	}
+	if data, err := IRQSetEventfds(nil); err != nil || len(data) != 0 {
+		t.Errorf("no fds: got %v, %v", data, err)
 	}
 }

@@ -54,4 +54,10 @@ var (
 
 	_ [SizeofDeviceFeature - unsafe.Sizeof(DeviceFeature{})]struct{}
 	_ [unsafe.Sizeof(DeviceFeature{}) - SizeofDeviceFeature]struct{}
+
+	_ [SizeofDeviceFeatureMigration - unsafe.Sizeof(DeviceFeatureMigration{})]struct{}
+	_ [unsafe.Sizeof(DeviceFeatureMigration{}) - SizeofDeviceFeatureMigration]struct{}
+
+	_ [SizeofDeviceLowPowerEntryWithWakeup - unsafe.Sizeof(DeviceLowPowerEntryWithWakeup{})]struct{}
+	_ [unsafe.Sizeof(DeviceLowPowerEntryWithWakeup{}) - SizeofDeviceLowPowerEntryWithWakeup]struct{}
 )

@@ -144,22 +144,38 @@ type DeviceFeature struct {
 	Flags uint32 // feature index | VFIO_DEVICE_FEATURE_GET/SET/PROBE
 }
 
+// DeviceFeatureMigration mirrors struct vfio_device_feature_migration, the
+// data of VFIO_DEVICE_FEATURE_GET for VFIO_DEVICE_FEATURE_MIGRATION.
+type DeviceFeatureMigration struct {
+	Flags uint64 // VFIO_MIGRATION_*
+}
+
+// DeviceLowPowerEntryWithWakeup mirrors struct
+// vfio_device_low_power_entry_with_wakeup, the data of
+// VFIO_DEVICE_FEATURE_SET for VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP.
+type DeviceLowPowerEntryWithWakeup struct {
+	WakeupEventfd int32 // signalled when the device leaves the low power state
+	Reserved      uint32
+}
+
 // Sizes of the structs above in bytes, as the kernel's sizeof gives them.
 const (
-	SizeofGroupStatus                = 8
-	SizeofDeviceInfo                 = 20
-	SizeofRegionInfo                 = 32
-	SizeofRegionSparseMmapArea       = 16
-	SizeofRegionInfoCapSparseMmap    = 16
-	SizeofRegionInfoCapType          = 16
-	SizeofIRQInfo                    = 16
-	SizeofIRQSet                     = 20
-	SizeofInfoCapHeader              = 8
-	SizeofIOMMUType1Info             = 24
-	SizeofIOVARange                  = 16
-	SizeofIOMMUType1InfoCapIOVARange = 16
-	SizeofIOMMUType1InfoDMAAvail     = 12
-	SizeofIOMMUType1DMAMap           = 32
-	SizeofIOMMUType1DMAUnmap         = 24
-	SizeofDeviceFeature              = 8
+	SizeofGroupStatus                   = 8
+	SizeofDeviceInfo                    = 20
+	SizeofRegionInfo                    = 32
+	SizeofRegionSparseMmapArea          = 16
+	SizeofRegionInfoCapSparseMmap       = 16
+	SizeofRegionInfoCapType             = 16
+	SizeofIRQInfo                       = 16
+	SizeofIRQSet                        = 20
+	SizeofInfoCapHeader                 = 8
+	SizeofIOMMUType1Info                = 24
+	SizeofIOVARange                     = 16
+	SizeofIOMMUType1InfoCapIOVARange    = 16
+	SizeofIOMMUType1InfoDMAAvail        = 12
+	SizeofIOMMUType1DMAMap              = 32
+	SizeofIOMMUType1DMAUnmap            = 24
+	SizeofDeviceFeature                 = 8
+	SizeofDeviceFeatureMigration        = 8
+	SizeofDeviceLowPowerEntryWithWakeup = 8
 )

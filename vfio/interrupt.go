@@ -1,0 +1,290 @@
+package vfio
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Interrupt is an eventfd that a device's interrupt vector signals, or that
+// anything else signals (Signal, another process it was handed to). The
+// kernel adds one to the eventfd's counter per interrupt; reading it
+// returns the count since the last read and resets it to zero, so
+// interrupts that arrive while nobody reads are coalesced, never lost.
+//
+// The eventfd is non-blocking and registered with Go's runtime poller:
+// Wait parks the calling goroutine on the poller, not an OS thread, and the
+// package parks no goroutine of its own per Interrupt. TryRead is the
+// non-blocking check for polling loops. Fd gives the number for a caller's
+// own epoll set.
+//
+// An Interrupt is connected to device vectors with Device.ConnectIRQs and
+// friends. While it is connected, Close refuses with ErrInUse: disconnect
+// it, disable the device's IRQ index, or close the device first. Its
+// methods are safe for concurrent use.
+type Interrupt struct {
+	f  *os.File
+	rc syscall.RawConn
+	fd int // the number, for Fd: os.File.Fd would put the fd in blocking mode
+
+	// waitSem admits one Wait at a time: a deadline is per file, so two
+	// waiters would cancel each other. waitBuf belongs to the admitted one.
+	waitSem chan struct{}
+	waitBuf [8]byte
+
+	// TryRead's state: the buffer, the result and the callback it hands to
+	// RawConn.Control, made once so that TryRead does not allocate.
+	tryMu    sync.Mutex
+	tryBuf   [8]byte
+	tryCount uint64
+	tryErr   error
+	tryFn    func(fd uintptr)
+
+	// Signal's, likewise.
+	sigMu  sync.Mutex
+	sigBuf [8]byte
+	sigErr error
+	sigFn  func(fd uintptr)
+
+	mu     sync.Mutex
+	closed bool
+	users  int // device vectors connected to this eventfd
+}
+
+// NewInterrupt creates an eventfd (eventfd2 with EFD_NONBLOCK|EFD_CLOEXEC)
+// with its counter at zero.
+func NewInterrupt() (*Interrupt, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("creating an interrupt eventfd: %w", os.NewSyscallError("eventfd2", err))
+	}
+	return newInterrupt(fd), nil
+}
+
+// InterruptFromFD takes ownership of fd, which must be an eventfd, such as
+// one received from another process over a unix socket (SCM_RIGHTS). It
+// puts the fd in non-blocking, close-on-exec mode; O_NONBLOCK belongs to
+// the open file, so other fds of the same eventfd (the sender's) see it
+// too, which is harmless for eventfds read through poll or epoll. On error
+// the fd is left open and still the caller's.
+func InterruptFromFD(fd int) (*Interrupt, error) {
+	what := fmt.Sprintf("taking fd %d as an interrupt eventfd", fd)
+	if fd < 0 {
+		return nil, fmt.Errorf("%s: not a file descriptor", what)
+	}
+	// An eventfd is an anonymous inode that /proc names "anon_inode:[eventfd]".
+	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if link != "anon_inode:[eventfd]" {
+		return nil, fmt.Errorf("%s: the fd is %s, not an eventfd", what, link)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, os.NewSyscallError("fcntl", err))
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, os.NewSyscallError("fcntl", err))
+	}
+	return newInterrupt(fd), nil
+}
+
+// newInterrupt wraps a non-blocking eventfd; fd must not be negative.
+// os.NewFile sees that the fd is non-blocking and registers it with the
+// runtime poller.
+func newInterrupt(fd int) *Interrupt {
+	f := os.NewFile(uintptr(fd), "eventfd")
+	// SyscallConn fails only on a nil *os.File, which NewFile returns
+	// only for a negative fd.
+	rc, _ := f.SyscallConn()
+	i := &Interrupt{f: f, rc: rc, fd: fd, waitSem: make(chan struct{}, 1)}
+	i.tryFn = i.tryRead
+	i.sigFn = i.signal
+	return i
+}
+
+// Fd returns the eventfd's number, for a caller's own epoll set or for
+// handing to another process. It stays valid until Close. Do not close it,
+// and do not put it in blocking mode: Wait depends on it being
+// non-blocking.
+func (i *Interrupt) Fd() int { return i.fd }
+
+// past is a read deadline that has always expired.
+var past = time.Unix(1, 0)
+
+// Wait blocks until the eventfd has been signalled and returns the count
+// of signals since the last read (at least 1), resetting it to zero. The
+// goroutine waits on the runtime poller.
+//
+// When ctx is done first, Wait returns 0 and ctx.Err() promptly; signals
+// that arrive meanwhile stay counted for the next read. One goroutine waits
+// at a time: a second Wait waits for the first to return (or for its own
+// ctx). After Close, Wait returns an error wrapping ErrClosed, and a Wait
+// in progress returns one.
+func (i *Interrupt) Wait(ctx context.Context) (uint64, error) {
+	select {
+	case i.waitSem <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	defer func() { <-i.waitSem }()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+
+	// Cancellation: when ctx is done, put the read deadline in the past,
+	// which makes the parked Read return. context.AfterFunc starts a
+	// goroutine only when ctx is done; stop keeps it from starting once
+	// Read has returned. If it did start, wait for it to finish before
+	// clearing the deadline, so it cannot land on the next Wait.
+	var (
+		stop  func() bool
+		fired chan struct{}
+	)
+	if ctx.Done() != nil {
+		fired = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			i.f.SetReadDeadline(past) // fails only once the file is closed, when Read returns anyway
+			close(fired)
+		})
+	}
+	n, err := i.f.Read(i.waitBuf[:])
+	if stop != nil && !stop() {
+		<-fired
+		i.f.SetReadDeadline(time.Time{})
+	}
+
+	switch {
+	case err == nil && n == len(i.waitBuf):
+		return binary.NativeEndian.Uint64(i.waitBuf[:]), nil
+	case err == nil:
+		return 0, fmt.Errorf("waiting on interrupt eventfd %d: read %d bytes, want 8", i.fd, n)
+	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+		return 0, ctx.Err()
+	case errors.Is(err, os.ErrClosed):
+		return 0, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, ErrClosed)
+	}
+	return 0, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, err)
+}
+
+// TryRead returns the count of signals since the last read and resets it
+// to zero, without blocking: 0 and no error when nothing is pending. It is
+// one read(2) and no allocation, for polling loops; it does not touch the
+// runtime poller, so it never waits behind a Wait in progress.
+func (i *Interrupt) TryRead() (uint64, error) {
+	i.tryMu.Lock()
+	defer i.tryMu.Unlock()
+	i.tryCount, i.tryErr = 0, nil
+	if err := i.rc.Control(i.tryFn); err != nil {
+		return 0, fmt.Errorf("reading interrupt eventfd %d: %w", i.fd, ErrClosed)
+	}
+	if i.tryErr != nil {
+		return 0, fmt.Errorf("reading interrupt eventfd %d: %w", i.fd, i.tryErr)
+	}
+	return i.tryCount, nil
+}
+
+// tryRead is TryRead's callback; i.tryMu is held.
+func (i *Interrupt) tryRead(fd uintptr) {
+	for {
+		n, err := unix.Read(int(fd), i.tryBuf[:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			// Nothing pending.
+		case err != nil:
+			i.tryErr = os.NewSyscallError("read", err)
+		case n != len(i.tryBuf):
+			i.tryErr = fmt.Errorf("read %d bytes, want 8", n)
+		default:
+			i.tryCount = binary.NativeEndian.Uint64(i.tryBuf[:])
+		}
+		return
+	}
+}
+
+// Signal adds one to the eventfd's counter, waking a Wait: what a device
+// vector does on an interrupt, done from software. Like TryRead it is one
+// write(2) and no allocation. It fails only when the counter is at its
+// maximum (2^64-2) or the Interrupt is closed.
+func (i *Interrupt) Signal() error {
+	i.sigMu.Lock()
+	defer i.sigMu.Unlock()
+	i.sigErr = nil
+	if err := i.rc.Control(i.sigFn); err != nil {
+		return fmt.Errorf("signalling interrupt eventfd %d: %w", i.fd, ErrClosed)
+	}
+	if i.sigErr != nil {
+		return fmt.Errorf("signalling interrupt eventfd %d: %w", i.fd, i.sigErr)
+	}
+	return nil
+}
+
+// signal is Signal's callback; i.sigMu is held.
+func (i *Interrupt) signal(fd uintptr) {
+	binary.NativeEndian.PutUint64(i.sigBuf[:], 1)
+	for {
+		_, err := unix.Write(int(fd), i.sigBuf[:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			i.sigErr = hint(os.NewSyscallError("write", err), "the counter is full: nobody reads this eventfd")
+		case err != nil:
+			i.sigErr = os.NewSyscallError("write", err)
+		}
+		return
+	}
+}
+
+// Close closes the eventfd. A Wait in progress returns an error wrapping
+// ErrClosed. Close fails with ErrInUse while device vectors are connected
+// to the eventfd. Closing twice returns nil.
+func (i *Interrupt) Close() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.closed {
+		return nil
+	}
+	if i.users > 0 {
+		return fmt.Errorf("closing interrupt eventfd %d: %w: %d device interrupt vector(s) signal it; disconnect them, disable their IRQ index or close the device first", i.fd, ErrInUse, i.users)
+	}
+	i.closed = true
+	if err := i.f.Close(); err != nil {
+		return fmt.Errorf("closing interrupt eventfd %d: %w", i.fd, err)
+	}
+	return nil
+}
+
+// acquire records that a device vector is about to be connected to the
+// eventfd, which keeps Close from closing it; it fails once closed.
+func (i *Interrupt) acquire() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.closed {
+		return fmt.Errorf("interrupt eventfd %d: %w", i.fd, ErrClosed)
+	}
+	i.users++
+	return nil
+}
+
+// release undoes acquire.
+func (i *Interrupt) release() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.users > 0 {
+		i.users--
+	}
+}
+
+// String names the eventfd, for messages.
+func (i *Interrupt) String() string { return "eventfd " + strconv.Itoa(i.fd) }
