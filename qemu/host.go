@@ -25,6 +25,9 @@ var hostTools = []hostTool{
 	{"zstd", "zstd", "decompresses zstd-compressed modules"},
 	{"dpkg", "dpkg", "unpacks the kernel packages"},
 	{"apt-get", "apt", "downloads the kernel packages"},
+	{"make", "make", "builds the project's kernel modules (kmod/)"},
+	{"gcc", "gcc", "compiles kernel modules (the guest kernels are built with gcc-12)"},
+	{"pahole", "dwarves", "adds BTF to modules built for 6.12"},
 }
 
 // missingTools returns the packages whose tools are not on this host.

@@ -49,6 +49,10 @@ got=$(cat /proc/sys/vm/nr_hugepages)
 [ "$got" -ge "$UMD_HUGEPAGES" ] || fail "reserved $got of $UMD_HUGEPAGES hugepages"
 
 stage modules
+# The project's own modules (kmod/) arrive with the run; index them.
+if [ -d "/lib/modules/$(uname -r)/extra" ]; then
+	depmod || fail "depmod for the modules in /lib/modules/$(uname -r)/extra"
+fi
 modprobe vfio_iommu_type1 || fail "modprobe vfio_iommu_type1"
 modprobe vfio-pci || fail "modprobe vfio-pci"
 

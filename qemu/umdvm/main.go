@@ -169,6 +169,22 @@ func (o *options) prepare() (qemu.Config, string, error) {
 		os.RemoveAll(bin)
 		return cfg, "", err
 	}
+	files := map[string]string{"umd/bin": bin}
+	if dirs, err := qemu.KernelModuleDirs(root); err != nil {
+		return cfg, bin, err
+	} else if len(dirs) > 0 {
+		headers, err := f.Headers(u)
+		if err != nil {
+			return cfg, bin, err
+		}
+		kos, err := qemu.BuildKernelModules(cache, root, u.Release, headers, os.Stderr)
+		if err != nil {
+			return cfg, bin, err
+		}
+		for _, ko := range kos {
+			files["lib/modules/"+u.Release+"/extra/"+filepath.Base(ko)] = ko
+		}
+	}
 	cfg = qemu.Config{
 		Kernel:    u,
 		Topology:  top,
@@ -178,7 +194,7 @@ func (o *options) prepare() (qemu.Config, string, error) {
 		Hugepages: o.huge,
 		Cache:     cache,
 		Stdout:    os.Stdout,
-		Files:     map[string]string{"umd/bin": bin},
+		Files:     files,
 	}
 	if o.console {
 		cfg.Console = os.Stderr

@@ -1,0 +1,56 @@
+package qemu
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestHeaderDependencies(t *testing.T) {
+	show := `Package: linux-headers-6.12.95+deb12-amd64
+Version: 6.12.95-1~bpo12+1
+Depends: linux-base (>= 4.12~), linux-headers-6.12.95+deb12-common (= 6.12.95-1~bpo12+1), linux-image-6.12.95+deb12-amd64 (= 6.12.95-1~bpo12+1) | linux-image-6.12.95+deb12-amd64-unsigned (= 6.12.95-1~bpo12+1), linux-kbuild-6.12.95+deb12, gcc-12
+
+Package: linux-headers-6.12.95+deb12-amd64
+Version: 6.12.90-1~bpo12+1
+Depends: linux-headers-6.12.90+deb12-common
+`
+	got := headerDependencies(show)
+	if strings.Join(got, " ") != "linux-headers-6.12.95+deb12-common linux-kbuild-6.12.95+deb12" {
+		t.Errorf("dependencies %v", got)
+	}
+}
+
+func TestKmodToolsAreHostTools(t *testing.T) {
+	for _, k := range kmodTools {
+		if k.path != "make" && k.path != "gcc" && k.path != "pahole" {
+			t.Errorf("kmodTools holds %s", k.path)
+		}
+	}
+}
+
+func TestSyncDirRewritesOnlyChanges(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(src, "a.c"), []byte("one"), 0o644)
+	os.WriteFile(filepath.Join(src, "Kbuild"), []byte("obj-m := a.o\n"), 0o644)
+	os.Mkdir(filepath.Join(src, "sub"), 0o755)
+	if err := syncDir(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(filepath.Join(dst, "Kbuild"))
+	os.WriteFile(filepath.Join(src, "a.c"), []byte("two"), 0o644)
+	if err := syncDir(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(dst, "a.c")); string(data) != "two" {
+		t.Errorf("a.c = %q after sync", data)
+	}
+	after, _ := os.Stat(filepath.Join(dst, "Kbuild"))
+	if !after.ModTime().Equal(before.ModTime()) {
+		t.Error("an unchanged file was rewritten")
+	}
+	if _, err := os.Stat(filepath.Join(dst, "sub")); err == nil {
+		t.Error("a subdirectory was copied")
+	}
+}
