@@ -197,6 +197,52 @@ func (d *Device) WriteConfig(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// regionAccess checks an access of n bytes at off against region index
+// and returns the matching offset in the device fd.
+func (d *Device) regionAccess(verb string, index RegionIndex, n int, off int64) (int64, error) {
+	what := fmt.Sprintf("%s region %d of %s at 0x%x (%d bytes)", verb, index, d.bdf, off, n)
+	info, err := d.RegionInfo(index)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if off < 0 || uint64(off)+uint64(n) > info.Size {
+		return 0, fmt.Errorf("%s: outside the 0x%x-byte region", what, info.Size)
+	}
+	if info.Size > math.MaxInt64 || info.Offset > math.MaxInt64-info.Size {
+		return 0, fmt.Errorf("%s: the region's offset 0x%x does not fit a file offset", what, info.Offset)
+	}
+	return int64(info.Offset) + off, nil
+}
+
+// ReadRegion reads len(p) bytes of a region (a BAR, say) at offset off
+// through the device fd: the kernel performs the access (ioread for a
+// memory BAR), so it reaches parts of a region that cannot be mmap'd. It
+// costs a system call or two per call; the I/O path maps BARs instead.
+func (d *Device) ReadRegion(index RegionIndex, p []byte, off int64) (int, error) {
+	pos, err := d.regionAccess("reading", index, len(p), off)
+	if err != nil {
+		return 0, err
+	}
+	n, err := d.file.f.ReadAt(p, pos)
+	if err != nil {
+		return n, fmt.Errorf("reading region %d of %s at 0x%x (%d bytes): %w", index, d.bdf, off, len(p), err)
+	}
+	return n, nil
+}
+
+// WriteRegion writes p to a region at offset off through the device fd.
+func (d *Device) WriteRegion(index RegionIndex, p []byte, off int64) (int, error) {
+	pos, err := d.regionAccess("writing", index, len(p), off)
+	if err != nil {
+		return 0, err
+	}
+	n, err := d.file.f.WriteAt(p, pos)
+	if err != nil {
+		return n, fmt.Errorf("writing region %d of %s at 0x%x (%d bytes): %w", index, d.bdf, off, len(p), err)
+	}
+	return n, nil
+}
+
 // Reset resets the device (VFIO_DEVICE_RESET): a function-level reset or
 // whatever the kernel found to work. Info's DeviceResettable says whether
 // there is one.
