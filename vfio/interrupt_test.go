@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/umdkit/umd/internal/fdleak"
 )
 
 // Eventfds work on any Linux kernel, so the Interrupt type is tested here on
@@ -363,7 +365,7 @@ func TestInterruptNoGoroutineLeak(t *testing.T) {
 }
 
 func TestInterruptNoFDLeak(t *testing.T) {
-	before, err := listFDs()
+	before, err := fdleak.Take()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,11 +378,11 @@ func TestInterruptNoFDLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	after, err := listFDs()
+	after, err := fdleak.Take()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if leaked := leakedFDs(before, after); len(leaked) > 0 {
+	if leaked := before.Leaked(after); len(leaked) > 0 {
 		t.Errorf("100 Interrupts opened and closed leaked %v", leaked)
 	}
 }
