@@ -2,7 +2,7 @@
 // puts them in order: what each function is, where it sits in the PCIe
 // hierarchy, which "card" it belongs to, and which IOMMU group it shares.
 //
-// Everything here is read-only and needs no privileges, with one exception:
+// Discovery is read-only and needs no privileges, with one exception:
 // the kernel shows unprivileged readers only the first 64 bytes of a
 // function's config space, so capabilities (PCIe port type, MSI-X, AER,
 // ACS, SR-IOV, ...) are only known when the caller may read all of it
@@ -25,6 +25,16 @@
 // sysfs resource file; function.go says why the rest of that package is
 // not used, and BuiltinIDs what its names lack.
 //
-// Binding functions to vfio-pci and preflight checks will live here too;
-// this package never maps BARs or sets up DMA (that is vfio/ and iommu/).
+// [Bind] hands functions to vfio-pci (or another driver) through
+// driver_override, unbind and drivers_probe, after refusing, with nothing
+// changed, when that would be harmful or useless (the caller is not root,
+// the IOMMU is off, the IOMMU group is not viable, a namespace is mounted
+// or open); it remembers each function's previous driver in a state file
+// so that [Unbind] can restore it from any process. With
+// [BindOptions].DryRun both only plan. [Preflight] is `umdprobe doctor`:
+// the IOMMU, VFIO modules and device files, the functions' binding and
+// groups, hugepages, RLIMIT_MEMLOCK and privileges, each finding with its
+// remedy. Binding is the only thing in this package that writes.
+//
+// This package never maps BARs or sets up DMA (that is vfio/ and iommu/).
 package pcie

@@ -6,6 +6,9 @@
 //	umdprobe tree [SELECTOR...]     the topology, with cards (also -t)
 //	umdprobe show SELECTOR...       everything known about some functions
 //	umdprobe snapshot               the PCI part of sysfs as text
+//	umdprobe bind SELECTOR...       hand functions to vfio-pci (--driver, --dry-run)
+//	umdprobe unbind SELECTOR...     give them back to the driver they had
+//	umdprobe doctor [SELECTOR...]   is this machine ready for umd?
 //
 // Flags may come before or after the command and selectors. Run
 // `umdprobe --help` for the flags, the selector syntax and examples.
@@ -16,6 +19,12 @@
 //	1  sysfs could not be read (or output could not be written)
 //	2  usage error: unknown command or flag, malformed selector
 //	3  the selectors matched no function
+//	4  bind or unbind refused (not root, IOMMU off, IOMMU group not
+//	   viable, device in use, not an endpoint): nothing was changed
+//	5  doctor: at least one check failed
+//
+// A bind that fails part way (the driver's probe fails, a module cannot
+// be loaded) exits with 1 after putting the function back where it was.
 //
 // # JSON output
 //
@@ -27,10 +36,17 @@
 //	  {"schema", "sysfs_root", "ids_source", "functions": [FUNCTION...]}
 //	umd.pcie.topology/v1 (tree):
 //	  {"schema", "sysfs_root", "host_bridges": [NODE...], "cards": [CARD...]}
+//	umd.pcie.bind/v1 (bind, unbind):
+//	  {"schema", "plan": PLAN, "error", "refused"}
+//	umd.pcie.doctor/v1 (doctor):
+//	  {"schema", "failed", "summary", "checks": [CHECK...]}
 //
 // FUNCTION is pcie.Function, NODE is pcie.Node ({"name", "role", "card",
-// "children"}) and CARD is pcie.Card, with the member names of their
-// struct tags. IDs are strings of four hex digits ("1b36"), class codes
+// "children"}), CARD is pcie.Card, PLAN is pcie.Plan ({"op", "driver",
+// "dry_run", "setup", "functions": [{"bdf", "driver", "driver_override",
+// "target", "record", "nothing_to_do", "steps"}]}) and CHECK is
+// pcie.Check ({"id", "subject", "status": "pass"|"warn"|"fail", "detail",
+// "remedy"}), with the member names of their struct tags. IDs are strings of four hex digits ("1b36"), class codes
 // "0x010802", PCI addresses "0000:03:00.0", link speeds "8.0 GT/s"; a
 // missing IOMMU group or NUMA node is -1. list writes the same functions
 // as its table shows; show and list write the same members.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/umdkit/umd/pcie"
@@ -37,6 +38,17 @@ Usage:
                                          BARs, capabilities, MSI-X, SR-IOV, links, peers
   umdprobe snapshot [flags]              the PCI part of sysfs as text, for a bug report
                                          or a test fixture (pcie.RestoreSnapshot reads it)
+  umdprobe bind [flags] SELECTOR...      hand the selected functions to vfio-pci (or --driver),
+                                         remembering their driver for unbind; refuses, changing
+                                         nothing, when the IOMMU is off, the IOMMU group has a
+                                         member on a host driver, a namespace is mounted or open,
+                                         or you are not root
+  umdprobe unbind [flags] SELECTOR...    give them back to the driver they had before bind
+                                         (or, with no record, to the driver the kernel picks)
+  umdprobe doctor [flags] [SELECTOR...]  check this machine can run umd: IOMMU, VFIO modules,
+                                         /dev/vfio, the functions (all on vfio-pci by default),
+                                         hugepages, RLIMIT_MEMLOCK, privileges; each failure
+                                         comes with its fix
 
 Examples:
   umdprobe                          every endpoint (add -a for bridges and ports too)
@@ -47,6 +59,15 @@ Examples:
   umdprobe tree card=0000:01:00.0   one card's branch only
   umdprobe show 1b36:0010           details of every QEMU NVMe controller
   umdprobe --sysfs /tmp/sys         read a copy of another machine's /sys
+  umdprobe bind --dry-run class=nvme driver=nvme
+                                    what handing every NVMe now on the nvme driver to
+                                    vfio-pci would do (nothing is changed)
+  sudo umdprobe bind 03:00.0        give 0000:03:00.0 to vfio-pci
+  sudo umdprobe unbind 03:00.0      and give it back to the driver it had
+  sudo umdprobe bind --driver nvme card=0000:01:00.0
+                                    give a card's endpoints to the kernel's nvme driver
+  umdprobe doctor                   is this machine ready? (exit status 5 if not)
+  umdprobe doctor 03:00.0 -o json   the same for one function, as JSON
 
 Flags:
   --sysfs DIR       read sysfs from DIR instead of /sys
@@ -55,13 +76,22 @@ Flags:
   -t, --tree        the same as the tree command
   --pci-ids FILE    take names from this pci.ids file; "none" for hex IDs only
                     (default: the host's pci.ids, else a built-in copy)
+  -n, --dry-run     bind, unbind: check and print the steps, change nothing (needs no root)
+  --driver NAME     bind: the driver to bind to (default vfio-pci; the IOMMU and
+                    group checks apply to vfio-pci only)
+  --state-dir DIR   bind, unbind: where the drivers functions had before bind are
+                    remembered (default /run/umd/bind)
+  --memlock SIZE    doctor: the locked memory a run needs, such as 256M or 1G (default 64M)
+  --proc DIR, --dev DIR  read DIR instead of /proc, /dev (for tests)
   -h, --help        this help
 
 `
 
 const exitText = `
-Exit status: 0 success; 1 sysfs unreadable; 2 usage error (bad command, flag
-or selector); 3 the selectors matched nothing.
+Exit status: 0 success; 1 sysfs unreadable, or a bind failed part way (the
+function is put back); 2 usage error (bad command, flag or selector); 3 the
+selectors matched nothing; 4 bind or unbind refused, nothing changed;
+5 doctor found a failing check.
 `
 
 func main() {
@@ -76,6 +106,13 @@ type options struct {
 	tree   bool
 	pciIDs string
 	help   bool
+
+	driver   string
+	dryRun   bool
+	stateDir string
+	proc     string
+	dev      string
+	memlock  uint64
 }
 
 // usageError is an error in how umdprobe was called: exit status 2.
@@ -94,6 +131,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errNoMatch):
 		fmt.Fprintf(stderr, "umdprobe: %v\n", err)
 		return exitNoMatch
+	case errors.Is(err, errRefused):
+		fmt.Fprintf(stderr, "umdprobe: %v\n", err)
+		return exitRefused
+	case errors.Is(err, errChecksFailed):
+		return exitCheckFailed
 	case errors.As(err, &ue) || errors.Is(err, pcie.ErrBadSelector):
 		fmt.Fprintf(stderr, "umdprobe: %v\nRun umdprobe --help for usage.\n", err)
 		return exitUsage
@@ -119,6 +161,17 @@ func runErr(args []string, stdout io.Writer) error {
 	fs.StringVar(&opt.pciIDs, "pci-ids", "", "")
 	fs.BoolVar(&opt.help, "h", false, "")
 	fs.BoolVar(&opt.help, "help", false, "")
+	fs.StringVar(&opt.driver, "driver", "", "")
+	fs.BoolVar(&opt.dryRun, "dry-run", false, "")
+	fs.BoolVar(&opt.dryRun, "n", false, "")
+	fs.StringVar(&opt.stateDir, "state-dir", "", "")
+	fs.StringVar(&opt.proc, "proc", "", "")
+	fs.StringVar(&opt.dev, "dev", "", "")
+	fs.Func("memlock", "", func(v string) error {
+		n, err := parseSize(v)
+		opt.memlock = n
+		return err
+	})
 
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -132,7 +185,7 @@ func runErr(args []string, stdout io.Writer) error {
 	cmd := "list"
 	if len(pos) > 0 {
 		switch pos[0] {
-		case "list", "tree", "show", "snapshot":
+		case "list", "tree", "show", "snapshot", "bind", "unbind", "doctor":
 			cmd, pos = pos[0], pos[1:]
 		case "help":
 			_, err := io.WriteString(stdout, usageText+pcie.SelectorHelp+"\n"+exitText)
@@ -153,6 +206,16 @@ func runErr(args []string, stdout io.Writer) error {
 		return usageError{fmt.Errorf("unknown output format %q: want text or json", opt.output)}
 	}
 
+	if (opt.dryRun || opt.stateDir != "") && cmd != "bind" && cmd != "unbind" {
+		return usageError{fmt.Errorf("--dry-run and --state-dir are for bind and unbind, not %s", cmd)}
+	}
+	if opt.driver != "" && cmd != "bind" {
+		return usageError{fmt.Errorf("--driver is for bind, not %s (unbind restores what bind recorded)", cmd)}
+	}
+	if opt.memlock != 0 && cmd != "doctor" {
+		return usageError{fmt.Errorf("--memlock is for doctor, not %s", cmd)}
+	}
+
 	if cmd == "snapshot" {
 		if len(pos) > 0 {
 			return usageError{errors.New("snapshot takes no selectors: it writes everything Scan reads")}
@@ -164,8 +227,11 @@ func runErr(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cmd == "show" && sel.Empty() {
-		return usageError{errors.New("show needs a selector, such as 03:00.0 or class=nvme")}
+	if (cmd == "show" || cmd == "bind" || cmd == "unbind") && sel.Empty() {
+		return usageError{fmt.Errorf("%s needs a selector, such as 03:00.0 or class=nvme", cmd)}
+	}
+	if cmd == "doctor" && sel.Empty() {
+		return runDoctor(stdout, nil, opt)
 	}
 
 	ids, err := loadIDs(opt.pciIDs)
@@ -182,6 +248,10 @@ func runErr(args []string, stdout io.Writer) error {
 	}
 
 	switch cmd {
+	case "bind", "unbind":
+		return runBind(stdout, cmd, picked, opt)
+	case "doctor":
+		return runDoctor(stdout, targets(picked), opt)
 	case "tree":
 		return writeTree(stdout, sys, sel, opt)
 	case "show":
@@ -234,6 +304,33 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// parseSize parses a byte count with an optional K, M, G or T suffix
+// (powers of 1024; a trailing "B" or "iB" is allowed).
+func parseSize(s string) (uint64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mult := uint64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			t = t[:n-1]
+		}
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || v == 0 || v > (1<<63)/mult {
+		return 0, fmt.Errorf("%q is not a size such as 64M or 1G", s)
+	}
+	return v * mult, nil
 }
 
 // shortBDF drops the domain when it is 0, as lspci does.
