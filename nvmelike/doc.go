@@ -1,0 +1,69 @@
+// Package nvmelike is umd's protocol engine for NVMe and NVMe-like
+// controllers: it drives a controller through its registers and through
+// submission/completion queues in DMA memory.
+//
+// # What it owns
+//
+//   - Register access (CAP, VS, CC, CSTS, AQA, ASQ, ACQ, doorbells) through
+//     the Registers interface.
+//   - Bring-up: disable, admin queue set-up, enable with CAP.TO honoured,
+//     doorbell stride (CAP.DSTRD), memory page size (CAP.MPSMIN), fatal
+//     status (CSTS.CFS) and surprise removal (all-ones reads); clean shutdown
+//     (CC.SHN) on Close.
+//   - Identify (controller, namespace, active namespace list), Set Features
+//     (Number of Queues), Create/Delete I/O SQ and CQ (optionally with an
+//     MSI-X vector), Get Log Page (SMART), Get/Set Features, Abort.
+//   - NVM commands: Read, Write, Flush, Write Zeroes, Compare, Dataset
+//     Management (deallocate), with the data length of LBA commands checked
+//     against the namespace's LBA size so the device never moves more than
+//     the buffer holds.
+//   - Recovery: Reset (disable, re-enable, re-create the I/O queue pairs in
+//     place) failing or retrying outstanding commands; commands given up
+//     on keep their tracker and memory until their completion or a reset,
+//     so a late completion or DMA never lands in reused memory.
+//   - The queue engine (QueuePair): SQ/CQ rings with phase tags, SQ head
+//     tracked from completions, one tail doorbell per batch and one head
+//     doorbell per poll (or shadow doorbells with event indexes, when the
+//     controller offers Doorbell Buffer Config), per-queue preallocated trackers with CID =
+//     generation + tracker index, PRP and PRP list building with list pages
+//     preallocated per tracker.
+//   - Execution: Exec (synchronous, with a context), Submit + Ring + Poll
+//     (asynchronous, with callbacks), SubmitBatch, SubmitWait, typed NVMe
+//     status errors (*StatusError and sentinels such as
+//     ErrAbortedSQDeletion); invalid, stale and duplicate completions are
+//     detected (CID generations) and dropped, never misrouted.
+//   - The opcode registry: NVM Read/Write/Flush and vendor or computational
+//     opcodes are all Commands and take the same path; the entry layout
+//     itself is a Format, so a device with its own ring layout is a new
+//     Format, not a fork.
+//
+// # What it never does
+//
+// VFIO ioctls, IOMMU programming or hugepage management: it talks to small
+// interfaces (Registers, DMA, and later Interrupts) that the vfio, iommu and
+// hugepage packages satisfy (internal/mmio.Region over a mapped BAR0 is a
+// Registers as it is), and that nvmelike/sim implements in memory.
+// Library code here never logs and never panics on device or caller input.
+//
+// # The data path of one I/O
+//
+//	buf := <DMA memory from the caller's pool>             // already mapped
+//	cmd := nvmelike.ReadCommand(nsid, lba, blocks, buf)    // a plain value
+//	q.Submit(&cmd, done)  // tracker popped, PRPs built, entry written in the SQ slot
+//	q.Ring()              // one MMIO write for the batch
+//	q.Poll(0)             // CQE with our phase → tracker by CID → done(...)
+//
+// No allocation, lock, channel or syscall happens on that path. A
+// QueuePair belongs to one goroutine; the Controller's own methods (admin
+// commands) are safe for concurrent use.
+//
+// # Memory ordering
+//
+// Go has no volatile. Register reads and writes go through the Registers
+// interface, whose implementation over mapped BAR0 must use non-inlined or
+// assembly loads and stores of exactly the width asked (see Registers).
+// Doorbell writes come after the SQ entry stores in program order, and the
+// Registers implementation supplies any store barrier the architecture
+// needs. Completion entries are read phase word first with an acquire load
+// (AcquireLoad32), then the rest. umd supports little-endian hosts.
+package nvmelike

@@ -1,0 +1,56 @@
+package nvmelike
+
+import (
+	"encoding/binary"
+	"errors"
+	"slices"
+	"testing"
+)
+
+func TestParseIdentifyNamespace(t *testing.T) {
+	b := make([]byte, IdentifyDataSize)
+	binary.LittleEndian.PutUint64(b[0:], 1000)
+	b[25] = 2    // three formats
+	b[26] = 0x12 // format 2, extended metadata bit set
+	binary.LittleEndian.PutUint32(b[128:], 9<<16)
+	binary.LittleEndian.PutUint32(b[132:], 12<<16)
+	binary.LittleEndian.PutUint32(b[136:], 12<<16|8)
+	ns, err := ParseIdentifyNamespace(1, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.LBASize != 4096 || ns.LBAF[2].MS != 8 || ns.Format() != 2 {
+		t.Errorf("%+v", ns)
+	}
+	b[26] = 5 // past NLBAF
+	if _, err := ParseIdentifyNamespace(1, b); !errors.Is(err, ErrMalformed) {
+		t.Errorf("bad FLBAS: %v", err)
+	}
+	if _, err := ParseIdentifyNamespace(1, b[:100]); !errors.Is(err, ErrMalformed) {
+		t.Errorf("short: %v", err)
+	}
+}
+
+func TestParseActiveNamespaces(t *testing.T) {
+	b := make([]byte, IdentifyDataSize)
+	for i, id := range []uint32{1, 2, 7} {
+		binary.LittleEndian.PutUint32(b[4*i:], id)
+	}
+	ids, err := ParseActiveNamespaces(b)
+	if err != nil || !slices.Equal(ids, []uint32{1, 2, 7}) {
+		t.Errorf("%v %v", ids, err)
+	}
+	binary.LittleEndian.PutUint32(b[12:], 3) // not increasing
+	if _, err := ParseActiveNamespaces(b); !errors.Is(err, ErrMalformed) {
+		t.Errorf("unordered list: %v", err)
+	}
+}
+
+func FuzzParseIdentify(f *testing.F) {
+	f.Add(make([]byte, IdentifyDataSize))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = ParseIdentifyController(b)
+		_, _ = ParseIdentifyNamespace(1, b)
+		_, _ = ParseActiveNamespaces(b)
+	})
+}

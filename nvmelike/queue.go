@@ -1,0 +1,549 @@
+package nvmelike
+
+import (
+	"context"
+	"fmt"
+	"math/bits"
+	"runtime"
+)
+
+// Callback receives a command's completion. cmd is a copy of the command as
+// submitted (with its Tag and Data), valid only until the callback returns.
+// err is nil for success, a *StatusError for a non-zero NVMe status, or an
+// engine error (ErrClosed when the queue pair was deleted with the command
+// outstanding).
+//
+// Callbacks run on the goroutine that called Poll (or Exec, which polls).
+// A callback may Submit and Ring, but not Poll or Exec
+// (ErrReentrantPoll). The command's tracker is free again when the callback
+// runs, so a callback can resubmit even on a full queue.
+type Callback func(cmd *Command, c Completion, err error)
+
+// QueueStats counts what a queue pair did.
+type QueueStats struct {
+	Submitted   uint64 // commands written into the SQ
+	Completed   uint64 // completions delivered to a waiter or callback
+	SQDoorbells uint64 // SQ tail doorbell writes
+	CQDoorbells uint64 // CQ head doorbell writes
+	ShadowOnly  uint64 // doorbell updates written to a shadow doorbell only
+	Dropped     uint64 // completions consumed and dropped: invalid or stale CID
+	BadSQHead   uint64 // completions whose SQ head was out of range (ignored)
+	Orphaned    uint64 // late completions of commands whose Exec gave up
+}
+
+type trackerState uint8
+
+const (
+	trackerFree     trackerState = iota
+	trackerBusy                  // submitted, completion delivered to cb
+	trackerSync                  // submitted by Exec, which waits for done
+	trackerOrphaned              // Exec gave up; the completion frees it
+)
+
+// tracker follows one outstanding command. There is one per usable SQ slot,
+// allocated with the queue pair; its index is the low bits of the CID.
+type tracker struct {
+	cmd   Command // copy of the command, for callbacks and errors
+	cb    Callback
+	list  Buffer // this tracker's PRP list pages
+	cid   uint16 // CID of the command in flight: generation<<idxBits | index
+	gen   uint16
+	state trackerState
+	done  bool // for trackerSync: the completion arrived
+	cpl   Completion
+}
+
+// QueuePair is an SQ and its CQ, with the trackers of the commands in
+// flight on them.
+//
+// A QueuePair belongs to one goroutine at a time: its methods take no locks
+// and must not be called concurrently. To share one between goroutines,
+// guard it with a mutex (every method, including Poll); the cost is a lock
+// per call, which is why the engine does not impose one. Queue pairs are
+// independent of each other: use one per goroutine (per core) for I/O.
+//
+// The path of one I/O:
+//
+//	Submit: tracker from the free stack → PRPs into the tracker's list →
+//	        Format.EncodeSQE into the SQ slot at the tail → tail++
+//	Ring:   one SQ tail doorbell write for everything submitted since the last
+//	Poll:   CQ slot at the head with the expected phase → tracker by CID
+//	        (generation checked) → callback or waiting Exec → one CQ head
+//	        doorbell write for the batch
+type QueuePair struct {
+	id     uint16
+	format Format
+	regs   Registers
+	ops    *[256]OpcodeInfo // the registry's table for this queue's opcodes
+	// lbaShift is log2 of the LBA size by NSID (0: unknown), to check the
+	// data length of LBA commands; read-only, shared by all queue pairs.
+	lbaShift []uint8
+	health   func() error // reads CSTS: device gone, controller fatal
+
+	sqDB, cqDB uint64 // doorbell offsets in BAR0
+	sq, cq     Buffer // ring memory
+	lists      Buffer // PRP list pages of all trackers
+	sqeSize    int
+	cqeSize    int
+	depth      uint16 // entries in each ring
+
+	sqTail   uint16 // next slot to fill
+	rungTail uint16 // tail value last written to the doorbell
+	sqHead   uint16 // from the latest completion's SQHD
+	cqHead   uint16 // next CQ slot to look at
+	phase    bool   // phase tag of a new entry at cqHead
+
+	pageSize    int
+	maxTransfer int
+	interrupts  bool   // CQ created with interrupts enabled
+	vector      uint16 // on this MSI-X vector
+
+	// Shadow doorbells, when the controller has them configured.
+	shadow             bool
+	sqShadow, cqShadow shadowDoorbell
+
+	trackers []tracker
+	free     []uint16 // stack of free tracker indexes
+	idxBits  uint
+	idxMask  uint16
+	genMask  uint16
+
+	inPoll bool
+	cbCmd  Command // the completed command handed to a callback
+	closed bool
+
+	stats QueueStats
+}
+
+// queueParams are what newQueuePair needs from the controller.
+type queueParams struct {
+	id          uint16
+	depth       int
+	format      Format
+	regs        Registers
+	dma         DMA
+	ops         *[256]OpcodeInfo
+	health      func() error
+	dstrd       uint8
+	pageSize    int
+	maxTransfer int
+	lbaShift    []uint8
+}
+
+// maxQueueDepth bounds queue depth so that at least 4 CID bits remain for
+// the tracker generation.
+const maxQueueDepth = 4096
+
+func newQueuePair(p queueParams) (*QueuePair, error) {
+	if p.depth < 2 || p.depth > maxQueueDepth {
+		return nil, fmt.Errorf("queue %d: depth %d outside 2..%d", p.id, p.depth, maxQueueDepth)
+	}
+	q := &QueuePair{
+		id:          p.id,
+		format:      p.format,
+		regs:        p.regs,
+		ops:         p.ops,
+		health:      p.health,
+		lbaShift:    p.lbaShift,
+		sqDB:        SQTailDoorbell(p.id, p.dstrd),
+		cqDB:        CQHeadDoorbell(p.id, p.dstrd),
+		sqeSize:     p.format.SQESize(),
+		cqeSize:     p.format.CQESize(),
+		depth:       uint16(p.depth),
+		phase:       true,
+		pageSize:    p.pageSize,
+		maxTransfer: p.maxTransfer,
+	}
+	n := p.depth - 1 // a full ring keeps one slot empty
+	q.idxBits = uint(bits.Len(uint(n - 1)))
+	if q.idxBits == 0 {
+		q.idxBits = 1
+	}
+	q.idxMask = uint16(1)<<q.idxBits - 1
+	q.genMask = uint16(0xffff >> q.idxBits)
+
+	var err error
+	if q.sq, err = p.dma.Alloc(p.depth*q.sqeSize, p.pageSize); err != nil {
+		return nil, fmt.Errorf("queue %d: allocating SQ: %w", p.id, err)
+	}
+	if q.cq, err = p.dma.Alloc(p.depth*q.cqeSize, p.pageSize); err != nil {
+		q.freeMemory(p.dma)
+		return nil, fmt.Errorf("queue %d: allocating CQ: %w", p.id, err)
+	}
+	listPages := prpListPages(p.maxTransfer, p.pageSize)
+	if listPages > 0 {
+		if q.lists, err = p.dma.Alloc(n*listPages*p.pageSize, p.pageSize); err != nil {
+			q.freeMemory(p.dma)
+			return nil, fmt.Errorf("queue %d: allocating PRP lists: %w", p.id, err)
+		}
+	}
+	q.trackers = make([]tracker, n)
+	q.free = make([]uint16, n)
+	for i := range q.trackers {
+		q.trackers[i].list = q.lists.Slice(i*listPages*p.pageSize, listPages*p.pageSize)
+		q.free[i] = uint16(n - 1 - i) // pop order 0, 1, 2, …
+	}
+	return q, nil
+}
+
+func (q *QueuePair) freeMemory(dma DMA) {
+	for _, b := range []*Buffer{&q.sq, &q.cq, &q.lists} {
+		if b.Bytes != nil {
+			_ = dma.Free(*b)
+			*b = Buffer{}
+		}
+	}
+}
+
+// ID returns the queue identifier (0 for the admin queue).
+func (q *QueuePair) ID() uint16 { return q.id }
+
+// Depth returns the number of entries in each ring; at most Depth()-1
+// commands are outstanding at once.
+func (q *QueuePair) Depth() int { return int(q.depth) }
+
+// Outstanding returns the number of commands submitted and not yet
+// completed (including ones whose Exec gave up).
+func (q *QueuePair) Outstanding() int { return len(q.trackers) - len(q.free) }
+
+// Stats returns the queue pair's counters.
+func (q *QueuePair) Stats() QueueStats { return q.stats }
+
+// Submit writes cmd into the next SQ slot, to complete through cb (which
+// may be nil). The device does not see it until Ring. A full queue returns
+// ErrQueueFull, unwrapped and without allocating: poll and retry, or use
+// SubmitWait.
+func (q *QueuePair) Submit(cmd *Command, cb Callback) error {
+	_, err := q.submit(cmd, cb, trackerBusy)
+	return err
+}
+
+// SubmitBatch submits cmds in order, all completing through cb, and rings
+// the doorbell once for them. It stops at the first command it cannot
+// submit and returns how many it submitted with that error (ErrQueueFull
+// when the queue filled up); the ones submitted are rung either way.
+func (q *QueuePair) SubmitBatch(cmds []Command, cb Callback) (int, error) {
+	var err error
+	n := 0
+	for ; n < len(cmds); n++ {
+		if _, err = q.submit(&cmds[n], cb, trackerBusy); err != nil {
+			break
+		}
+	}
+	q.Ring()
+	return n, err
+}
+
+func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*tracker, error) {
+	if q.closed {
+		return nil, ErrClosed
+	}
+	n := len(cmd.Data.Bytes)
+	if n > 0 && q.ops[cmd.Opcode].Dir == DirNone {
+		return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data: %w", q.id, cmd.Opcode, n, ErrDirection)
+	}
+	if q.ops[cmd.Opcode].LBAData && int(cmd.NSID) < len(q.lbaShift) && q.lbaShift[cmd.NSID] != 0 {
+		// The device moves NLB blocks: the buffer must hold exactly that,
+		// or it would read or write memory past the buffer's PRPs.
+		if want := (int(cmd.CDW12&0xffff) + 1) << q.lbaShift[cmd.NSID]; want != n {
+			return nil, fmt.Errorf("queue %d: opcode 0x%02x moves %d bytes, the data buffer holds %d: %w", q.id, cmd.Opcode, want, n, ErrDataLength)
+		}
+	}
+	if n > q.maxTransfer {
+		return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data, limit %d: %w", q.id, cmd.Opcode, n, q.maxTransfer, ErrTransferTooLarge)
+	}
+	if len(q.free) == 0 || q.next(q.sqTail) == q.sqHead {
+		return nil, ErrQueueFull
+	}
+	idx := q.free[len(q.free)-1]
+	t := &q.trackers[idx]
+
+	prp1, prp2 := cmd.PRP1, cmd.PRP2
+	if n > 0 {
+		var err error
+		if prp1, prp2, err = buildPRP(cmd.Data, q.pageSize, t.list); err != nil {
+			return nil, fmt.Errorf("queue %d: opcode 0x%02x: building PRPs for %d bytes at IOVA 0x%x: %w", q.id, cmd.Opcode, n, cmd.Data.IOVA, err)
+		}
+	}
+	q.free = q.free[:len(q.free)-1]
+
+	t.gen = (t.gen + 1) & q.genMask
+	t.cid = t.gen<<q.idxBits | idx
+	if t.cid == 0xffff { // reserved: never use CID FFFFh
+		t.gen = 0
+		t.cid = idx
+	}
+	t.cmd = *cmd
+	t.cb = cb
+	t.state = state
+	t.done = false
+
+	off := int(q.sqTail) * q.sqeSize
+	q.format.EncodeSQE(q.sq.Bytes[off:off+q.sqeSize], &t.cmd, t.cid, prp1, prp2)
+	q.sqTail = q.next(q.sqTail)
+	q.stats.Submitted++
+	return t, nil
+}
+
+func (q *QueuePair) next(i uint16) uint16 {
+	i++
+	if i == q.depth {
+		i = 0
+	}
+	return i
+}
+
+// Ring tells the device about every entry submitted since the last Ring: one
+// SQ tail doorbell write, and none if nothing was submitted.
+//
+// With shadow doorbells the new tail goes to the shadow doorbell, and the
+// MMIO write happens only if the controller's event index asks for it.
+func (q *QueuePair) Ring() {
+	if q.sqTail == q.rungTail || q.closed {
+		return
+	}
+	if !q.shadow || q.sqShadow.update(q.sqTail, q.rungTail) {
+		q.regs.Write32(q.sqDB, uint32(q.sqTail))
+		q.stats.SQDoorbells++
+	} else {
+		q.stats.ShadowOnly++
+	}
+	q.rungTail = q.sqTail
+}
+
+// Poll processes up to max new completions (all there are if max <= 0),
+// delivering each to its callback or waiting Exec, then writes the CQ head
+// doorbell once if it consumed any. It returns the number delivered.
+//
+// A completion that cannot be delivered (invalid or stale CID) is consumed
+// and dropped, never handed to another command: Poll counts it in
+// Stats().Dropped and returns a *CQEError for the first one, after
+// processing the rest of the batch.
+func (q *QueuePair) Poll(max int) (int, error) {
+	if q.inPoll {
+		return 0, ErrReentrantPoll
+	}
+	if q.closed {
+		return 0, ErrClosed
+	}
+	q.inPoll = true
+	oldHead := q.cqHead
+	n, consumed := 0, 0
+	var bad error
+	// At most one ring's worth per call: a controller flooding the CQ
+	// cannot keep Poll here forever.
+	for consumed < int(q.depth) && (max <= 0 || n < max) {
+		off := int(q.cqHead) * q.cqeSize
+		e := q.cq.Bytes[off : off+q.cqeSize]
+		if q.format.CQEPhase(e) != q.phase {
+			break
+		}
+		c := q.format.DecodeCQE(e)
+		q.cqHead = q.next(q.cqHead)
+		if q.cqHead == 0 {
+			q.phase = !q.phase
+		}
+		consumed++
+		if err := q.complete(&c); err != nil {
+			q.stats.Dropped++
+			if bad == nil {
+				bad = &CQEError{QID: q.id, CID: c.CID, SQHead: c.SQHead, Err: err}
+			}
+			continue
+		}
+		n++
+	}
+	if consumed > 0 {
+		if !q.shadow || q.cqShadow.update(q.cqHead, oldHead) {
+			q.regs.Write32(q.cqDB, uint32(q.cqHead))
+			q.stats.CQDoorbells++
+		} else {
+			q.stats.ShadowOnly++
+		}
+	}
+	q.inPoll = false
+	return n, bad
+}
+
+// complete routes one completion to its tracker.
+func (q *QueuePair) complete(c *Completion) error {
+	idx := c.CID & q.idxMask
+	if int(idx) >= len(q.trackers) {
+		return ErrInvalidCID
+	}
+	t := &q.trackers[idx]
+	if t.state == trackerFree || t.cid != c.CID || t.done {
+		return ErrStaleCID // t.done: a second completion for a waiting Exec
+	}
+	// The SQ head must lie between the last one seen and the tail the
+	// device was given. A bad one is counted and ignored: the completion
+	// itself is still the command's.
+	if q.dist(q.sqHead, c.SQHead) <= q.dist(q.sqHead, q.rungTail) {
+		q.sqHead = c.SQHead
+	} else {
+		q.stats.BadSQHead++
+	}
+	switch t.state {
+	case trackerSync:
+		t.cpl = *c
+		t.done = true // Exec releases the tracker
+	case trackerOrphaned:
+		q.release(idx)
+		q.stats.Orphaned++
+		return nil
+	default:
+		cb := t.cb
+		q.cbCmd = t.cmd
+		q.release(idx)
+		if cb != nil {
+			var err error
+			if c.Status != 0 {
+				err = q.statusError(c, q.cbCmd.Opcode)
+			}
+			cb(&q.cbCmd, *c, err)
+		}
+	}
+	q.stats.Completed++
+	return nil
+}
+
+func (q *QueuePair) dist(from, to uint16) int {
+	d := int(to) - int(from)
+	if d < 0 {
+		d += int(q.depth)
+	}
+	return d
+}
+
+func (q *QueuePair) release(idx uint16) {
+	t := &q.trackers[idx]
+	t.state = trackerFree
+	t.done = false
+	t.cb = nil
+	t.cmd.Data = Buffer{} // drop the references to the caller's memory
+	t.cmd.Ext = nil
+	q.free = append(q.free, idx)
+}
+
+func (q *QueuePair) statusError(c *Completion, opcode uint8) error {
+	e := statusFromField(c.Status)
+	e.Opcode = opcode
+	e.QID = q.id
+	e.CID = c.CID
+	return &e
+}
+
+// How often a waiting Exec or SubmitWait looks at its context and at the
+// controller's status register: a context check is cheap, a register read
+// is an MMIO round trip.
+const (
+	ctxCheckEvery    = 64
+	healthCheckEvery = 4096
+)
+
+// Exec submits cmd, rings the doorbell and polls until its completion
+// arrives, ctx is done or the controller fails. Other commands' completions
+// found meanwhile are delivered to their callbacks. A full queue is waited
+// out. A non-zero NVMe status returns the completion and a *StatusError.
+//
+// When Exec gives up (ctx, device gone, controller fatal) the command stays
+// outstanding: its tracker, PRP list and data buffer may still be used by
+// the device, so the tracker is freed only by the command's late completion
+// or by deleting the queue pair. The caller must not reuse cmd.Data until
+// then.
+func (q *QueuePair) Exec(ctx context.Context, cmd *Command) (Completion, error) {
+	if q.inPoll {
+		return Completion{}, ErrReentrantPoll
+	}
+	var t *tracker
+	for spins := 0; ; spins++ {
+		var err error
+		t, err = q.submit(cmd, nil, trackerSync)
+		if err == nil {
+			break
+		}
+		if err != ErrQueueFull {
+			return Completion{}, err
+		}
+		q.Ring()
+		_, _ = q.Poll(0)
+		if err := q.wait(ctx, spins); err != nil {
+			return Completion{}, fmt.Errorf("queue %d: waiting for a free slot: %w", q.id, err)
+		}
+	}
+	q.Ring()
+	for spins := 0; ; spins++ {
+		_, _ = q.Poll(0) // undeliverable completions are counted in Stats
+		if t.done {
+			c := t.cpl
+			q.release(c.CID & q.idxMask)
+			if c.Status != 0 {
+				return c, q.statusError(&c, cmd.Opcode)
+			}
+			return c, nil
+		}
+		if err := q.wait(ctx, spins); err != nil {
+			t.state = trackerOrphaned
+			return Completion{}, fmt.Errorf("queue %d: opcode 0x%02x cid 0x%04x: %w", q.id, cmd.Opcode, t.cid, err)
+		}
+	}
+}
+
+// wait is one step of a polling loop's back-off: now and then it checks
+// ctx and the controller, and lets other goroutines run.
+func (q *QueuePair) wait(ctx context.Context, spins int) error {
+	if spins%ctxCheckEvery != ctxCheckEvery-1 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if spins%healthCheckEvery == healthCheckEvery-1 && q.health != nil {
+		if err := q.health(); err != nil {
+			return err
+		}
+	}
+	runtime.Gosched()
+	return nil
+}
+
+// SubmitWait is Submit that, on a full queue, rings the doorbell and polls
+// (delivering completions) until a slot frees up or ctx is done.
+func (q *QueuePair) SubmitWait(ctx context.Context, cmd *Command, cb Callback) error {
+	for spins := 0; ; spins++ {
+		err := q.Submit(cmd, cb)
+		if err != ErrQueueFull {
+			return err
+		}
+		if q.inPoll {
+			return ErrQueueFull // in a callback: cannot poll
+		}
+		q.Ring()
+		_, _ = q.Poll(0)
+		if err := q.wait(ctx, spins); err != nil {
+			return fmt.Errorf("queue %d: waiting for a free slot: %w", q.id, err)
+		}
+	}
+}
+
+// abortAll completes every outstanding command with err, after the queue's
+// rings were deleted on the device (or the device is gone). Exec'd commands
+// that were given up on are simply freed.
+func (q *QueuePair) abortAll(err error) {
+	q.inPoll = true
+	for i := range q.trackers {
+		t := &q.trackers[i]
+		switch t.state {
+		case trackerBusy:
+			cb := t.cb
+			q.cbCmd = t.cmd
+			q.release(uint16(i))
+			if cb != nil {
+				cb(&q.cbCmd, Completion{CID: t.cid, SQID: q.id}, err)
+			}
+		case trackerSync, trackerOrphaned:
+			q.release(uint16(i))
+		}
+	}
+	q.inPoll = false
+}

@@ -1,0 +1,89 @@
+package sim
+
+import (
+	"time"
+
+	"github.com/umdkit/umd/nvmelike"
+)
+
+// faults are the injected misbehaviours. Completion faults apply to I/O
+// queues only, so that bring-up and queue management still work, except
+// DropAdminCompletions.
+type faults struct {
+	drop      int
+	dropAdmin int
+	dup       int
+	garble    int
+	garbleXOR uint16
+	delay     time.Duration
+	fatal     bool
+}
+
+// DropCompletions makes the next n I/O completions vanish: the commands
+// run, their completions are never posted.
+func (c *Controller) DropCompletions(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults.drop = n
+}
+
+// DropAdminCompletions makes the next n admin completions vanish.
+func (c *Controller) DropAdminCompletions(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults.dropAdmin = n
+}
+
+// DuplicateCompletions posts each of the next n I/O completions twice.
+func (c *Controller) DuplicateCompletions(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults.dup = n
+}
+
+// GarbleCIDs XORs the CID of the next n I/O completions with x.
+func (c *Controller) GarbleCIDs(n int, x uint16) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults.garble = n
+	c.faults.garbleXOR = x
+}
+
+// DelayCompletions posts I/O completions d after the command ran, from
+// another goroutine; 0 goes back to instant completion.
+func (c *Controller) DelayCompletions(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults.delay = d
+}
+
+// SetFatal sets CSTS.CFS: the controller stops processing commands until a
+// reset (CC.EN 1 → 0).
+func (c *Controller) SetFatal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults.fatal = true
+	c.csts |= nvmelike.NVME_CSTS_CFS
+}
+
+// Remove simulates surprise removal: from now on every register reads as
+// all ones, writes are lost and no command runs.
+func (c *Controller) Remove() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removed = true
+}
+
+// PostRaw writes a completion entry straight into I/O CQ qid at its tail,
+// with the current phase, bypassing everything: for tests that feed the
+// host arbitrary completions. It reports false if the queue does not exist
+// or is full.
+func (c *Controller) PostRaw(qid uint16, cpl nvmelike.Completion) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if int(qid) >= len(c.cqs) || c.cqs[qid] == nil || c.cqs[qid].full() {
+		return false
+	}
+	c.write(c.cqs[qid], cpl)
+	return true
+}
