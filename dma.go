@@ -1,0 +1,55 @@
+package umd
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/umdkit/umd/hugepage"
+	"github.com/umdkit/umd/iommu"
+	"github.com/umdkit/umd/nvmelike"
+)
+
+// dmaPool is the engine's DMA memory: buffers carved from one hugepage
+// pool that is mapped whole into the IOMMU, so a buffer's IOVA is the
+// mapping's IOVA plus the buffer's offset in the pool.
+type dmaPool struct {
+	pool    *hugepage.Pool
+	mapping *iommu.Mapping
+
+	mu   sync.Mutex
+	live map[uint64]hugepage.Buffer // by IOVA, to find the pool's buffer on Free
+}
+
+// Alloc implements nvmelike.DMA. It is a control-path call (queue
+// creation, buffer set-up before a run): it takes a lock and may allocate.
+func (p *dmaPool) Alloc(size, align int) (nvmelike.Buffer, error) {
+	b, err := p.pool.Alloc(size, align)
+	if err != nil {
+		return nvmelike.Buffer{}, err
+	}
+	iova, ok := p.mapping.Translate(uint64(b.Offset()))
+	if !ok {
+		p.pool.Free(b)
+		return nvmelike.Buffer{}, fmt.Errorf("allocating DMA memory: offset 0x%x of the pool has no IOVA: %w", b.Offset(), iommu.ErrNotMapped)
+	}
+	mem := b.Bytes()
+	clear(mem)
+	p.mu.Lock()
+	p.live[iova] = b
+	p.mu.Unlock()
+	return nvmelike.Buffer{Bytes: mem, IOVA: iova}, nil
+}
+
+// Free implements nvmelike.DMA.
+func (p *dmaPool) Free(b nvmelike.Buffer) error {
+	p.mu.Lock()
+	hb, ok := p.live[b.IOVA]
+	if ok {
+		delete(p.live, b.IOVA)
+	}
+	p.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("freeing DMA memory at IOVA 0x%x: not allocated from this device's pool", b.IOVA)
+	}
+	return p.pool.Free(hb)
+}

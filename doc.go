@@ -1,0 +1,26 @@
+// Package umd opens an NVMe or NVMe-like controller from user space: it
+// puts together what the packages below it provide, for a device already
+// bound to vfio-pci.
+//
+//	dev, err := umd.Open(ctx, "0000:03:00.0", nil)
+//	...
+//	defer dev.Close()
+//	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 64})
+//	buf, err := dev.Alloc(4096)
+//	cmd := nvmelike.ReadCommand(1, 0, 1, buf)
+//	_, err = q.Exec(ctx, &cmd)
+//
+// Open takes the device through VFIO (a container of its own, its IOMMU
+// group, the device: package vfio), turns bus mastering on, maps BAR0 for
+// register access (internal/mmio), makes a DMA pool of hugepages on the
+// device's NUMA node (package hugepage), maps the whole pool into the
+// device's IOMMU domain at once (package iommu), and brings the controller
+// up (package nvmelike). Device.Alloc carves DMA buffers from the pool;
+// their IOVAs are the pool's IOVA plus their offset. Queue pairs can take
+// completion interrupts: each then has an MSI-X vector wired to an eventfd
+// (vfio.Interrupt) that a caller waits on instead of spinning.
+//
+// Close undoes all of it in the order the kernel and the device need:
+// controller shutdown (no more DMA), interrupts, IOMMU mapping, pool, BAR,
+// device, group, container. Every failure in Open undoes what was done.
+package umd
