@@ -218,6 +218,21 @@ func (d *Device) Controller() *nvmelike.Controller { return d.ctrl }
 // PoolInfo describes the DMA pool: page size, NUMA placement, fallback.
 func (d *Device) PoolInfo() hugepage.Info { return d.pool.Info() }
 
+// Pool returns the device's DMA pool, for sharing its memory (its fd) with
+// another process or exporting a buffer as a dma-buf. Carve it only
+// through Alloc.
+func (d *Device) Pool() *hugepage.Pool { return d.pool }
+
+// PoolOffset returns where buffer b (from Alloc, or a Slice of one) starts
+// in the pool.
+func (d *Device) PoolOffset(b nvmelike.Buffer) (int, bool) {
+	base := d.dma.mapping.IOVA()
+	if b.IOVA < base || b.IOVA-base >= uint64(d.pool.Size()) {
+		return 0, false
+	}
+	return int(b.IOVA - base), true
+}
+
 // Space returns the device's DMA address space, whose ledger names what
 // every IOVA belongs to (for fault attribution).
 func (d *Device) Space() *iommu.Space { return d.space }

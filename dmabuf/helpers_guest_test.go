@@ -4,7 +4,9 @@ package dmabuf
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -245,12 +247,11 @@ func runChild() int {
 	}
 	conn := c.(*net.UnixConn)
 	defer conn.Close()
-	msg, fds, err := ReceiveFds(conn, 16, 1)
+	msg, fds, err := ReceiveFds(conn, 128, 1)
 	if err != nil || len(fds) != 1 {
 		fmt.Fprintln(os.Stderr, "child: receiving the dma-buf:", err, len(fds))
 		return 3
 	}
-	seed, _ := strconv.Atoi(string(msg))
 	m, err := Import(fds[0])
 	unix.Close(fds[0])
 	if err != nil {
@@ -258,6 +259,24 @@ func runChild() int {
 		return 4
 	}
 	defer m.Close()
+	if want, ok := strings.CutPrefix(string(msg), "check:"); ok {
+		// Read-only: check the contents against the parent's hash.
+		if err := m.Sync(SyncStart | SyncRead); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 5
+		}
+		sum := sha256.Sum256(m.Bytes())
+		if got := hex.EncodeToString(sum[:]); got != want {
+			fmt.Fprintf(os.Stderr, "child: the dma-buf's contents hash to %s, the parent's to %s; they start % x\n", got, want, m.Bytes()[:16])
+			return 8
+		}
+		if err := m.Sync(SyncEnd | SyncRead); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 6
+		}
+		return printFrames(m.Bytes())
+	}
+	seed, _ := strconv.Atoi(string(msg))
 	if err := m.Sync(SyncStart | SyncWrite); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 5
@@ -270,6 +289,12 @@ func runChild() int {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 6
 	}
+	return printFrames(mem)
+}
+
+// printFrames prints the PFNs of mem, one per line, or "pfnmap" when
+// pagemap cannot show them.
+func printFrames(mem []byte) int {
 	flags, err := vmFlags(mem)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
@@ -294,6 +319,13 @@ func runChild() int {
 // seed through its own mapping of the dma-buf; it returns the PFNs the
 // child's mapping had.
 func shareWithChild(t *testing.T, b *Buffer, seed int) ([]uint64, error) {
+	t.Helper()
+	return sendToChild(t, b, strconv.Itoa(seed))
+}
+
+// sendToChild sends b and msg to a child process (see runChild) and
+// returns the PFNs of the child's mapping.
+func sendToChild(t *testing.T, b *Buffer, msg string) ([]uint64, error) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -320,7 +352,7 @@ func shareWithChild(t *testing.T, b *Buffer, seed int) ([]uint64, error) {
 		t.Fatal(err)
 	}
 	childEnd.Close()
-	if err := SendFds(conn, []byte(strconv.Itoa(seed)), b.Fd()); err != nil {
+	if err := SendFds(conn, []byte(msg), b.Fd()); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
 		t.Fatal(err)
