@@ -451,10 +451,11 @@ func TestGuestSmallWindow(t *testing.T) {
 	}
 }
 
-// TestGuestCloseAfterGroups closes the container's groups before the Space:
-// the kernel drops the mappings with the last group, and Close settles the
-// books without an error.
-func TestGuestCloseAfterGroups(t *testing.T) {
+// TestGuestCloseOrderIsEnforced tries to close the container's last group
+// while the Space still has a mapping: vfio refuses (the kernel would drop
+// the mapping behind the Space's back), and after the Space is closed the
+// group closes.
+func TestGuestCloseOrderIsEnforced(t *testing.T) {
 	guest.Require(t)
 	bdfs := guest.DriverFunctions(t, "vfio-pci")
 	if len(bdfs) == 0 {
@@ -493,11 +494,20 @@ func TestGuestCloseAfterGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Close(); err != nil {
-		t.Fatal(err)
+	if err := g.Close(); !errors.Is(err, vfio.ErrInUse) {
+		t.Fatalf("closing the last group with a live mapping: %v, want ErrInUse", err)
+	}
+	if c.Mappings() != 1 {
+		t.Errorf("the container counts %d mappings, want 1", c.Mappings())
 	}
 	if err := s.Close(); err != nil {
-		t.Errorf("Close after the last group left: %v", err)
+		t.Errorf("closing the Space: %v", err)
+	}
+	if c.Mappings() != 0 {
+		t.Errorf("the container counts %d mappings after the Space closed", c.Mappings())
+	}
+	if err := g.Close(); err != nil {
+		t.Fatalf("closing the group after the Space: %v", err)
 	}
 	if m.Mapped() {
 		t.Error("the mapping is still recorded as mapped")

@@ -24,6 +24,10 @@ type Container struct {
 	closed bool
 	groups []*Group  // groups set to this container, in the order they were set
 	iommu  Extension // the IOMMU type set, 0 before SetIOMMU
+	// mappings are the live DMA mappings, IOVA → size: the last group
+	// may not leave while there are any (the kernel would drop them
+	// behind their owner's back).
+	mappings map[uint64]uint64
 }
 
 // OpenContainer opens <Dev>/vfio/vfio and checks that the kernel speaks
@@ -207,7 +211,20 @@ func (c *Container) MapDMA(mem []byte, iova uint64, perm DMAPerm) error {
 	if err != nil {
 		return c.mapError(what, iova, size, err)
 	}
+	c.mu.Lock()
+	if c.mappings == nil {
+		c.mappings = map[uint64]uint64{}
+	}
+	c.mappings[iova] = size
+	c.mu.Unlock()
 	return nil
+}
+
+// Mappings returns how many DMA mappings made with MapDMA are live.
+func (c *Container) Mappings() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.mappings)
 }
 
 // mapError explains a failed VFIO_IOMMU_MAP_DMA by its usual causes.
@@ -254,6 +271,14 @@ func (c *Container) UnmapDMA(iova, size uint64) (uint64, error) {
 		}
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
+	// type1v2 removed every mapping that lies inside the range.
+	c.mu.Lock()
+	for start, n := range c.mappings {
+		if start >= iova && start-iova+n <= size {
+			delete(c.mappings, start)
+		}
+	}
+	c.mu.Unlock()
 	return unmapped, nil
 }
 
@@ -294,5 +319,17 @@ func (c *Container) removeGroup(g *Group) {
 	c.groups = slices.DeleteFunc(c.groups, func(x *Group) bool { return x == g })
 	if len(c.groups) == 0 {
 		c.iommu = 0
+		c.mappings = nil
 	}
+}
+
+// lastGroupBusy returns an error when g is the container's last group and
+// DMA mappings are still live: closing it would make the kernel drop them.
+func (c *Container) lastGroupBusy(g *Group) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.groups) == 1 && c.groups[0] == g && len(c.mappings) > 0 {
+		return fmt.Errorf("%w: %d DMA mapping(s) of its container are live; unmap them before the container's last group closes", ErrInUse, len(c.mappings))
+	}
+	return nil
 }

@@ -176,8 +176,10 @@ func (g *Group) Device(bdf string) (*Device, error) {
 }
 
 // Close closes the group, which takes it out of its container. It fails
-// with ErrInUse while a device of the group is open: close the devices
-// first. Closing twice returns nil.
+// with ErrInUse while a device of the group is open, or while it is the
+// last group of a container that still has DMA mappings (the kernel would
+// drop them with it): the order is DMA unmap, devices, groups, container.
+// Closing twice returns nil.
 func (g *Group) Close() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -194,6 +196,11 @@ func (g *Group) Close() error {
 			open = "devices " + strings.Join(bdfs, ", ") + " are"
 		}
 		return fmt.Errorf("closing vfio group %d: %w: %s still open; close devices before their group", g.number, ErrInUse, open)
+	}
+	if g.container != nil {
+		if err := g.container.lastGroupBusy(g); err != nil {
+			return fmt.Errorf("closing vfio group %d: %w", g.number, err)
+		}
 	}
 	g.closed = true
 	err := g.file.close()
