@@ -350,6 +350,28 @@ func (d *Device) unwireVector(v int) error {
 // loop use its Fd.
 func (q *QueuePair) Interrupt() *vfio.Interrupt { return q.irq }
 
+// MaskInterrupt stops the queue pair's completion interrupt: its eventfd
+// is no longer signalled (vfio-pci masks the vector at the device) until
+// UnmaskInterrupt. vfio-pci has no mask operation for MSI-X, so this
+// disconnects the vector from its eventfd and UnmaskInterrupt connects the
+// same eventfd again. Completions keep arriving in the completion queue
+// meanwhile: poll after unmasking, since an interrupt raised while masked
+// is not guaranteed to be delivered.
+func (q *QueuePair) MaskInterrupt() error {
+	if q.irq == nil {
+		return fmt.Errorf("masking the interrupt of queue pair %d: it has none", q.ID())
+	}
+	return q.dev.dev.DisconnectIRQ(vfio.IRQMSIX, q.vector)
+}
+
+// UnmaskInterrupt undoes MaskInterrupt.
+func (q *QueuePair) UnmaskInterrupt() error {
+	if q.irq == nil {
+		return fmt.Errorf("unmasking the interrupt of queue pair %d: it has none", q.ID())
+	}
+	return q.dev.dev.ConnectIRQ(vfio.IRQMSIX, q.vector, q.irq)
+}
+
 // Wait polls the queue pair for completions and, when there are none,
 // sleeps until its interrupt fires or ctx is done, then polls again. It
 // returns the number of completions handled. Without an interrupt it
