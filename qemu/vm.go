@@ -150,7 +150,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		"8250.nr_uarts=4 rdinit=/init init_on_alloc=0 no_timer_check" + fmt.Sprintf(" hugepagesz=2M hugepages=%d", cfg.Hugepages)
 	args := []string{
 		"-machine", "q35,kernel-irqchip=split",
-		"-accel", "tcg",
+		// One host thread for all vCPUs: with multi-threaded TCG a vCPU
+		// can run a stale translation of kernel text that another vCPU
+		// is patching (jump labels, kprobes: text_poke_bp's int3), and
+		// the guest dies of "Oops: int3" (seen on 6.12 under load).
+		"-accel", "tcg,thread=single",
 		"-cpu", "max",
 		"-m", strconv.Itoa(cfg.MemoryMiB),
 		"-smp", strconv.Itoa(cfg.CPUs),
