@@ -1,0 +1,233 @@
+//go:build guest
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/umdkit/umd"
+	"github.com/umdkit/umd/nvmelike"
+	"github.com/umdkit/umd/qemu/guest"
+)
+
+// fioJSON is the part of umdbench's JSON the guest tests look at, under
+// fio's names.
+type fioJSON struct {
+	Jobs []struct {
+		JobName string `json:"jobname"`
+		Error   int    `json:"error"`
+		Read    fioDirJSON
+		Write   fioDirJSON
+		UMD     struct {
+			Device   string `json:"device"`
+			Verified uint64 `json:"verified_blocks"`
+			IOs      uint64 `json:"ios"`
+		} `json:"umd"`
+	} `json:"jobs"`
+}
+
+type fioDirJSON struct {
+	IOPS    float64 `json:"iops"`
+	BW      float64 `json:"bw"`
+	Runtime float64 `json:"runtime"`
+	IOs     uint64  `json:"total_ios"`
+	LatNS   struct {
+		Min        float64            `json:"min"`
+		Max        float64            `json:"max"`
+		Mean       float64            `json:"mean"`
+		Percentile map[string]float64 `json:"percentile"`
+	} `json:"lat_ns"`
+}
+
+func umdbenchJSON(t *testing.T, args ...string) fioJSON {
+	t.Helper()
+	code, out, errOut := umdbench(t, append(args, "-o", "json")...)
+	if code != exitOK {
+		t.Fatalf("umdbench %q: exit %d: %s", args, code, errOut)
+	}
+	var doc fioJSON
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("umdbench %q: %v:\n%s", args, err, out)
+	}
+	return doc
+}
+
+// checkDir checks one direction's figures are plausible for a TCG guest:
+// some I/O, not more than 10 M IOPS, ordered percentiles.
+func checkDir(t *testing.T, what string, d fioDirJSON) {
+	t.Helper()
+	if d.IOs == 0 || d.IOPS < 10 || d.IOPS > 10e6 || d.Runtime <= 0 {
+		t.Errorf("%s: %d I/Os, %.0f IOPS over %v ms", what, d.IOs, d.IOPS, d.Runtime)
+		return
+	}
+	p := d.LatNS.Percentile
+	seq := []float64{d.LatNS.Min, p["50.000000"], p["90.000000"], p["99.000000"], p["99.900000"], p["99.990000"], d.LatNS.Max}
+	for i := 1; i < len(seq); i++ {
+		if seq[i] < seq[i-1] || seq[i] <= 0 {
+			t.Errorf("%s: min, p50, p90, p99, p99.9, p99.99, max = %v: not ordered", what, seq)
+			break
+		}
+	}
+	if d.LatNS.Mean < d.LatNS.Min || d.LatNS.Mean > d.LatNS.Max {
+		t.Errorf("%s: mean %v outside [%v, %v]", what, d.LatNS.Mean, d.LatNS.Min, d.LatNS.Max)
+	}
+}
+
+// TestGuestCompletionModes runs a short verified random mix on a real
+// (QEMU) NVMe through VFIO in each completion mode.
+func TestGuestCompletionModes(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	for _, mode := range []string{"poll", "irq", "adaptive"} {
+		t.Run(mode, func(t *testing.T) {
+			doc := umdbenchJSON(t, "--rw", "randrw", "--bs", "4k", "--iodepth", "8", "--runtime", "2s", "--size", "16m",
+				"--time_based", "--verify", "--completion", mode, bdf)
+			if len(doc.Jobs) != 1 {
+				t.Fatalf("%d jobs, want 1", len(doc.Jobs))
+			}
+			j := doc.Jobs[0]
+			if j.Error != 0 || j.UMD.Device != bdf || j.UMD.Verified == 0 {
+				t.Errorf("error %d, device %q, %d blocks verified", j.Error, j.UMD.Device, j.UMD.Verified)
+			}
+			checkDir(t, mode+" read", j.Read)
+			checkDir(t, mode+" write", j.Write)
+			if j.Read.Runtime < 1900 || j.Read.Runtime > 4000 {
+				t.Errorf("runtime %v ms for --runtime 2s", j.Read.Runtime)
+			}
+			t.Logf("%s: %.0f read + %.0f write IOPS, read p50 %.1f µs p99 %.1f µs", mode, j.Read.IOPS, j.Write.IOPS,
+				j.Read.LatNS.Percentile["50.000000"]/1000, j.Read.LatNS.Percentile["99.000000"]/1000)
+		})
+	}
+}
+
+// TestGuestJobsAndDevices runs two jobs on every vfio-pci NVMe of the
+// topology at once.
+func TestGuestJobsAndDevices(t *testing.T) {
+	guest.Require(t)
+	bdfs := guest.DriverFunctions(t, "vfio-pci")
+	doc := umdbenchJSON(t, "--rw", "randread", "--bs", "4k", "--iodepth", "4", "--numjobs", "2", "--runtime", "1s", "class=nvme", "driver=vfio-pci")
+	if len(doc.Jobs) != 2*len(bdfs) {
+		t.Fatalf("%d jobs for %d devices × 2", len(doc.Jobs), len(bdfs))
+	}
+	perDevice := map[string]int{}
+	for _, j := range doc.Jobs {
+		perDevice[j.UMD.Device]++
+		checkDir(t, j.JobName, j.Read)
+	}
+	for _, bdf := range bdfs {
+		if perDevice[bdf] != 2 {
+			t.Errorf("%s ran %d jobs, want 2", bdf, perDevice[bdf])
+		}
+	}
+}
+
+// TestGuestVerifyMismatch writes a region with verify pass 5, then reads
+// it expecting pass 6, then corrupts one block behind umdbench's back
+// through the library: both mismatches are reported with their LBA.
+func TestGuestVerifyMismatch(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	const offset = 8 << 20 // 16384 in 512-byte LBAs
+	region := []string{"--bs", "4k", "--iodepth", "4", "--size", "1m", "--offset", "8m", "--verify", bdf}
+
+	if code, out, errOut := umdbench(t, append([]string{"--rw", "write", "--verify_pass", "5"}, region...)...); code != exitOK {
+		t.Fatalf("writing pass 5: exit %d: %s%s", code, out, errOut)
+	}
+	code, out, errOut := umdbench(t, append([]string{"--rw", "read", "--verify_pass", "5"}, region...)...)
+	if code != exitOK || !strings.Contains(out, "verify: 2048 blocks checked") {
+		t.Fatalf("reading pass 5 back: exit %d: %s%s", code, out, errOut)
+	}
+
+	// At depth 1 the first block read is the first one checked; deeper,
+	// the device may complete a later block first.
+	code, _, errOut = umdbench(t, append(append([]string{"--rw", "read", "--verify_pass", "6"}, region...), "--iodepth", "1")...)
+	want := fmt.Sprintf("verify failed on %s namespace 1 at LBA %d: pass expected 6, found 5", bdf, offset/512)
+	if code != exitFailure || !strings.Contains(errOut, want) {
+		t.Errorf("reading pass 5 as pass 6: exit %d, %q; want exit 1 and %q", code, errOut, want)
+	}
+
+	// Flip one byte of LBA 16384+1000 on the device itself.
+	lba := uint64(offset/512 + 1000)
+	corrupt(t, bdf, lba)
+	code, _, errOut = umdbench(t, append([]string{"--rw", "read", "--verify_pass", "5"}, region...)...)
+	want = fmt.Sprintf("at LBA %d: checksum expected", lba)
+	if code != exitFailure || !strings.Contains(errOut, want) {
+		t.Errorf("reading a corrupted block: exit %d, %q; want exit 1 and %q", code, errOut, want)
+	}
+}
+
+// corrupt reads logical block lba of namespace 1, flips a byte of its
+// data and writes it back.
+func corrupt(t *testing.T, bdf string, lba uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	buf, err := dev.Alloc(512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Free(buf)
+	r := nvmelike.ReadCommand(1, lba, 1, buf)
+	if _, err := q.Exec(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	buf.Bytes[400] ^= 0x40
+	w := nvmelike.WriteCommand(1, lba, 1, buf)
+	if _, err := q.Exec(ctx, &w); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGuestErrors checks what a user sees for a namespace that does not
+// exist and a region beyond the namespace.
+func TestGuestErrors(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nsid", "99", bdf}, "no active namespace 99"},
+		{[]string{"--size", "100g", bdf}, "goes beyond " + bdf + " namespace 1"},
+	} {
+		code, _, errOut := umdbench(t, c.args...)
+		if code != exitFailure || !strings.Contains(errOut, c.want) {
+			t.Errorf("umdbench %q: exit %d, %q; want exit 1 saying %q", c.args, code, errOut, c.want)
+		}
+	}
+}
+
+// TestGuestBinary runs the umdbench on the guest's PATH, as a user does,
+// and checks its table.
+func TestGuestBinary(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	var out bytes.Buffer
+	cmd := exec.Command("umdbench", "--rw", "read", "--bs", "128k", "--iodepth", "4", "--runtime", "1s", bdf)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	for _, want := range []string{"read, bs 128 KiB, iodepth 4", bdf + "/0", "P99.99", "CPU:", "doorbells:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}

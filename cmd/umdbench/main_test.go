@@ -1,0 +1,257 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/umdkit/umd/internal/bench"
+	"github.com/umdkit/umd/internal/fdleak"
+	"github.com/umdkit/umd/pcie/pcietest"
+)
+
+func TestMain(m *testing.M) { fdleak.Main(m) }
+
+// umdbench runs the command and returns its exit status and output.
+func umdbench(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestFlagsFioNames(t *testing.T) {
+	o, sels, err := parseArgs([]string{
+		"--rw=randrw", "0000:03:00.0", "--rwmixread", "70", "--bs=128k", "--iodepth", "32",
+		"--numjobs=2", "--runtime", "2", "--time_based", "--size=1g", "--ramp_time", "500ms",
+		"--verify", "--verify_pass", "4", "--completion", "adaptive", "--nsid", "2", "class=nvme",
+		"-o", "json", "--offset", "1m", "--", "--odd",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"0000:03:00.0", "class=nvme", "--odd"}; strings.Join(sels, " ") != strings.Join(want, " ") {
+		t.Errorf("selectors %q, want %q", sels, want)
+	}
+	w, err := o.workload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bench.Workload{
+		RW: bench.RandReadWrite, RWMixRead: 70, BlockSize: 128 << 10, IODepth: 32,
+		Runtime: 2 * time.Second, TimeBased: true, RampTime: 500 * time.Millisecond, Size: 1 << 30, Offset: 1 << 20,
+		Verify: true, VerifyPass: 4, Completion: bench.Adaptive, PollSpins: 1000, Seed: 0x5eed,
+	}
+	if w != want {
+		t.Errorf("workload\n %+v\nwant\n %+v", w, want)
+	}
+	if o.numjobs != 2 || o.nsid != 2 || o.format != "json" {
+		t.Errorf("numjobs %d nsid %d format %q", o.numjobs, o.nsid, o.format)
+	}
+	if o.given["bs"] != "131072" || o.given["rw"] != "randrw" {
+		t.Errorf("global options %v", o.given)
+	}
+}
+
+func TestFlagsDefaults(t *testing.T) {
+	o, _, err := parseArgs(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := o.workload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// fio's defaults, and ten seconds time-based when neither time nor
+	// size is given.
+	if w.RW != bench.SeqRead || w.BlockSize != 4096 || w.IODepth != 1 || w.RWMixRead != 50 ||
+		w.Runtime != 10*time.Second || !w.TimeBased || w.Completion != bench.Poll || w.VerifyPass != 1 {
+		t.Errorf("defaults: %+v", w)
+	}
+	for _, args := range [][]string{{"--rwmixwrite", "30"}, {"--verify=crc32c"}, {"--verify=0"}, {"--size", "4k"}, {"--runtime", "3"}} {
+		o, _, err := parseArgs(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := o.workload()
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		switch args[0] {
+		case "--rwmixwrite":
+			if w.RWMixRead != 70 {
+				t.Errorf("--rwmixwrite 30 gives rwmixread %d", w.RWMixRead)
+			}
+		case "--verify=crc32c":
+			if !w.Verify {
+				t.Error("--verify=crc32c is off")
+			}
+		case "--verify=0":
+			if w.Verify {
+				t.Error("--verify=0 is on")
+			}
+		case "--runtime":
+			if w.Runtime != 3*time.Second || !w.TimeBased {
+				t.Errorf("--runtime 3 alone: %+v; want 3 s, time-based", w)
+			}
+		case "--size":
+			if w.Size != 4096 || w.TimeBased || w.Runtime != 0 {
+				t.Errorf("--size 4k alone: %+v", w)
+			}
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--rw", "trim", "--sim"}, "--rw \"trim\""},
+		{[]string{"--bs", "4x", "--sim"}, "size \"4x\""},
+		{[]string{"--bs", "1000", "--sim"}, "not a multiple of 512"},
+		{[]string{"--iodepth", "0", "--sim"}, "--iodepth 0"},
+		{[]string{"--runtime", "soon", "--sim"}, "time \"soon\""},
+		{[]string{"--completion", "spin", "--sim"}, "--completion \"spin\""},
+		{[]string{"--completion", "irq", "--sim"}, "runs polled"},
+		{[]string{"--rwmixread", "60", "--rwmixwrite", "60", "--sim"}, "do not add up"},
+		{[]string{"--verify=md5", "--sim"}, "crc32c only"},
+		{[]string{"--sim", "03:00.0"}, "takes no selectors"},
+		{[]string{"--nosuchflag"}, "nosuchflag"},
+		{[]string{"-o", "xml", "--sim"}, "want text or json"},
+		{[]string{"--rw", "read"}, "name the devices"},
+		{[]string{"bogus=1"}, "bad selector \"bogus=1\""},
+		{[]string{"--sim", "--sim_lba", "1000"}, "LBA size 1000"},
+	} {
+		code, _, errOut := umdbench(t, c.args...)
+		if code != exitUsage || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "--help") {
+			t.Errorf("umdbench %q: exit %d, %q; want exit 2 saying %q", c.args, code, errOut, c.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	code, out, _ := umdbench(t, "--help")
+	if code != exitOK {
+		t.Fatalf("--help: exit %d", code)
+	}
+	for _, want := range []string{"Examples:", "--rw MODE", "--iodepth", "--verify", "--completion", "-o json", "--sim", "0.2 µs", "Selectors pick", "Exit status"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+// TestSelectDevices picks devices from a fake sysfs: the device on the
+// kernel's nvme driver is refused with the command that fixes it.
+func TestSelectDevices(t *testing.T) {
+	root := pcietest.Sample(t).Root
+	bdfs, err := selectDevices(root, []string{"class=nvme", "driver=vfio-pci"})
+	if err != nil || strings.Join(bdfs, " ") != "0000:03:00.0 0000:04:00.0 0000:08:00.0 0000:09:00.0 0000:81:00.0" {
+		t.Errorf("class=nvme driver=vfio-pci: %v, %v", bdfs, err)
+	}
+	// A card's selector picks its switch ports too; they are skipped.
+	bdfs, err = selectDevices(root, []string{"card=0000:01:00.0"})
+	if err != nil || strings.Join(bdfs, " ") != "0000:03:00.0 0000:04:00.0" {
+		t.Errorf("card=0000:01:00.0: %v, %v", bdfs, err)
+	}
+	_, err = selectDevices(root, []string{"07:00.0"})
+	if err == nil || !strings.Contains(err.Error(), "bound to nvme, not vfio-pci") || !strings.Contains(err.Error(), "umdprobe bind 0000:07:00.0") {
+		t.Errorf("07:00.0 on nvme: %v", err)
+	}
+	_, err = selectDevices(root, []string{"0a:00.0"})
+	if !errors.Is(err, errNoMatch) || !strings.Contains(err.Error(), "0000:0a:00.0 (class 0x020000)") {
+		t.Errorf("an Ethernet function: %v", err)
+	}
+	code, _, errOut := umdbench(t, "--sysfs", root, "0000:55:00.0")
+	if code != exitNoMatch || !strings.Contains(errOut, "no PCI function matches") {
+		t.Errorf("no match: exit %d, %q", code, errOut)
+	}
+}
+
+// TestSimEveryPattern runs umdbench --sim for each --rw mode with verify
+// and JSON output, as a user would.
+func TestSimEveryPattern(t *testing.T) {
+	for _, rw := range []string{"write", "randwrite", "rw", "randrw", "read", "randread"} {
+		t.Run(rw, func(t *testing.T) {
+			args := []string{"--sim", "--rw", rw, "--bs", "4k", "--iodepth", "8", "--numjobs", "2", "--size", "1m", "--verify", "-o", "json"}
+			if rw == "read" || rw == "randread" {
+				// Each --sim run has a fresh, zeroed namespace: reads
+				// verify nothing there; check them without --verify.
+				args = []string{"--sim", "--rw", rw, "--bs", "4k", "--iodepth", "8", "--numjobs", "2", "--runtime", "200ms", "--time_based", "-o", "json"}
+			}
+			code, out, errOut := umdbench(t, args...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			var doc struct {
+				Jobs []struct {
+					JobName string `json:"jobname"`
+					Read    struct {
+						IOPS  float64 `json:"iops"`
+						BW    float64 `json:"bw"`
+						LatNS struct {
+							Percentile map[string]float64 `json:"percentile"`
+						} `json:"lat_ns"`
+					} `json:"read"`
+					Write struct {
+						IOPS float64 `json:"iops"`
+					} `json:"write"`
+					UMD struct {
+						Verified uint64 `json:"verified_blocks"`
+					} `json:"umd"`
+				} `json:"jobs"`
+				UMD struct {
+					Sim struct {
+						AllocsPerIO float64 `json:"allocs_per_io"`
+					} `json:"sim"`
+				} `json:"umd"`
+			}
+			if err := json.Unmarshal([]byte(out), &doc); err != nil {
+				t.Fatalf("%v:\n%s", err, out)
+			}
+			if len(doc.Jobs) != 2 {
+				t.Fatalf("%d jobs", len(doc.Jobs))
+			}
+			for _, j := range doc.Jobs {
+				if j.Read.IOPS+j.Write.IOPS <= 0 {
+					t.Errorf("%s: no IOPS", j.JobName)
+				}
+				if strings.Contains(rw, "read") || strings.HasSuffix(rw, "rw") {
+					if j.Read.IOPS <= 0 || j.Read.LatNS.Percentile["99.990000"] <= 0 {
+						t.Errorf("%s: read IOPS %g, p99.99 %g", j.JobName, j.Read.IOPS, j.Read.LatNS.Percentile["99.990000"])
+					}
+				}
+				if strings.Contains(rw, "w") && j.UMD.Verified == 0 {
+					t.Errorf("%s: verified nothing", j.JobName)
+				}
+			}
+		})
+	}
+}
+
+func TestSimTextAndOutputFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "out.txt")
+	code, out, errOut := umdbench(t, "--sim", "--rw", "randread", "--iodepth", "4", "--runtime", "200ms", "--output", file)
+	if code != exitOK || out != "" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"randread, bs 4 KiB, iodepth 4", "sim/0", "P99.9", "ALLOCS/IO", "not measured"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("output lacks %q:\n%s", want, b)
+		}
+	}
+	if errOut != "" {
+		t.Errorf("stderr is not a terminal, yet umdbench wrote %q", errOut)
+	}
+}

@@ -1,0 +1,93 @@
+package bench
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseSize(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+	}{
+		{"512", 512}, {"4k", 4096}, {"4K", 4096}, {"4kb", 4096}, {"4KiB", 4096},
+		{"128k", 128 << 10}, {"1m", 1 << 20}, {"1M", 1 << 20}, {"2g", 2 << 30},
+		{"1t", 1 << 40}, {" 64m ", 64 << 20}, {"0", 0},
+	} {
+		got, err := ParseSize(c.in)
+		if err != nil || got != c.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", c.in, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"", "k", "4x", "-1", "1.5m", "4kk", "99999999999t"} {
+		if v, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", bad, v)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"2", 2 * time.Second}, {"200ms", 200 * time.Millisecond}, {"5s", 5 * time.Second},
+		{"2m", 2 * time.Minute}, {"1m30s", 90 * time.Second}, {"0", 0},
+	} {
+		got, err := ParseDuration(c.in)
+		if err != nil || got != c.want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"", "s", "-1s", "two"} {
+		if v, err := ParseDuration(bad); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", bad, v)
+		}
+	}
+}
+
+func TestFormatSize(t *testing.T) {
+	for in, want := range map[int64]string{512: "512 B", 4096: "4 KiB", 1536 << 10: "1.5 MiB", 1 << 30: "1 GiB"} {
+		if got := FormatSize(in); got != want {
+			t.Errorf("FormatSize(%d) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseRWAndCompletion(t *testing.T) {
+	for i, n := range rwNames {
+		rw, err := ParseRW(n)
+		if err != nil || rw != RW(i) || rw.String() != n {
+			t.Errorf("ParseRW(%q) = %v, %v", n, rw, err)
+		}
+	}
+	if rw, err := ParseRW("readwrite"); err != nil || rw != SeqReadWrite {
+		t.Errorf("ParseRW(readwrite) = %v, %v", rw, err)
+	}
+	if _, err := ParseRW("trim"); err == nil {
+		t.Error("ParseRW(trim) succeeded")
+	}
+	for _, c := range []struct {
+		rw                           RW
+		random, mixed, reads, writes bool
+	}{
+		{SeqRead, false, false, true, false},
+		{SeqWrite, false, false, false, true},
+		{RandRead, true, false, true, false},
+		{RandWrite, true, false, false, true},
+		{SeqReadWrite, false, true, true, true},
+		{RandReadWrite, true, true, true, true},
+	} {
+		if c.rw.Random() != c.random || c.rw.Mixed() != c.mixed || c.rw.Reads() != c.reads || c.rw.Writes() != c.writes {
+			t.Errorf("%v: random %v mixed %v reads %v writes %v", c.rw, c.rw.Random(), c.rw.Mixed(), c.rw.Reads(), c.rw.Writes())
+		}
+	}
+	for i, n := range completionNames {
+		if m, err := ParseCompletion(n); err != nil || m != CompletionMode(i) || m.String() != n {
+			t.Errorf("ParseCompletion(%q) = %v, %v", n, m, err)
+		}
+	}
+	if _, err := ParseCompletion("spin"); err == nil {
+		t.Error("ParseCompletion(spin) succeeded")
+	}
+}
