@@ -30,11 +30,21 @@ done
 echo
 echo "== /dev/vfio"
 ls -l /dev/vfio
-if command -v umdprobe > /dev/null; then
+echo
+echo "== umdprobe tree"
+umdprobe tree
+echo
+echo "== umdprobe doctor"
+umdprobe doctor
+first=$(ls /sys/bus/pci/drivers/vfio-pci | grep -m1 ':')
+if umdprobe identify --help > /dev/null 2>&1; then
 	echo
-	echo "== umdprobe tree"
-	umdprobe tree
-	echo
-	echo "== umdprobe list"
-	umdprobe list
+	echo "== umdprobe identify $first"
+	umdprobe identify "$first"
 fi
+echo
+echo "== umdbench: 4 KiB random reads, queue depth 32, polled, 3 s, on $first"
+umdbench --rw randread --bs 4k --iodepth 32 --runtime 3s "$first"
+echo
+echo "== umdbench: verified random read/write mix on every NVMe, interrupts, 3 s"
+umdbench --rw randrw --bs 4k --iodepth 8 --verify --completion irq --runtime 3s class=nvme
