@@ -26,15 +26,17 @@ func (c Command) String() string {
 	return fmt.Sprintf("queue %d CID %d opcode 0x%02x", c.Queue, c.CID, c.Opcode)
 }
 
-// InFlight is the hook the protocol engine implements so that a fault can
-// be pinned on a command: the command in flight on device bdf whose data
-// pointers (PRP or SGL entries, queue addresses) cover iova, if any. It is
-// called from the goroutine that attributes faults, so it must be safe for
-// concurrent use with the engine's I/O path and must not block.
+// InFlight is the hook an engine that can answer from another goroutine
+// implements so that Attribute can pin a fault on a command: the command
+// in flight on device bdf whose data pointers (PRP or SGL entries, queue
+// addresses) cover iova, if any. It is called from the goroutine that
+// attributes faults, so it must be safe for concurrent use with the
+// engine's I/O path and must not block.
 //
-// The engine then fails that command with a *DMAFaultError (made by
-// Attribution.Err) instead of letting it time out or, as QEMU's nvme does,
-// complete with success although its data went nowhere.
+// umd's own engine (package nvmelike) cannot answer that way: its queue
+// pairs belong to one goroutine each and take no locks on the I/O path.
+// For it, Dispatch hands the fault over and each queue pair looks its
+// commands up on its own goroutine (see Dispatch).
 type InFlight interface {
 	InFlight(bdf string, iova uint64) (Command, bool)
 }

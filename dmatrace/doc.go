@@ -88,11 +88,20 @@
 //
 // Record.Owner names the pool or buffer; Offset is where in it. Then the
 // engine, if given, is asked InFlight(bdf, iova): which command in flight
-// on that device pointed at that IOVA (queue, CID, opcode). The protocol
-// engine (package nvmelike, not ready yet) is meant to implement InFlight
-// from its trackers and to fail that command with Attribution.Err(), a
-// *DMAFaultError matching ErrDMAFault, instead of letting it time out or
-// succeed; that wiring is for the engine to do.
+// on that device pointed at that IOVA (queue, CID, opcode).
+//
+// umd's protocol engine (package nvmelike) cannot answer InFlight from
+// the tracer's goroutine: each queue pair belongs to one goroutine and
+// takes no lock on the I/O path. Dispatch(fault, devices) therefore
+// attributes the fault to the device's book and hands it to the device's
+// engine (nvmelike.Controller.ReportDMAFault, which only takes a small
+// lock of its own); each queue pair, at its next Poll (Exec polls while
+// it waits), finds the commands whose data buffer, PRP list page or queue
+// address lie in the faulting page and fails them with the attribution's
+// *DMAFaultError, now naming the command, instead of letting them time
+// out or succeed. Their memory stays held until the device completes
+// them or the queue is reset or deleted. docs/tracing.md shows it on a
+// real fault.
 //
 // Caught in the guest (6.12; 6.1 prints the same), by
 // TestGuestDMAFault and TestGuestDMAReadFault: Identify Controller with

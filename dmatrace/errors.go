@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/umdkit/umd/iommu"
+	"github.com/umdkit/umd/nvmelike"
 )
 
 var (
@@ -19,7 +20,8 @@ var (
 
 	// ErrDMAFault is what a command fails with when the device faulted on
 	// one of its DMA addresses. Errors that wrap it are *DMAFaultError.
-	ErrDMAFault = errors.New("DMA fault")
+	// It is nvmelike.ErrDMAFault, so either can be tested for.
+	ErrDMAFault = nvmelike.ErrDMAFault
 
 	// ErrInvalid means an option makes no sense. It is iommu.ErrInvalid.
 	ErrInvalid = iommu.ErrInvalid

@@ -70,6 +70,8 @@ type Controller struct {
 	// deletion it did not confirm, the buffer of an admin command given up
 	// on): freed only once a shutdown or reset stops all DMA.
 	unfreed []Buffer
+
+	faults *faultLog // DMA faults reported by a tracer; no lock of mu's
 }
 
 // Open brings a controller up: reset (CC.EN=0, wait CSTS.RDY=0), admin
@@ -80,7 +82,7 @@ func Open(ctx context.Context, regs Registers, dma DMA, o *Options) (*Controller
 	if o == nil {
 		o = &Options{}
 	}
-	c := &Controller{regs: regs, dma: dma, reg: o.Registry, ioFormat: o.IOFormat, adminTimeout: o.AdminTimeout}
+	c := &Controller{regs: regs, dma: dma, reg: o.Registry, ioFormat: o.IOFormat, adminTimeout: o.AdminTimeout, faults: new(faultLog)}
 	if c.adminTimeout == 0 {
 		c.adminTimeout = 60 * time.Second
 	}
@@ -125,7 +127,7 @@ func Open(ctx context.Context, regs Registers, dma DMA, o *Options) (*Controller
 	c.admin, err = newQueuePair(queueParams{
 		id: 0, depth: adminDepth, format: NVMe, regs: regs, dma: dma,
 		ops: &c.reg.admin, health: c.Check, dstrd: c.dstrd,
-		pageSize: c.pageSize, maxTransfer: IdentifyDataSize,
+		pageSize: c.pageSize, maxTransfer: IdentifyDataSize, faults: c.faults,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin queue: %w", err)
@@ -423,7 +425,7 @@ func (c *Controller) CreateQueuePair(ctx context.Context, o QueueOptions) (*Queu
 	q, err := newQueuePair(queueParams{
 		id: uint16(qid), depth: depth, format: c.ioFormat, regs: c.regs, dma: c.dma,
 		ops: &c.reg.io, health: c.Check, dstrd: c.dstrd,
-		pageSize: c.pageSize, maxTransfer: c.maxTransfer, lbaShift: c.lbaShift,
+		pageSize: c.pageSize, maxTransfer: c.maxTransfer, lbaShift: c.lbaShift, faults: c.faults,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating I/O queue pair: %w", err)

@@ -32,6 +32,12 @@
 //     status errors (*StatusError and sentinels such as
 //     ErrAbortedSQDeletion); invalid, stale and duplicate completions are
 //     detected (CID generations) and dropped, never misrouted.
+//   - DMA faults: Controller.ReportDMAFault (safe from any goroutine, for
+//     a tracer such as package dmatrace) hands a faulting IOVA to the
+//     queue pairs; each, at its next Poll, fails the commands that
+//     reference the faulting page (QueuePair.InFlight, FailInFlight) with
+//     the tracer's error, keeping their memory held until the device
+//     completes them. Poll pays one atomic load for it.
 //   - The opcode registry: NVM Read/Write/Flush and vendor or computational
 //     opcodes are all Commands and take the same path; the entry layout
 //     itself is a Format, so a device with its own ring layout is a new

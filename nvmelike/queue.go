@@ -28,7 +28,8 @@ type QueueStats struct {
 	ShadowOnly  uint64 // doorbell updates written to a shadow doorbell only
 	Dropped     uint64 // completions consumed and dropped: invalid or stale CID
 	BadSQHead   uint64 // completions whose SQ head was out of range (ignored)
-	Orphaned    uint64 // late completions of commands whose Exec gave up
+	Orphaned    uint64 // late completions of commands whose Exec gave up (or that were failed)
+	DMAFaults   uint64 // commands failed by FailInFlight or a reported DMA fault
 }
 
 type trackerState uint8
@@ -51,6 +52,9 @@ type tracker struct {
 	state trackerState
 	done  bool // for trackerSync: the completion arrived
 	cpl   Completion
+	// failed is the error FailInFlight completed the command with; the
+	// tracker stays held (orphaned) until the device completes it.
+	failed error
 }
 
 // QueuePair is an SQ and its CQ, with the trackers of the commands in
@@ -112,6 +116,12 @@ type QueuePair struct {
 	cbCmd  Command // the completed command handed to a callback
 	closed bool
 
+	// DMA faults reported to the controller (ReportDMAFault), taken up
+	// by Poll on this queue pair's goroutine.
+	faults    *faultLog
+	seenFault uint64
+	faultBuf  [faultLogSize]DMAFault
+
 	stats QueueStats
 }
 
@@ -128,6 +138,7 @@ type queueParams struct {
 	pageSize    int
 	maxTransfer int
 	lbaShift    []uint8
+	faults      *faultLog
 }
 
 // maxQueueDepth bounds queue depth so that at least 4 CID bits remain for
@@ -153,6 +164,10 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 		phase:       true,
 		pageSize:    p.pageSize,
 		maxTransfer: p.maxTransfer,
+		faults:      p.faults,
+	}
+	if q.faults != nil {
+		q.seenFault = q.faults.seq.Load() // faults reported before it existed are not its
 	}
 	n := p.depth - 1 // a full ring keeps one slot empty
 	q.idxBits = uint(bits.Len(uint(n - 1)))
@@ -327,6 +342,9 @@ func (q *QueuePair) Poll(max int) (int, error) {
 		return 0, ErrClosed
 	}
 	q.inPoll = true
+	if q.faults != nil && q.faults.seq.Load() != q.seenFault {
+		q.applyFaults()
+	}
 	oldHead := q.cqHead
 	n, consumed := 0, 0
 	var bad error
@@ -419,6 +437,7 @@ func (q *QueuePair) release(idx uint16) {
 	t := &q.trackers[idx]
 	t.state = trackerFree
 	t.done = false
+	t.failed = nil
 	t.cb = nil
 	t.cmd.Data = Buffer{} // drop the references to the caller's memory
 	t.cmd.Ext = nil
@@ -474,6 +493,15 @@ func (q *QueuePair) Exec(ctx context.Context, cmd *Command) (Completion, error) 
 	q.Ring()
 	for spins := 0; ; spins++ {
 		_, _ = q.Poll(0) // undeliverable completions are counted in Stats
+		if t.failed != nil {
+			ferr := t.failed
+			if t.done {
+				q.release(t.cid & q.idxMask) // the device is done with it
+			} else {
+				t.state = trackerOrphaned // its completion frees it
+			}
+			return Completion{}, fmt.Errorf("queue %d: opcode 0x%02x cid 0x%04x: %w", q.id, cmd.Opcode, t.cid, ferr)
+		}
 		if t.done {
 			c := t.cpl
 			q.release(c.CID & q.idxMask)

@@ -9,6 +9,8 @@
 //	umdprobe bind SELECTOR...       hand functions to vfio-pci (--driver, --dry-run)
 //	umdprobe unbind SELECTOR...     give them back to the driver they had
 //	umdprobe doctor [SELECTOR...]   is this machine ready for umd?
+//	umdprobe identify [SELECTOR...] Identify Controller and namespaces of NVMe on vfio-pci
+//	umdprobe trace [SELECTOR...]    IOMMU faults and map/unmap events, live (--duration)
 //
 // Flags may come before or after the command and selectors. Run
 // `umdprobe --help` for the flags, the selector syntax and examples.
@@ -22,6 +24,12 @@
 //	4  bind or unbind refused (not root, IOMMU off, IOMMU group not
 //	   viable, device in use, not an endpoint): nothing was changed
 //	5  doctor: at least one check failed
+//	6  trace: this kernel or process cannot trace DMA faults (the
+//	   message says what each probe lacks)
+//
+// identify exits with 1 when a selected function could not be
+// identified (bound to another driver, not NVMe, or Open failed), after
+// showing the others; each failure is one line on stderr.
 //
 // A bind that fails part way (the driver's probe fails, a module cannot
 // be loaded) exits with 1 after putting the function back where it was.
@@ -40,6 +48,27 @@
 //	  {"schema", "plan": PLAN, "error", "refused"}
 //	umd.pcie.doctor/v1 (doctor):
 //	  {"schema", "failed", "summary", "checks": [CHECK...]}
+//	umd.nvme.identify/v1 (identify):
+//	  {"schema", "controllers": [CONTROLLER...], "errors": [{"bdf", "error"}...]}
+//	umd.dmatrace.event/v1 (trace): one object per line, per event:
+//	  {"schema", "time", "kind": "fault"|"map"|"unmap", "iova", ...}
+//
+// CONTROLLER is {"bdf", "vendor_id", "subsystem_vendor_id", "serial",
+// "model", "firmware", "version", "controller_id", "mdts",
+// "max_transfer" (bytes, 0: no limit), "engine_max_transfer",
+// "max_queue_entries", "nn", "oacs", "oacs_features" (words), "oncs",
+// "oncs_features", "shadow_doorbells", "volatile_write_cache", "subnqn",
+// "pool_page_size", "pool_fallback" (why the DMA pool has small pages,
+// when it has), "namespaces": [{"nsid", "blocks", "capacity_blocks",
+// "bytes", "lba_size", "format", "formats": [{"index", "lba_size",
+// "metadata", "relative_performance", "in_use"}], "error"}]}.
+//
+// A trace fault adds "source", "bdf", "direction" ("read"|"write"),
+// "reason", "reason_text", "irq_remap", "pasid" (when present), "owned"
+// (false: umdprobe drives no device, so it has no ledger to attribute
+// to) and "attribution" (words); map adds "pid", "size", "paddr"; unmap
+// adds "pid", "size", "unmapped". IOVAs, sizes and addresses are
+// strings, "0x4000000000": a JSON number cannot hold every 64-bit value.
 //
 // FUNCTION is pcie.Function, NODE is pcie.Node ({"name", "role", "card",
 // "children"}), CARD is pcie.Card, PLAN is pcie.Plan ({"op", "driver",

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/umdkit/umd/pcie"
 )
@@ -49,6 +50,14 @@ Usage:
                                          /dev/vfio, the functions (all on vfio-pci by default),
                                          hugepages, RLIMIT_MEMLOCK, privileges; each failure
                                          comes with its fix
+  umdprobe identify [flags] [SELECTOR...]
+                                         open NVMe controllers bound to vfio-pci (all of them by
+                                         default) and show Identify Controller and every active
+                                         namespace: serial, model, firmware, max transfer,
+                                         optional commands, shadow doorbells, sizes, LBA formats
+  umdprobe trace [flags] [SELECTOR...]   print IOMMU faults (DMAR kprobe, io_page_fault) and
+                                         map/unmap events live, with eBPF, until Ctrl-C or
+                                         --duration; selectors keep only those functions' faults
 
 Examples:
   umdprobe                          every endpoint (add -a for bridges and ports too)
@@ -68,6 +77,12 @@ Examples:
                                     give a card's endpoints to the kernel's nvme driver
   umdprobe doctor                   is this machine ready? (exit status 5 if not)
   umdprobe doctor 03:00.0 -o json   the same for one function, as JSON
+  sudo umdprobe identify            every NVMe controller on vfio-pci, identified
+  sudo umdprobe identify 03:00.0 -o json
+                                    one controller, as JSON
+  sudo umdprobe trace               DMA faults and IOMMU map/unmap events, live
+  sudo umdprobe trace 03:00.0 --duration 10s -o json
+                                    one function's faults for 10 s, one JSON object a line
 
 Flags:
   --sysfs DIR       read sysfs from DIR instead of /sys
@@ -82,6 +97,7 @@ Flags:
   --state-dir DIR   bind, unbind: where the drivers functions had before bind are
                     remembered (default /run/umd/bind)
   --memlock SIZE    doctor: the locked memory a run needs, such as 256M or 1G (default 64M)
+  --duration D      trace: stop after D, such as 10s or 2m (default: at Ctrl-C)
   --proc DIR, --dev DIR  read DIR instead of /proc, /dev (for tests)
   -h, --help        this help
 
@@ -91,7 +107,10 @@ const exitText = `
 Exit status: 0 success; 1 sysfs unreadable, or a bind failed part way (the
 function is put back); 2 usage error (bad command, flag or selector); 3 the
 selectors matched nothing; 4 bind or unbind refused, nothing changed;
-5 doctor found a failing check.
+5 doctor found a failing check; 6 trace: this kernel or process cannot
+trace DMA faults (the message says what is missing). identify exits 1
+when any selected function could not be identified, after showing the
+others.
 `
 
 func main() {
@@ -113,6 +132,7 @@ type options struct {
 	proc     string
 	dev      string
 	memlock  uint64
+	duration time.Duration
 }
 
 // usageError is an error in how umdprobe was called: exit status 2.
@@ -123,11 +143,17 @@ func (e usageError) Unwrap() error { return e.err }
 
 // run is main without the process: it returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	err := runErr(args, stdout)
+	err := runErr(args, stdout, stderr)
 	var ue usageError
+	var reported reportedError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &reported):
+		return exitFailure
+	case errors.Is(err, errTraceUnsupported):
+		fmt.Fprintf(stderr, "umdprobe: %v\n", err)
+		return exitNotSupported
 	case errors.Is(err, errNoMatch):
 		fmt.Fprintf(stderr, "umdprobe: %v\n", err)
 		return exitNoMatch
@@ -147,7 +173,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // errNoMatch is returned when selectors were given and matched nothing.
 var errNoMatch = errors.New("no PCI function matches")
 
-func runErr(args []string, stdout io.Writer) error {
+func runErr(args []string, stdout, stderr io.Writer) error {
 	var opt options
 	fs := flag.NewFlagSet("umdprobe", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported by run, help by us
@@ -167,6 +193,7 @@ func runErr(args []string, stdout io.Writer) error {
 	fs.StringVar(&opt.stateDir, "state-dir", "", "")
 	fs.StringVar(&opt.proc, "proc", "", "")
 	fs.StringVar(&opt.dev, "dev", "", "")
+	fs.DurationVar(&opt.duration, "duration", 0, "")
 	fs.Func("memlock", "", func(v string) error {
 		n, err := parseSize(v)
 		opt.memlock = n
@@ -185,7 +212,7 @@ func runErr(args []string, stdout io.Writer) error {
 	cmd := "list"
 	if len(pos) > 0 {
 		switch pos[0] {
-		case "list", "tree", "show", "snapshot", "bind", "unbind", "doctor":
+		case "list", "tree", "show", "snapshot", "bind", "unbind", "doctor", "identify", "trace":
 			cmd, pos = pos[0], pos[1:]
 		case "help":
 			_, err := io.WriteString(stdout, usageText+pcie.SelectorHelp+"\n"+exitText)
@@ -215,6 +242,12 @@ func runErr(args []string, stdout io.Writer) error {
 	if opt.memlock != 0 && cmd != "doctor" {
 		return usageError{fmt.Errorf("--memlock is for doctor, not %s", cmd)}
 	}
+	if opt.duration != 0 && cmd != "trace" {
+		return usageError{fmt.Errorf("--duration is for trace, not %s", cmd)}
+	}
+	if opt.duration < 0 {
+		return usageError{fmt.Errorf("--duration %v is negative", opt.duration)}
+	}
 
 	if cmd == "snapshot" {
 		if len(pos) > 0 {
@@ -232,6 +265,9 @@ func runErr(args []string, stdout io.Writer) error {
 	}
 	if cmd == "doctor" && sel.Empty() {
 		return runDoctor(stdout, nil, opt)
+	}
+	if cmd == "trace" && sel.Empty() {
+		return runTrace(stdout, stderr, nil, opt)
 	}
 
 	ids, err := loadIDs(opt.pciIDs)
@@ -252,6 +288,14 @@ func runErr(args []string, stdout io.Writer) error {
 		return runBind(stdout, cmd, picked, opt)
 	case "doctor":
 		return runDoctor(stdout, targets(picked), opt)
+	case "identify":
+		return runIdentify(stdout, stderr, picked, !sel.Empty(), opt)
+	case "trace":
+		var bdfs []string
+		for _, b := range targets(picked) {
+			bdfs = append(bdfs, b.String())
+		}
+		return runTrace(stdout, stderr, traceBDFs(bdfs), opt)
 	case "tree":
 		return writeTree(stdout, sys, sel, opt)
 	case "show":

@@ -1,0 +1,74 @@
+//go:build guest
+
+package main
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/umdkit/umd/qemu"
+	"github.com/umdkit/umd/qemu/guest"
+)
+
+// TestGuestIdentify identifies every NVMe controller of the guest through
+// umd and checks serials and namespaces against the topology.
+func TestGuestIdentify(t *testing.T) {
+	guest.Require(t)
+	if d := guest.Driver(); d != "" && d != "vfio-pci" {
+		t.Skipf("the guest bound its NVMe functions to %s, not vfio-pci", d)
+	}
+	top, err := qemu.LookupTopology(guest.Topology())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]qemu.Controller{}
+	for _, c := range top.Controllers() {
+		want[c.Serial] = c
+	}
+
+	code, out, errOut := umdprobe(t, "identify", "-o", "json")
+	if code != exitOK || errOut != "" {
+		t.Fatalf("identify -o json: exit %d, stderr %q", code, errOut)
+	}
+	var doc identifyDoc
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	bdfs := guest.DriverFunctions(t, "vfio-pci")
+	if doc.Schema != schemaIdentify || len(doc.Controllers) != len(bdfs) || len(doc.Controllers) != len(want) {
+		t.Fatalf("schema %q, %d controllers; %d functions on vfio-pci, topology has %d", doc.Schema, len(doc.Controllers), len(bdfs), len(want))
+	}
+	seen := map[string]bool{}
+	for i, c := range doc.Controllers {
+		w, ok := want[c.Serial]
+		if !ok || seen[c.Serial] || c.BDF != bdfs[i] || c.VendorID != "1b36" {
+			t.Errorf("%s: serial %q, vendor %s; topology serials %v", c.BDF, c.Serial, c.VendorID, want)
+			continue
+		}
+		seen[c.Serial] = true
+		if len(c.Namespaces) != len(w.Namespaces) || int(c.NN) < len(w.Namespaces) {
+			t.Errorf("%s (%s): %d namespaces (NN %d); topology says %d", c.BDF, c.Serial, len(c.Namespaces), c.NN, len(w.Namespaces))
+			continue
+		}
+		for j, ns := range c.Namespaces {
+			if ns.Error != "" || ns.NSID != uint32(j+1) || ns.Bytes != uint64(w.Namespaces[j])<<20 {
+				t.Errorf("%s (%s) namespace %d: %+v; topology says %d MiB", c.BDF, c.Serial, j+1, ns, w.Namespaces[j])
+			}
+		}
+		if c.MaxTransfer == 0 || c.EngineMaxTransfer == 0 || c.PoolPageSize == 0 {
+			t.Errorf("%s: max transfer %d, engine %d, pool pages %d", c.BDF, c.MaxTransfer, c.EngineMaxTransfer, c.PoolPageSize)
+		}
+	}
+
+	// The text form of one controller, for the record.
+	code, out, errOut = umdprobe(t, "identify", bdfs[0])
+	t.Logf("umdprobe identify %s:\n%s", bdfs[0], out)
+	if code != exitOK || errOut != "" {
+		t.Errorf("identify %s: exit %d, stderr %q", bdfs[0], code, errOut)
+	}
+	// A selection with no NVMe controller in it: a one-line error.
+	code, out, errOut = umdprobe(t, "identify", "00:00.0")
+	if code != exitNoMatch || out != "" || errOut != "umdprobe: the selected functions are bridges and ports, not NVMe controllers\n" {
+		t.Errorf("identify 00:00.0: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
