@@ -47,6 +47,17 @@ type Controller struct {
 	Serial string
 	// Namespaces lists the size in MiB of each namespace, in NSID order.
 	Namespaces []int
+	// BlockSizes lists each namespace's logical block size in bytes, in
+	// NSID order; a missing or zero entry means 512.
+	BlockSizes []int
+}
+
+// BlockSize returns the logical block size of the i-th namespace (from 0).
+func (c Controller) BlockSize(i int) int {
+	if i < len(c.BlockSizes) && c.BlockSizes[i] != 0 {
+		return c.BlockSizes[i]
+	}
+	return 512
 }
 
 // Topologies lists every named topology; this is the one place they are
@@ -61,15 +72,16 @@ var Topologies = map[string]Topology{
 	"cards": {
 		Name: "cards",
 		Description: "two PCIe switches with two NVMe controllers each, " +
-			"plus one NVMe controller on a root port of its own",
+			"plus one NVMe controller on a root port of its own; " +
+			"namespaces of 512 B and 4 KiB blocks",
 		Switches: []Switch{
 			{Controllers: []Controller{
 				{Serial: "umd-card1-a", Namespaces: []int{64}},
-				{Serial: "umd-card1-b", Namespaces: []int{32, 32}},
+				{Serial: "umd-card1-b", Namespaces: []int{32, 32}, BlockSizes: []int{4096, 512}},
 			}},
 			{Controllers: []Controller{
 				{Serial: "umd-card2-a", Namespaces: []int{128}},
-				{Serial: "umd-card2-b", Namespaces: []int{16, 16, 16}},
+				{Serial: "umd-card2-b", Namespaces: []int{16, 16, 16}, BlockSizes: []int{512, 4096, 512}},
 			}},
 		},
 		RootPorts: []Controller{{Serial: "umd-solo0", Namespaces: []int{96}}},
@@ -173,7 +185,8 @@ func (t Topology) qemuArgs(dir string, memMiB, cpus int) ([]string, []disk) {
 			p := filepath.Join(dir, drive+".img")
 			disks = append(disks, disk{Path: p, MiB: mib})
 			add("-drive", "file="+p+",if=none,format=raw,id="+drive)
-			add("-device", fmt.Sprintf("nvme-ns,drive=%s,bus=%s,nsid=%d", drive, id, i+1))
+			bs := c.BlockSize(i)
+			add("-device", fmt.Sprintf("nvme-ns,drive=%s,bus=%s,nsid=%d,logical_block_size=%d,physical_block_size=%d", drive, id, i+1, bs, bs))
 		}
 	}
 

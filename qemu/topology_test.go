@@ -105,6 +105,15 @@ func TestCardsTopology(t *testing.T) {
 	if len(sizes) < 3 || len(counts) < 3 {
 		t.Errorf("cards should mix sizes and namespace counts: %d sizes, %d counts", len(sizes), len(counts))
 	}
+	blocks := map[int]bool{}
+	for _, c := range top.Controllers() {
+		for i := range c.Namespaces {
+			blocks[c.BlockSize(i)] = true
+		}
+	}
+	if !blocks[512] || !blocks[4096] {
+		t.Errorf("cards should have namespaces of 512 B and 4 KiB blocks: %v", blocks)
+	}
 	if _, err := LookupTopology("card"); err == nil || !strings.Contains(err.Error(), "cards") {
 		t.Errorf("unknown topology error should list the known ones: %v", err)
 	}

@@ -1,0 +1,236 @@
+//go:build guest
+
+package umd_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/umdkit/umd"
+	"github.com/umdkit/umd/nvmelike"
+	"github.com/umdkit/umd/qemu/guest"
+)
+
+// openWithBlockSizes opens, among the vfio-bound controllers, one that has
+// a namespace of each block size the test needs, and returns it with the
+// NSID of each.
+func openWithBlockSizes(ctx context.Context, t *testing.T, sizes ...int) (*umd.Device, map[int]uint32) {
+	t.Helper()
+	for _, bdf := range guest.DriverFunctions(t, "vfio-pci") {
+		dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 16 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := map[int]uint32{}
+		for _, nsid := range dev.Controller().Namespaces() {
+			ns, err := dev.Controller().IdentifyNamespace(ctx, nsid)
+			if err != nil {
+				dev.Close()
+				t.Fatal(err)
+			}
+			if _, ok := found[ns.LBASize]; !ok {
+				found[ns.LBASize] = nsid
+			}
+		}
+		all := true
+		for _, s := range sizes {
+			_, ok := found[s]
+			all = all && ok
+		}
+		if all {
+			return dev, found
+		}
+		dev.Close()
+	}
+	t.Fatalf("no controller of topology %s has namespaces of %v-byte blocks", guest.Topology(), sizes)
+	return nil, nil
+}
+
+// TestTransferSizes writes and reads back transfers from one block to the
+// engine's largest, from page-aligned and unaligned buffers, on namespaces
+// of 512-byte and 4 KiB blocks.
+func TestTransferSizes(t *testing.T) {
+	guest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sizes := []int{512, 4096}
+	if guest.Topology() != "cards" {
+		sizes = []int{512} // only cards has 4 KiB namespaces
+	}
+	dev, nsids := openWithBlockSizes(ctx, t, sizes...)
+	defer dev.Close()
+	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	max := dev.Controller().MaxTransfer()
+	src, err := dev.Alloc(max + 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Free(src)
+	dst, err := dev.Alloc(max + 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Free(dst)
+	for lba, nsid := range nsids {
+		for _, n := range []int{lba, 4096, 8192 + lba, 64 << 10, 256 << 10, max} {
+			for _, off := range []int{0, 512, 4096 - 8} {
+				if n%lba != 0 || n > max {
+					continue
+				}
+				t.Run(fmt.Sprintf("lba%d/%dB/offset%d", lba, n, off), func(t *testing.T) {
+					data := src.Slice(off, n)
+					for i := range data.Bytes {
+						data.Bytes[i] = byte(i*31+off) ^ byte(n>>9) ^ byte(i>>8)
+					}
+					blocks := uint32(n / lba)
+					w := nvmelike.WriteCommand(nsid, 64, blocks, data)
+					if _, err := q.Exec(ctx, &w); err != nil {
+						t.Fatalf("write: %v", err)
+					}
+					back := dst.Slice(off, n)
+					clear(back.Bytes)
+					r := nvmelike.ReadCommand(nsid, 64, blocks, back)
+					if _, err := q.Exec(ctx, &r); err != nil {
+						t.Fatalf("read: %v", err)
+					}
+					if !bytes.Equal(back.Bytes, data.Bytes) {
+						t.Fatal("read back differs from what was written")
+					}
+				})
+			}
+		}
+		// Past the largest transfer the engine refuses before the device
+		// sees anything.
+		big := src.Slice(0, max+lba)
+		w := nvmelike.WriteCommand(nsid, 0, uint32((max+lba)/lba), big)
+		if _, err := q.Exec(ctx, &w); !errors.Is(err, nvmelike.ErrTransferTooLarge) {
+			t.Errorf("a %d-byte write with a %d-byte limit: %v, want ErrTransferTooLarge", max+lba, max, err)
+		}
+	}
+}
+
+// TestResetDuringIO resets the controller with writes in flight: writes
+// acknowledged before the reset are intact after it, and the in-flight
+// ones are retried (ResetRetry) or failed with ErrReset (ResetFail).
+func TestResetDuringIO(t *testing.T) {
+	guest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dev, nsids := openWithBlockSizes(ctx, t, 512)
+	defer dev.Close()
+	nsid := nsids[512]
+	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	const blocks, n = 8, 8 * 512
+	fill := func(b nvmelike.Buffer, seed int) {
+		for i := range b.Bytes {
+			b.Bytes[i] = byte(seed*17 + i*3 + i>>9)
+		}
+	}
+	bufs := make([]nvmelike.Buffer, 32)
+	for i := range bufs {
+		if bufs[i], err = dev.Alloc(n); err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Free(bufs[i])
+	}
+	// Acknowledged writes: LBAs 0..127.
+	for i := 0; i < 16; i++ {
+		fill(bufs[i], i)
+		w := nvmelike.WriteCommand(nsid, uint64(i*blocks), blocks, bufs[i])
+		if _, err := q.Exec(ctx, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, policy := range []nvmelike.ResetPolicy{nvmelike.ResetRetry, nvmelike.ResetFail} {
+		// In-flight writes: LBAs 1024.., rung but not polled.
+		var ok, failed int
+		done := func(_ *nvmelike.Command, _ nvmelike.Completion, err error) {
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, nvmelike.ErrReset):
+				failed++
+			default:
+				t.Errorf("in-flight write: %v", err)
+			}
+		}
+		cmds := make([]nvmelike.Command, 16)
+		for i := range cmds {
+			fill(bufs[16+i], 100+i)
+			cmds[i] = nvmelike.WriteCommand(nsid, uint64(1024+i*blocks), blocks, bufs[16+i])
+			if err := q.Submit(&cmds[i], done); err != nil {
+				t.Fatal(err)
+			}
+		}
+		q.Ring()
+		if err := dev.Controller().Reset(ctx, policy); err != nil {
+			t.Fatalf("reset: %v", err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for q.Outstanding() > 0 && time.Now().Before(deadline) {
+			if _, err := q.Poll(0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if q.Outstanding() != 0 {
+			t.Fatalf("policy %v: %d commands still outstanding after the reset", policy, q.Outstanding())
+		}
+		if ok+failed != len(cmds) {
+			t.Errorf("policy %v: %d completed and %d failed of %d", policy, ok, failed, len(cmds))
+		}
+		if policy == nvmelike.ResetFail && ok != 0 && failed == 0 {
+			t.Errorf("ResetFail completed all %d writes without failing any", ok)
+		}
+		if policy == nvmelike.ResetRetry {
+			if failed != 0 {
+				t.Errorf("ResetRetry failed %d writes", failed)
+			}
+			// Retried writes landed.
+			for i := range cmds {
+				got, err := dev.Alloc(n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := nvmelike.ReadCommand(nsid, uint64(1024+i*blocks), blocks, got)
+				if _, err := q.Exec(ctx, &r); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got.Bytes, bufs[16+i].Bytes) {
+					t.Errorf("retried write %d did not land", i)
+				}
+				dev.Free(got)
+			}
+		}
+		// Every write acknowledged before the reset is intact.
+		for i := 0; i < 16; i++ {
+			got, err := dev.Alloc(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := nvmelike.ReadCommand(nsid, uint64(i*blocks), blocks, got)
+			if _, err := q.Exec(ctx, &r); err != nil {
+				t.Fatal(err)
+			}
+			want := make([]byte, n)
+			for j := range want {
+				want[j] = byte(i*17 + j*3 + j>>9)
+			}
+			if !bytes.Equal(got.Bytes, want) {
+				t.Errorf("policy %v: acknowledged write %d is not intact after the reset", policy, i)
+			}
+			dev.Free(got)
+		}
+	}
+}
