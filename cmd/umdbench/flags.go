@@ -100,6 +100,7 @@ type options struct {
 	pollSpins  int
 	nsid       uint
 	disableLat bool
+	traceFault bool
 	seed       uint64
 	format     string
 	outFile    string
@@ -144,6 +145,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.pollSpins, "poll_spins", 1000, "")
 	fs.UintVar(&o.nsid, "nsid", 1, "")
 	fs.BoolVar(&o.disableLat, "disable_lat", false, "")
+	fs.BoolVar(&o.traceFault, "trace_faults", false, "")
 	fs.Uint64Var(&o.seed, "randseed", 0x5eed, "")
 	fs.StringVar(&o.format, "o", "text", "")
 	fs.StringVar(&o.format, "output-format", "text", "")

@@ -231,3 +231,34 @@ func TestGuestBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestGuestTraceFaults runs with the DMA-fault tracer attached: a healthy
+// run reports zero faults, in the text and in the JSON.
+func TestGuestTraceFaults(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	code, out, errOut := umdbench(t, "--rw", "randrw", "--bs", "4k", "--iodepth", "8", "--verify", "--runtime", "1s", "--trace_faults", bdf)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "DMA faults traced during the run: 0") {
+		t.Errorf("the report does not count faults:\n%s", out)
+	}
+	code, js, errOut := umdbench(t, "--rw", "randread", "--bs", "4k", "--runtime", "1s", "--trace_faults", "-o", "json", bdf)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var doc struct {
+		UMD struct {
+			DMAFaults *struct {
+				Count int `json:"count"`
+			} `json:"dma_faults"`
+		} `json:"umd"`
+	}
+	if err := json.Unmarshal([]byte(js), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.UMD.DMAFaults == nil || doc.UMD.DMAFaults.Count != 0 {
+		t.Errorf("JSON dma_faults = %+v, want a count of 0", doc.UMD.DMAFaults)
+	}
+}

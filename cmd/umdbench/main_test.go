@@ -128,6 +128,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--rw", "read"}, "name the devices"},
 		{[]string{"bogus=1"}, "bad selector \"bogus=1\""},
 		{[]string{"--sim", "--sim_lba", "1000"}, "LBA size 1000"},
+		{[]string{"--sim", "--trace_faults"}, "--trace_faults needs a device"},
 	} {
 		code, _, errOut := umdbench(t, c.args...)
 		if code != exitUsage || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "--help") {
@@ -141,7 +142,7 @@ func TestHelp(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("--help: exit %d", code)
 	}
-	for _, want := range []string{"Examples:", "--rw MODE", "--iodepth", "--verify", "--completion", "-o json", "--sim", "0.2 µs", "Selectors pick", "Exit status"} {
+	for _, want := range []string{"Examples:", "--rw MODE", "--iodepth", "--verify", "--completion", "-o json", "--sim", "0.2 µs", "Selectors pick", "Exit status", "--trace_faults"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--help lacks %q", want)
 		}

@@ -119,6 +119,12 @@ func WriteText(out io.Writer, r *Result, title string) error {
 			fmt.Fprintf(out, "verify: %d blocks checked, all carry their LBA, pass %d and a good checksum\n", t.Verified, w.VerifyPass)
 		}
 	}
+	if f := r.DMAFaults; f != nil {
+		fmt.Fprintf(out, "DMA faults traced during the run: %d\n", f.Count)
+		for _, e := range f.Examples {
+			fmt.Fprintf(out, "  %s\n", e)
+		}
+	}
 	if r.Sim != nil {
 		if err := writeSimCost(out, r); err != nil {
 			return err
@@ -262,6 +268,13 @@ type umdRun struct {
 	Sim         *umdSim   `json:"sim,omitempty"`
 	Errors      []string  `json:"errors,omitempty"`
 	Percentiles []float64 `json:"percentiles"`
+	// DMAFaults is set when the run traced DMA faults (--trace_faults).
+	DMAFaults *umdFaults `json:"dma_faults,omitempty"`
+}
+
+type umdFaults struct {
+	Count    int      `json:"count"`
+	Examples []string `json:"examples,omitempty"`
 }
 
 type umdSim struct {
@@ -349,6 +362,9 @@ func WriteJSON(out io.Writer, r *Result, global map[string]string) error {
 		if j.Err != nil {
 			doc.UMD.Errors = append(doc.UMD.Errors, j.Err.Error())
 		}
+	}
+	if f := r.DMAFaults; f != nil {
+		doc.UMD.DMAFaults = &umdFaults{Count: f.Count, Examples: f.Examples}
 	}
 	if r.Sim != nil {
 		m := r.Mallocs

@@ -29,6 +29,17 @@ type Result struct {
 	Mallocs uint64
 	// Sim holds the software controller's counters, for --sim runs.
 	Sim *SimCost
+	// DMAFaults, when the run traced them, are the IOMMU faults the
+	// devices raised during the run.
+	DMAFaults *FaultReport
+}
+
+// FaultReport counts the DMA faults traced during a run.
+type FaultReport struct {
+	Count int
+	// Examples are the first few faults, described with their
+	// attribution.
+	Examples []string
 }
 
 // Err returns the jobs' errors joined, or nil.
