@@ -345,6 +345,23 @@ func (d *Device) unwireVector(v int) error {
 	return errors.Join(err, irq.Close())
 }
 
+// Vector returns the MSI-X vector of the queue pair's completion
+// interrupt, or 0 when it has none.
+func (q *QueuePair) Vector() int { return q.vector }
+
+// VectorsInUse returns how many MSI-X vectors queue pairs hold.
+func (d *Device) VectorsInUse() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, irq := range d.vectors {
+		if irq != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Interrupt returns the eventfd of the queue pair's completion interrupt,
 // or nil when it was created without one. Callers with their own epoll
 // loop use its Fd.

@@ -1,0 +1,105 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/umdkit/umd"
+	"github.com/umdkit/umd/iommu"
+	"github.com/umdkit/umd/nvmelike"
+)
+
+// backend is what the server needs of a device: *umd.Device through
+// umdBackend, a fake in host tests.
+type backend interface {
+	info() DeviceInfo
+	mapPool(mem []byte, owner iommu.Owner, align uint64) (mapping, error)
+	createQueue(ctx context.Context, depth int) (queue, error)
+	doorbellStride() int
+	maxTransfer() int
+	close() error
+}
+
+// mapping is a client pool's IOVA window; *iommu.Mapping is one.
+type mapping interface {
+	IOVA() uint64
+	Unmap() error
+}
+
+// queue is one of a client's I/O queue pairs; umdQueue wraps
+// *umd.QueuePair.
+type queue interface {
+	ID() uint16
+	Depth() int
+	Vector() int
+	EventFd() int
+	Exec(ctx context.Context, cmd *nvmelike.Command) (nvmelike.Completion, error)
+	Close() error
+}
+
+// AddDevice puts a device opened with umd.Open under the server, with its
+// allow-list. The server closes it in Close.
+func (s *Server) AddDevice(ctx context.Context, d *umd.Device, a Access) error {
+	b, err := newUMDBackend(ctx, d)
+	if err != nil {
+		return err
+	}
+	return s.add(b, a)
+}
+
+type umdBackend struct {
+	d    *umd.Device
+	desc DeviceInfo
+}
+
+func newUMDBackend(ctx context.Context, d *umd.Device) (*umdBackend, error) {
+	c := d.Controller()
+	id := c.IdentifyController()
+	info := DeviceInfo{BDF: d.BDF(), Serial: id.SN, Model: id.MN, MaxQueues: c.MaxIOQueues()}
+	for _, nsid := range c.Namespaces() {
+		ns, err := c.IdentifyNamespace(ctx, nsid)
+		if err != nil {
+			return nil, fmt.Errorf("describing %s: %w", d.BDF(), err)
+		}
+		info.Namespaces = append(info.Namespaces, NamespaceInfo{NSID: nsid, LBASize: ns.LBASize, Blocks: ns.NSZE})
+	}
+	return &umdBackend{d: d, desc: info}, nil
+}
+
+func (b *umdBackend) info() DeviceInfo { return b.desc }
+
+func (b *umdBackend) mapPool(mem []byte, owner iommu.Owner, align uint64) (mapping, error) {
+	m, err := b.d.Space().MapPool(mem, owner, iommu.MapOptions{Align: align})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (b *umdBackend) createQueue(ctx context.Context, depth int) (queue, error) {
+	q, err := b.d.CreateQueuePair(ctx, umd.QueueOptions{Depth: depth, Interrupt: true})
+	if err != nil {
+		return nil, err
+	}
+	if q.Interrupt() == nil {
+		q.Close()
+		return nil, errors.New("queue pair created without an interrupt")
+	}
+	return umdQueue{q}, nil
+}
+
+func (b *umdBackend) doorbellStride() int { return 4 << b.d.Controller().CAP().DSTRD() }
+func (b *umdBackend) maxTransfer() int    { return b.d.Controller().MaxTransfer() }
+func (b *umdBackend) close() error        { return b.d.Close() }
+
+type umdQueue struct{ q *umd.QueuePair }
+
+func (u umdQueue) ID() uint16   { return u.q.ID() }
+func (u umdQueue) Depth() int   { return u.q.Depth() }
+func (u umdQueue) Vector() int  { return u.q.Vector() }
+func (u umdQueue) EventFd() int { return u.q.Interrupt().Fd() }
+func (u umdQueue) Close() error { return u.q.Close() }
+func (u umdQueue) Exec(ctx context.Context, cmd *nvmelike.Command) (nvmelike.Completion, error) {
+	return u.q.Exec(ctx, cmd)
+}

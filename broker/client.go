@@ -1,0 +1,288 @@
+package broker
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umdkit/umd/hugepage"
+	"github.com/umdkit/umd/vfio"
+)
+
+// Client is a connection to a broker. Its methods are safe for concurrent
+// use; requests are serialised.
+type Client struct {
+	mu   sync.Mutex
+	uc   *net.UnixConn
+	sess *Session
+}
+
+// Dial connects to the broker at the unix socket path and says hello. A
+// broker that speaks another protocol version gives an error matching
+// ErrVersion.
+func Dial(path string) (*Client, error) {
+	uc, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the broker at %s: %w", path, err)
+	}
+	c := &Client{uc: uc}
+	if _, _, err := c.call(&Request{Op: OpHello, Version: ProtocolVersion}, 0); err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("connecting to the broker at %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// call sends req and reads the response, with up to maxFds descriptors.
+// The caller owns the descriptors returned, also with an error.
+func (c *Client) call(req *Request, maxFds int) (*Response, []int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	frame, err := encodeFrame(req, MaxFrame)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := c.uc.Write(frame); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", req.Op, disconnected(err))
+	}
+	body, fds, err := c.readResponse(maxFds)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", req.Op, disconnected(err))
+	}
+	var resp Response
+	if err := decodeBody(body, &resp); err != nil {
+		closeFds(fds)
+		return nil, nil, fmt.Errorf("%s: %w", req.Op, err)
+	}
+	if resp.Err != nil {
+		closeFds(fds)
+		return nil, nil, resp.Err
+	}
+	return &resp, fds, nil
+}
+
+// readResponse reads one frame, collecting the descriptors sent with its
+// first bytes.
+func (c *Client) readResponse(maxFds int) ([]byte, []int, error) {
+	var hdr [4]byte
+	var fds []int
+	oob := make([]byte, unix.CmsgSpace(4*max(maxFds, 1)))
+	for got := 0; got < len(hdr); {
+		n, oobn, flags, _, err := c.uc.ReadMsgUnix(hdr[got:], oob)
+		if oobn > 0 {
+			more, perr := parseRights(oob[:oobn])
+			fds = append(fds, more...)
+			if perr != nil {
+				closeFds(fds)
+				return nil, nil, perr
+			}
+		}
+		if flags&unix.MSG_CTRUNC != 0 {
+			closeFds(fds)
+			return nil, nil, fmt.Errorf("receiving descriptors: more than %d sent", maxFds)
+		}
+		if err != nil {
+			closeFds(fds)
+			return nil, nil, err
+		}
+		if n == 0 {
+			closeFds(fds)
+			return nil, nil, io.ErrUnexpectedEOF
+		}
+		got += n
+	}
+	size := binary.BigEndian.Uint32(hdr[:])
+	if size > MaxResponse {
+		closeFds(fds)
+		return nil, nil, fmt.Errorf("a response of %d bytes: %w", size, ErrFrameTooLarge)
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(c.uc, body); err != nil {
+		closeFds(fds)
+		return nil, nil, err
+	}
+	return body, fds, nil
+}
+
+// ErrDisconnected is returned when the broker closed the connection (it
+// was stopped or restarted, or dropped this client): the session is gone
+// and its resources released; Dial again for a new one.
+var ErrDisconnected = errors.New("broker connection lost")
+
+// disconnected adds ErrDisconnected to the errors that mean the broker
+// went away.
+func disconnected(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
+		return fmt.Errorf("%w: %w", ErrDisconnected, err)
+	}
+	return err
+}
+
+func parseRights(oob []byte) ([]int, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("parsing control messages: %w", err)
+	}
+	var fds []int
+	for i := range msgs {
+		got, err := unix.ParseUnixRights(&msgs[i])
+		if err == nil {
+			fds = append(fds, got...)
+		}
+	}
+	return fds, nil
+}
+
+func closeFds(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// Devices lists the devices the broker serves, saying which this client
+// may use.
+func (c *Client) Devices() ([]DeviceInfo, error) {
+	r, _, err := c.call(&Request{Op: OpList}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return r.Devices, nil
+}
+
+// Status lists the broker's clients and what each holds.
+func (c *Client) Status() ([]ClientStatus, error) {
+	r, _, err := c.call(&Request{Op: OpStatus}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return r.Clients, nil
+}
+
+// SessionOptions say what a session asks for.
+type SessionOptions struct {
+	Queues    int   // queue pairs; 0 means 1
+	Depth     int   // entries per ring; 0 means 64
+	PoolBytes int64 // the DMA pool's size; 0 means 4 MiB
+}
+
+// Session is what the broker gave this connection on a device: a DMA pool
+// shared with the broker and mapped into the device's IOMMU domain, and
+// queue pairs each with its completion eventfd.
+type Session struct {
+	c      *Client
+	Layout Layout
+	// Pool is the session's DMA memory, the same pages the device
+	// reaches at Layout.PoolIOVA + offset.
+	Pool *hugepage.Pool
+	// Interrupts are the queue pairs' completion eventfds, in
+	// Layout.Queues order. The broker completes mediated commands by
+	// polling, so these only count completions in this slice.
+	Interrupts []*vfio.Interrupt
+}
+
+// OpenSession asks for queue pairs and a pool on the device with PCI
+// address bdf. A connection holds at most one session.
+func (c *Client) OpenSession(bdf string, o SessionOptions) (_ *Session, err error) {
+	if o.Queues == 0 {
+		o.Queues = 1
+	}
+	if o.Depth == 0 {
+		o.Depth = 64
+	}
+	if o.PoolBytes == 0 {
+		o.PoolBytes = 4 << 20
+	}
+	if o.Queues < 0 || o.Queues > maxQueuesPerSession {
+		return nil, fmt.Errorf("opening a session: %d queue pairs, at most %d", o.Queues, maxQueuesPerSession)
+	}
+	r, fds, err := c.call(&Request{Op: OpOpen, Device: bdf, Queues: o.Queues, Depth: o.Depth, PoolBytes: o.PoolBytes}, maxFdsPerMessage)
+	if err != nil {
+		return nil, fmt.Errorf("opening a session on %s: %w", bdf, err)
+	}
+	defer closeFds(fds) // OpenPool dups; InterruptFromFD takes ownership (and -1 marks it)
+	if r.Layout == nil || len(fds) != 1+len(r.Layout.Queues) || len(r.Layout.Queues) != o.Queues {
+		return nil, fmt.Errorf("opening a session on %s: the broker sent %d descriptors for %d queue pairs", bdf, len(fds), o.Queues)
+	}
+	s := &Session{c: c, Layout: *r.Layout}
+	defer func() {
+		if err != nil {
+			s.closeLocal()
+		}
+	}()
+	if s.Pool, err = hugepage.OpenPool(fds[0]); err != nil {
+		return nil, fmt.Errorf("opening a session on %s: %w", bdf, err)
+	}
+	if int64(s.Pool.Size()) != s.Layout.PoolBytes {
+		return nil, fmt.Errorf("opening a session on %s: the pool has %d bytes, the layout says %d", bdf, s.Pool.Size(), s.Layout.PoolBytes)
+	}
+	for i := range s.Layout.Queues {
+		irq, err := vfio.InterruptFromFD(fds[1+i])
+		if err != nil {
+			return nil, fmt.Errorf("opening a session on %s: %w", bdf, err)
+		}
+		fds[1+i] = -1
+		s.Interrupts = append(s.Interrupts, irq)
+	}
+	c.mu.Lock()
+	c.sess = s
+	c.mu.Unlock()
+	return s, nil
+}
+
+func (s *Session) closeLocal() error {
+	var errs []error
+	for _, irq := range s.Interrupts {
+		errs = append(errs, irq.Close())
+	}
+	s.Interrupts = nil
+	if s.Pool != nil {
+		errs = append(errs, s.Pool.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Read reads blocks logical blocks at lba of namespace nsid into the pool
+// at offset, through queue pair queue (an index into Layout.Queues). The
+// broker submits the command: the data moves by DMA straight into the
+// pool, but each command costs a round trip over the socket.
+func (s *Session) Read(queue int, nsid uint32, lba uint64, blocks int, offset int64) error {
+	return s.io(&IORequest{Queue: queue, Opcode: "read", NSID: nsid, LBA: lba, Blocks: blocks, Offset: offset})
+}
+
+// Write writes blocks logical blocks at lba of namespace nsid from the pool
+// at offset, through queue pair queue.
+func (s *Session) Write(queue int, nsid uint32, lba uint64, blocks int, offset int64) error {
+	return s.io(&IORequest{Queue: queue, Opcode: "write", NSID: nsid, LBA: lba, Blocks: blocks, Offset: offset})
+}
+
+// Flush flushes namespace nsid through queue pair queue.
+func (s *Session) Flush(queue int, nsid uint32) error {
+	return s.io(&IORequest{Queue: queue, Opcode: "flush", NSID: nsid})
+}
+
+func (s *Session) io(r *IORequest) error {
+	_, _, err := s.c.call(&Request{Op: OpIO, IO: r}, 0)
+	return err
+}
+
+// Close ends the connection; the broker then releases the session's queue
+// pairs, IOVA window and pool. Close is safe to call twice.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	sess := c.sess
+	c.sess = nil
+	c.mu.Unlock()
+	var errs []error
+	if sess != nil {
+		errs = append(errs, sess.closeLocal())
+	}
+	if err := c.uc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

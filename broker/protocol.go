@@ -1,0 +1,299 @@
+package broker
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ProtocolVersion is the version of the broker protocol this package
+// speaks. A hello with another version is refused with ErrVersion.
+const ProtocolVersion = 1
+
+// The control path is framed as a 4-byte big-endian length followed by that
+// many bytes of JSON. Control messages are rare (a session is opened once)
+// and small, so the cost of JSON does not matter; what matters is that
+// every field is named, optional fields can be added without breaking old
+// peers, and a malformed message is a decoding error rather than a
+// misread struct. MaxFrame bounds the requests a broker reads;
+// MaxResponse the responses a client reads (a status of many clients is
+// larger than any request).
+const (
+	MaxFrame    = 64 << 10
+	MaxResponse = 4 << 20
+)
+
+// Ops a client may send.
+const (
+	OpHello  = "hello"
+	OpList   = "list"
+	OpOpen   = "open"
+	OpStatus = "status"
+	OpIO     = "io"
+)
+
+// Bounds on what a client may ask for, whatever the quotas say.
+const (
+	maxQueuesPerSession = 64
+	maxQueueDepth       = 4096
+	minQueueDepth       = 2
+	maxDeviceName       = 64
+	maxFdsPerMessage    = 1 + maxQueuesPerSession
+)
+
+// Request is one message from a client.
+type Request struct {
+	Op string `json:"op"`
+	// Hello
+	Version int `json:"version,omitempty"`
+	// Open
+	Device    string `json:"device,omitempty"`
+	Queues    int    `json:"queues,omitempty"`
+	Depth     int    `json:"depth,omitempty"`
+	PoolBytes int64  `json:"pool_bytes,omitempty"`
+	// IO (mediated): Queue indexes the session's queue pairs.
+	IO *IORequest `json:"io,omitempty"`
+}
+
+// IORequest is one command the broker submits for a client on one of the
+// client's queue pairs, with data in the client's pool.
+type IORequest struct {
+	Queue  int    `json:"queue"`
+	Opcode string `json:"opcode"` // "read", "write" or "flush"
+	NSID   uint32 `json:"nsid"`
+	LBA    uint64 `json:"lba"`
+	Blocks int    `json:"blocks"`
+	Offset int64  `json:"offset"` // where the data starts in the client's pool
+}
+
+// Response is one message from the broker. Err is set on failure.
+type Response struct {
+	Err *Error `json:"error,omitempty"`
+	// Hello
+	Version int `json:"version,omitempty"`
+	// List
+	Devices []DeviceInfo `json:"devices,omitempty"`
+	// Open: descriptors travel with this message, pool first, then one
+	// eventfd per queue pair in Layout.Queues order.
+	Layout *Layout `json:"layout,omitempty"`
+	// Status
+	Clients []ClientStatus `json:"clients,omitempty"`
+	// IO
+	Status uint16 `json:"status,omitempty"` // NVMe status field of the completion
+}
+
+// DeviceInfo describes one device the broker serves.
+type DeviceInfo struct {
+	BDF        string          `json:"bdf"`
+	Serial     string          `json:"serial"`
+	Model      string          `json:"model"`
+	Namespaces []NamespaceInfo `json:"namespaces"`
+	MaxQueues  int             `json:"max_queues"`  // I/O queue pairs the controller granted
+	FreeQueues int             `json:"free_queues"` // not held by any client
+	Allowed    bool            `json:"allowed"`     // whether the asking peer may open sessions on it
+}
+
+// NamespaceInfo describes a namespace of a device.
+type NamespaceInfo struct {
+	NSID    uint32 `json:"nsid"`
+	LBASize int    `json:"lba_size"`
+	Blocks  uint64 `json:"blocks"`
+}
+
+// Layout is what a client needs to use its session: where its pool sits in
+// the device's IOVA space and which queue pairs are its.
+type Layout struct {
+	Device         string          `json:"device"`
+	PoolBytes      int64           `json:"pool_bytes"`
+	PoolPageSize   int             `json:"pool_page_size"`
+	PoolIOVA       uint64          `json:"pool_iova"`
+	DoorbellStride int             `json:"doorbell_stride"` // bytes between doorbells (4 << CAP.DSTRD)
+	MaxTransfer    int             `json:"max_transfer"`
+	Queues         []QueueInfo     `json:"queues"`
+	Namespaces     []NamespaceInfo `json:"namespaces"`
+}
+
+// QueueInfo describes one of a client's queue pairs.
+type QueueInfo struct {
+	ID     uint16 `json:"id"`
+	Depth  int    `json:"depth"`
+	Vector int    `json:"vector"`
+}
+
+// ClientStatus is what one connected client holds.
+type ClientStatus struct {
+	ID        uint64      `json:"id"`
+	PID       int32       `json:"pid"`
+	UID       uint32      `json:"uid"`
+	GID       uint32      `json:"gid"`
+	Device    string      `json:"device,omitempty"`
+	PoolBytes int64       `json:"pool_bytes,omitempty"`
+	PoolIOVA  uint64      `json:"pool_iova,omitempty"`
+	Queues    []QueueInfo `json:"queues,omitempty"`
+	Commands  uint64      `json:"commands"`
+}
+
+// Error codes the broker sends back. Each has a sentinel error that an
+// *Error matches with errors.Is.
+const (
+	CodeBadRequest = "bad-request"
+	CodeVersion    = "version"
+	CodePermission = "permission"
+	CodeQuota      = "quota"
+	CodeNoDevice   = "no-device"
+	CodeState      = "state"
+	CodeDevice     = "device"
+)
+
+// Sentinels for the codes.
+var (
+	ErrBadRequest = errors.New("bad request")
+	ErrVersion    = errors.New("protocol version mismatch")
+	ErrPermission = errors.New("permission denied")
+	ErrQuota      = errors.New("quota exceeded")
+	ErrNoDevice   = errors.New("no such device")
+	ErrState      = errors.New("request not valid in this state")
+	ErrDevice     = errors.New("device error")
+	// ErrFrameTooLarge is returned for a frame longer than MaxFrame
+	// (a request) or MaxResponse (a response).
+	ErrFrameTooLarge = errors.New("frame too large")
+)
+
+var codeErrors = map[string]error{
+	CodeBadRequest: ErrBadRequest,
+	CodeVersion:    ErrVersion,
+	CodePermission: ErrPermission,
+	CodeQuota:      ErrQuota,
+	CodeNoDevice:   ErrNoDevice,
+	CodeState:      ErrState,
+	CodeDevice:     ErrDevice,
+}
+
+// Error is a failure the broker reports to a client.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return "broker: " + e.Message }
+
+// Is matches the sentinel of e's code.
+func (e *Error) Is(target error) bool {
+	s, ok := codeErrors[e.Code]
+	return ok && s == target
+}
+
+func errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// encodeFrame encodes v as one frame of at most limit bytes of JSON.
+func encodeFrame(v any, limit int) ([]byte, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encoding a frame: %w", err)
+	}
+	if len(body) > limit {
+		return nil, fmt.Errorf("encoding a frame of %d bytes: %w", len(body), ErrFrameTooLarge)
+	}
+	out := make([]byte, 4+len(body))
+	binary.BigEndian.PutUint32(out, uint32(len(body)))
+	copy(out[4:], body)
+	return out, nil
+}
+
+// decodeFrame parses one whole frame (length prefix included) into v,
+// rejecting unknown fields and trailing bytes.
+func decodeFrame(frame []byte, v any) error {
+	if len(frame) < 4 {
+		return fmt.Errorf("decoding a frame of %d bytes: %w", len(frame), io.ErrUnexpectedEOF)
+	}
+	n := binary.BigEndian.Uint32(frame)
+	if n > MaxFrame {
+		return fmt.Errorf("decoding a frame of %d bytes: %w", n, ErrFrameTooLarge)
+	}
+	if int(n) != len(frame)-4 {
+		return fmt.Errorf("decoding a frame: length says %d bytes, %d present: %w", n, len(frame)-4, io.ErrUnexpectedEOF)
+	}
+	return decodeBody(frame[4:], v)
+}
+
+func decodeBody(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decoding a frame: %w", err)
+	}
+	if dec.More() {
+		return fmt.Errorf("decoding a frame: trailing data")
+	}
+	return nil
+}
+
+// readFrame reads one frame's body from r.
+func readFrame(r io.Reader) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > MaxFrame {
+		return nil, fmt.Errorf("reading a frame of %d bytes: %w", n, ErrFrameTooLarge)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("reading a frame of %d bytes: %w", n, err)
+	}
+	return body, nil
+}
+
+// validate checks every field of a request for its op.
+func (r *Request) validate() *Error {
+	switch r.Op {
+	case OpHello:
+		if r.Version <= 0 {
+			return errorf(CodeBadRequest, "hello without a version")
+		}
+	case OpList, OpStatus:
+	case OpOpen:
+		switch {
+		case r.Device == "" || len(r.Device) > maxDeviceName:
+			return errorf(CodeBadRequest, "open: device name of %d bytes", len(r.Device))
+		case r.Queues < 1 || r.Queues > maxQueuesPerSession:
+			return errorf(CodeBadRequest, "open: %d queue pairs, must be 1 to %d", r.Queues, maxQueuesPerSession)
+		case r.Depth < minQueueDepth || r.Depth > maxQueueDepth:
+			return errorf(CodeBadRequest, "open: depth %d, must be %d to %d", r.Depth, minQueueDepth, maxQueueDepth)
+		case r.PoolBytes <= 0 || r.PoolBytes > 1<<40:
+			return errorf(CodeBadRequest, "open: pool of %d bytes", r.PoolBytes)
+		}
+	case OpIO:
+		io := r.IO
+		if io == nil {
+			return errorf(CodeBadRequest, "io without a command")
+		}
+		switch io.Opcode {
+		case "read", "write":
+			if io.Blocks < 1 || io.Blocks > 65536 {
+				return errorf(CodeBadRequest, "io: %d blocks, must be 1 to 65536", io.Blocks)
+			}
+			if io.Offset < 0 {
+				return errorf(CodeBadRequest, "io: negative pool offset %d", io.Offset)
+			}
+		case "flush":
+		default:
+			return errorf(CodeBadRequest, "io: opcode %q not allowed (read, write, flush)", io.Opcode)
+		}
+		if io.Queue < 0 || io.Queue >= maxQueuesPerSession {
+			return errorf(CodeBadRequest, "io: queue %d", io.Queue)
+		}
+	default:
+		return errorf(CodeBadRequest, "unknown op %q", r.Op)
+	}
+	return nil
+}

@@ -1,0 +1,647 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umdkit/umd/dmabuf"
+	"github.com/umdkit/umd/hugepage"
+	"github.com/umdkit/umd/iommu"
+	"github.com/umdkit/umd/nvmelike"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Socket is the path of the unix socket to listen on. An existing
+	// socket file there is replaced.
+	Socket string
+	// Mode is the socket file's permission bits; 0 means 0660.
+	Mode os.FileMode
+	// MaxQueuePairs is the most queue pairs one client may hold; 0 means 4.
+	MaxQueuePairs int
+	// MaxPoolBytes is the largest pool one client may have; 0 means 64 MiB.
+	MaxPoolBytes int64
+	// PoolPageSize is the page size of client pools; 0 means 2 MiB
+	// hugepages.
+	PoolPageSize int
+	// IOTimeout bounds each mediated command; 0 means 30 s.
+	IOTimeout time.Duration
+	// MaxClients bounds the connections served at once; 0 means 64.
+	// Further connections are closed at once.
+	MaxClients int
+}
+
+// Access is a device's allow-list. A peer may use the device if its uid is
+// in UIDs or its gid in GIDs, or it is root and DenyRoot is not set.
+type Access struct {
+	UIDs     []uint32
+	GIDs     []uint32
+	DenyRoot bool
+}
+
+// allows reports whether a peer with these credentials may use the
+// device. Only the peer's primary gid (what SO_PEERCRED reports) counts.
+func (a Access) allows(uid, gid uint32) bool {
+	if uid == 0 && !a.DenyRoot {
+		return true
+	}
+	return slices.Contains(a.UIDs, uid) || slices.Contains(a.GIDs, gid)
+}
+
+// writeTimeout bounds how long a response may wait for the client to
+// read it; a client that stalls longer is dropped.
+const writeTimeout = 10 * time.Second
+
+// Server owns devices and serves clients on a unix socket. Each client
+// connection may open one session on one device: its own hugepage pool,
+// mapped into the device's IOMMU domain at an IOVA window recorded in the
+// device's ledger under the connection's id, and its own I/O queue pairs,
+// each with an MSI-X vector and eventfd. Everything a session holds is
+// released when its connection closes, however the client ended.
+type Server struct {
+	cfg Config
+	ln  *net.UnixListener
+
+	mu      sync.Mutex
+	devices map[string]*served
+	order   []string
+	conns   map[uint64]*conn
+	nextID  uint64
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+type served struct {
+	b      backend
+	access Access
+	info   DeviceInfo
+	held   int // queue pairs held by clients
+}
+
+// NewServer makes a server for no devices yet; Add them, then Serve.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Socket == "" {
+		return nil, errors.New("making a broker: no socket path")
+	}
+	if cfg.Mode == 0 {
+		cfg.Mode = 0o660
+	}
+	if cfg.Mode&^os.ModePerm != 0 {
+		return nil, fmt.Errorf("making a broker: socket mode %v has bits beyond permissions", cfg.Mode)
+	}
+	if cfg.MaxQueuePairs <= 0 {
+		cfg.MaxQueuePairs = 4
+	}
+	cfg.MaxQueuePairs = min(cfg.MaxQueuePairs, maxQueuesPerSession)
+	if cfg.MaxPoolBytes <= 0 {
+		cfg.MaxPoolBytes = 64 << 20
+	}
+	if cfg.PoolPageSize == 0 {
+		cfg.PoolPageSize = 2 << 20
+	}
+	if cfg.MaxClients <= 0 {
+		cfg.MaxClients = 64
+	}
+	if cfg.IOTimeout <= 0 {
+		cfg.IOTimeout = 30 * time.Second
+	}
+	return &Server{cfg: cfg, devices: map[string]*served{}, conns: map[uint64]*conn{}}, nil
+}
+
+// add registers a device backend under its BDF.
+func (s *Server) add(b backend, a Access) error {
+	info := b.info()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.devices[info.BDF]; dup {
+		return fmt.Errorf("adding %s to the broker: already served", info.BDF)
+	}
+	s.devices[info.BDF] = &served{b: b, access: a, info: info}
+	s.order = append(s.order, info.BDF)
+	return nil
+}
+
+// Listen creates the socket (replacing a stale one) with the configured
+// mode. Serve accepts on it.
+func (s *Server) Listen() error {
+	if fi, err := os.Lstat(s.cfg.Socket); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("listening on %s: exists and is not a socket", s.cfg.Socket)
+		}
+		if c, err := net.Dial("unix", s.cfg.Socket); err == nil {
+			c.Close()
+			return fmt.Errorf("listening on %s: another broker answers there", s.cfg.Socket)
+		}
+		if err := os.Remove(s.cfg.Socket); err != nil {
+			return fmt.Errorf("listening on %s: removing the stale socket: %w", s.cfg.Socket, err)
+		}
+	}
+	// The socket is created with the process's umask applied and then
+	// chmod'ed to the configured mode. A peer that connects in between
+	// still meets the allow-list when it opens a session, and sees only
+	// its own entry in a status.
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.cfg.Socket, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.cfg.Socket, err)
+	}
+	if err := os.Chmod(s.cfg.Socket, s.cfg.Mode); err != nil {
+		ln.Close()
+		return fmt.Errorf("listening on %s: %w", s.cfg.Socket, err)
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	return nil
+}
+
+// Serve accepts clients until Close. It returns nil after Close.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	if ln == nil {
+		return errors.New("serving: Listen first")
+	}
+	for {
+		uc, err := ln.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) {
+				// Out of descriptors or memory for now: the
+				// connection waits in the backlog; try again soon.
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("accepting on %s: %w", s.cfg.Socket, err)
+		}
+		s.handle(uc)
+	}
+}
+
+// handle starts serving one connection.
+func (s *Server) handle(uc *net.UnixConn) {
+	cred, err := peerCred(uc)
+	if err != nil {
+		uc.Close()
+		return
+	}
+	s.mu.Lock()
+	if s.closed || len(s.conns) >= s.cfg.MaxClients {
+		s.mu.Unlock()
+		uc.Close()
+		return
+	}
+	s.nextID++
+	c := &conn{s: s, uc: uc, id: s.nextID, cred: *cred}
+	s.conns[c.id] = c
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+	}()
+}
+
+// peerCred returns the credentials of the process at the other end of uc
+// as the kernel recorded them at connect (SO_PEERCRED).
+func peerCred(uc *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("reading peer credentials: %w", err)
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, fmt.Errorf("reading peer credentials: %w", err)
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("reading peer credentials: %w", os.NewSyscallError("getsockopt SO_PEERCRED", serr))
+	}
+	return cred, nil
+}
+
+// Status returns what every connected client holds, by connection id.
+func (s *Server) Status() []ClientStatus {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	out := make([]ClientStatus, 0, len(conns))
+	for _, c := range conns {
+		out = append(out, c.status())
+	}
+	slices.SortFunc(out, func(a, b ClientStatus) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// statusFor is Status as peer c may see it: everything for a peer allowed
+// on some device (root is, unless denied), only its own connection for
+// others.
+func (s *Server) statusFor(c *conn) []ClientStatus {
+	all := s.Status()
+	if slices.ContainsFunc(s.Devices(c.cred.Uid, c.cred.Gid), func(d DeviceInfo) bool { return d.Allowed }) {
+		return all
+	}
+	return slices.DeleteFunc(all, func(st ClientStatus) bool { return st.ID != c.id })
+}
+
+// Devices describes the served devices as a peer with uid and gid sees
+// them.
+func (s *Server) Devices(uid, gid uint32) []DeviceInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]DeviceInfo, 0, len(s.order))
+	for _, bdf := range s.order {
+		d := s.devices[bdf]
+		info := d.info
+		info.Namespaces = slices.Clone(info.Namespaces)
+		info.FreeQueues = info.MaxQueues - d.held
+		info.Allowed = d.access.allows(uid, gid)
+		out = append(out, info)
+	}
+	return out
+}
+
+// Close stops accepting, drops every client (releasing what each held)
+// and closes every device. It is safe to call twice.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	ln := s.ln
+	conns := make([]*conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	var errs []error
+	if ln != nil {
+		// Closing the listener also removes the socket file.
+		if err := ln.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, c := range conns {
+		c.uc.Close() // its goroutine sees the error and releases the session
+	}
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, bdf := range s.order {
+		if err := s.devices[bdf].b.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// conn is one client connection and the session it opened, if any.
+type conn struct {
+	s    *Server
+	uc   *net.UnixConn
+	id   uint64
+	cred unix.Ucred
+
+	mu       sync.Mutex // guards sess for status readers
+	hello    bool
+	sess     *session
+	commands uint64
+}
+
+// session is what a client holds on a device.
+type session struct {
+	dev     *served
+	pool    *hugepage.Pool
+	mapping mapping
+	queues  []queue
+	// reserved is how many of the device's queue pairs open counted
+	// against it for this session.
+	reserved int
+}
+
+func (c *conn) status() ClientStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := ClientStatus{ID: c.id, PID: c.cred.Pid, UID: c.cred.Uid, GID: c.cred.Gid, Commands: c.commands}
+	if s := c.sess; s != nil {
+		st.Device = s.dev.info.BDF
+		st.PoolBytes = int64(s.pool.Size())
+		st.PoolIOVA = s.mapping.IOVA()
+		for _, q := range s.queues {
+			st.Queues = append(st.Queues, QueueInfo{ID: q.ID(), Depth: q.Depth(), Vector: q.Vector()})
+		}
+	}
+	return st
+}
+
+// serve reads requests until the connection ends, then releases the
+// session.
+func (c *conn) serve() {
+	defer func() {
+		c.uc.Close()
+		c.release()
+		c.s.mu.Lock()
+		delete(c.s.conns, c.id)
+		c.s.mu.Unlock()
+	}()
+	for {
+		body, err := readFrame(c.uc)
+		if err != nil {
+			if errors.Is(err, ErrFrameTooLarge) {
+				_ = c.reply(&Response{Err: errorf(CodeBadRequest, "%v", err)}, nil)
+			}
+			return
+		}
+		var req Request
+		if err := decodeBody(body, &req); err != nil {
+			// A peer that sends garbage gets one error and is dropped:
+			// the stream may no longer be framed where it thinks.
+			_ = c.reply(&Response{Err: errorf(CodeBadRequest, "%v", err)}, nil)
+			return
+		}
+		resp, fds := c.dispatch(&req)
+		err = c.reply(resp, fds)
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *conn) reply(r *Response, fds []int) error {
+	frame, err := encodeFrame(r, MaxResponse)
+	if err != nil {
+		frame, _ = encodeFrame(&Response{Err: errorf(CodeDevice, "%v", err)}, MaxResponse)
+		fds = nil
+	}
+	// A client that does not read its responses does not keep this
+	// goroutine (and its session) forever.
+	if err := c.uc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	if len(fds) > 0 {
+		return dmabuf.SendFds(c.uc, frame, fds...)
+	}
+	_, err = c.uc.Write(frame)
+	return err
+}
+
+// dispatch serves one request; the fds returned are the caller's to close
+// after sending.
+func (c *conn) dispatch(req *Request) (*Response, []int) {
+	if e := req.validate(); e != nil {
+		return &Response{Err: e}, nil
+	}
+	if req.Op != OpHello && !c.hello {
+		return &Response{Err: errorf(CodeState, "%s before hello", req.Op)}, nil
+	}
+	switch req.Op {
+	case OpHello:
+		if req.Version != ProtocolVersion {
+			return &Response{Version: ProtocolVersion, Err: errorf(CodeVersion, "client speaks protocol version %d, this broker speaks %d", req.Version, ProtocolVersion)}, nil
+		}
+		c.hello = true
+		return &Response{Version: ProtocolVersion}, nil
+	case OpList:
+		return &Response{Devices: c.s.Devices(c.cred.Uid, c.cred.Gid)}, nil
+	case OpStatus:
+		return &Response{Clients: c.s.statusFor(c)}, nil
+	case OpOpen:
+		layout, fds, e := c.open(req)
+		if e != nil {
+			return &Response{Err: e}, nil
+		}
+		return &Response{Layout: layout}, fds
+	case OpIO:
+		status, e := c.io(req.IO)
+		return &Response{Err: e, Status: status}, nil
+	}
+	return &Response{Err: errorf(CodeBadRequest, "unknown op %q", req.Op)}, nil
+}
+
+// open makes the connection's session: pool, IOVA window, queue pairs.
+func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
+	c.mu.Lock()
+	has := c.sess != nil
+	c.mu.Unlock()
+	if has {
+		return nil, nil, errorf(CodeState, "open: this connection already has a session")
+	}
+	cfg := c.s.cfg
+	if req.Queues > cfg.MaxQueuePairs {
+		return nil, nil, errorf(CodeQuota, "open: %d queue pairs asked, the quota is %d per client", req.Queues, cfg.MaxQueuePairs)
+	}
+	if req.PoolBytes > cfg.MaxPoolBytes {
+		return nil, nil, errorf(CodeQuota, "open: a pool of %d bytes asked, the quota is %d per client", req.PoolBytes, cfg.MaxPoolBytes)
+	}
+	c.s.mu.Lock()
+	d, ok := c.s.devices[req.Device]
+	if !ok {
+		c.s.mu.Unlock()
+		return nil, nil, errorf(CodeNoDevice, "open: the broker serves no device %q", req.Device)
+	}
+	if !d.access.allows(c.cred.Uid, c.cred.Gid) {
+		c.s.mu.Unlock()
+		return nil, nil, errorf(CodePermission, "open: uid %d gid %d may not use %s", c.cred.Uid, c.cred.Gid, req.Device)
+	}
+	if free := d.info.MaxQueues - d.held; req.Queues > free {
+		c.s.mu.Unlock()
+		return nil, nil, errorf(CodeQuota, "open: %d queue pairs asked, %s has %d free", req.Queues, req.Device, free)
+	}
+	d.held += req.Queues // reserved; given back on failure or release
+	c.s.mu.Unlock()
+
+	sess := &session{dev: d, reserved: req.Queues}
+	defer func() {
+		if e != nil {
+			c.releaseSession(sess)
+		}
+	}()
+	page := cfg.PoolPageSize
+	size := (int(req.PoolBytes) + page - 1) / page * page
+	if int64(size) > cfg.MaxPoolBytes {
+		return nil, nil, errorf(CodeQuota, "open: a pool of %d bytes (%d rounded up to whole %d-byte pages) asked, the quota is %d per client", size, req.PoolBytes, page, cfg.MaxPoolBytes)
+	}
+	var err error
+	sess.pool, err = hugepage.New(hugepage.Options{Size: size, PageSize: page, NUMANode: hugepage.AnyNode, Name: "umdd client " + strconv.FormatUint(c.id, 10)})
+	if err != nil {
+		if errors.Is(err, hugepage.ErrNoHugepages) || errors.Is(err, hugepage.ErrMemlock) {
+			return nil, nil, errorf(CodeQuota, "open: making the pool: %v", err)
+		}
+		return nil, nil, errorf(CodeDevice, "open: making the pool: %v", err)
+	}
+	owner := iommu.Owner{Name: "client " + strconv.Itoa(int(c.cred.Pid)), ID: c.id, Tag: d.info.BDF}
+	if sess.mapping, err = d.b.mapPool(sess.pool.Bytes(), owner, uint64(page)); err != nil {
+		return nil, nil, errorf(CodeDevice, "open: mapping the pool: %v", err)
+	}
+	for i := 0; i < req.Queues; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		q, err := d.b.createQueue(ctx, req.Depth)
+		cancel()
+		if err != nil {
+			return nil, nil, errorf(CodeDevice, "open: creating queue pair %d of %d: %v", i+1, req.Queues, err)
+		}
+		sess.queues = append(sess.queues, q)
+	}
+	layout := &Layout{
+		Device: d.info.BDF, PoolBytes: int64(sess.pool.Size()), PoolPageSize: sess.pool.PageSize(),
+		PoolIOVA: sess.mapping.IOVA(), DoorbellStride: d.b.doorbellStride(), MaxTransfer: d.b.maxTransfer(),
+		Namespaces: slices.Clone(d.info.Namespaces),
+	}
+	var fds []int
+	closeAll := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	dup := func(fd int) error {
+		n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		fds = append(fds, n)
+		return nil
+	}
+	if err := dup(sess.pool.Fd()); err != nil {
+		return nil, nil, errorf(CodeDevice, "open: duplicating the pool fd: %v", err)
+	}
+	for _, q := range sess.queues {
+		layout.Queues = append(layout.Queues, QueueInfo{ID: q.ID(), Depth: q.Depth(), Vector: q.Vector()})
+		if err := dup(q.EventFd()); err != nil {
+			closeAll()
+			return nil, nil, errorf(CodeDevice, "open: duplicating an eventfd: %v", err)
+		}
+	}
+	c.mu.Lock()
+	c.sess = sess
+	c.mu.Unlock()
+	return layout, fds, nil
+}
+
+// io runs one mediated command on one of the session's queue pairs, with
+// its data in the session's pool. The broker builds the command itself, so
+// its PRPs can only point inside the client's window.
+func (c *conn) io(r *IORequest) (uint16, *Error) {
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	if sess == nil {
+		return 0, errorf(CodeState, "io before open")
+	}
+	if r.Queue >= len(sess.queues) {
+		return 0, errorf(CodeBadRequest, "io: queue %d, the session has %d", r.Queue, len(sess.queues))
+	}
+	var cmd nvmelike.Command
+	if r.Opcode == "flush" {
+		if !slices.ContainsFunc(sess.dev.info.Namespaces, func(n NamespaceInfo) bool { return n.NSID == r.NSID }) && r.NSID != 0xffffffff {
+			return 0, errorf(CodeBadRequest, "io: no namespace %d on %s", r.NSID, sess.dev.info.BDF)
+		}
+		cmd = nvmelike.FlushCommand(r.NSID)
+	} else {
+		i := slices.IndexFunc(sess.dev.info.Namespaces, func(n NamespaceInfo) bool { return n.NSID == r.NSID })
+		if i < 0 {
+			return 0, errorf(CodeBadRequest, "io: no namespace %d on %s", r.NSID, sess.dev.info.BDF)
+		}
+		ns := sess.dev.info.Namespaces[i]
+		if r.LBA >= ns.Blocks || uint64(r.Blocks) > ns.Blocks-r.LBA {
+			return 0, errorf(CodeBadRequest, "io: blocks %d..%d beyond namespace %d's %d", r.LBA, r.LBA+uint64(r.Blocks), r.NSID, ns.Blocks)
+		}
+		n := int64(r.Blocks) * int64(ns.LBASize)
+		if n > int64(sess.dev.b.maxTransfer()) {
+			return 0, errorf(CodeBadRequest, "io: %d bytes, the transfer limit is %d", n, sess.dev.b.maxTransfer())
+		}
+		if r.Offset > int64(sess.pool.Size()) || n > int64(sess.pool.Size())-r.Offset {
+			return 0, errorf(CodeBadRequest, "io: %d bytes at offset %d do not fit the %d-byte pool", n, r.Offset, sess.pool.Size())
+		}
+		buf := nvmelike.Buffer{Bytes: sess.pool.Bytes()[r.Offset : r.Offset+n : r.Offset+n], IOVA: sess.mapping.IOVA() + uint64(r.Offset)}
+		if r.Opcode == "read" {
+			cmd = nvmelike.ReadCommand(r.NSID, r.LBA, uint32(r.Blocks), buf)
+		} else {
+			cmd = nvmelike.WriteCommand(r.NSID, r.LBA, uint32(r.Blocks), buf)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.IOTimeout)
+	defer cancel()
+	cpl, err := sess.queues[r.Queue].Exec(ctx, &cmd)
+	c.mu.Lock()
+	c.commands++
+	c.mu.Unlock()
+	if err != nil {
+		return cpl.Status, errorf(CodeDevice, "io: %s: %v", r.Opcode, err)
+	}
+	return cpl.Status, nil
+}
+
+// release frees what the connection's session holds.
+func (c *conn) release() {
+	c.mu.Lock()
+	sess := c.sess
+	c.sess = nil
+	c.mu.Unlock()
+	if sess != nil {
+		c.releaseSession(sess)
+	}
+}
+
+// releaseSession undoes open, in the order the memory rules ask: queues
+// first (the controller aborts what they had outstanding and stops using
+// the client's memory), then the IOVA window, then the pool.
+func (c *conn) releaseSession(sess *session) error {
+	var errs []error
+	for _, q := range sess.queues {
+		if err := q.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if sess.mapping != nil {
+		if err := sess.mapping.Unmap(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if sess.pool != nil && len(errs) == 0 {
+		// With an unmapping that failed, the device may still reach the
+		// pool: keep it (leaked) rather than free memory under DMA.
+		if err := sess.pool.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	c.s.mu.Lock()
+	sess.dev.held -= sess.reserved
+	c.s.mu.Unlock()
+	return errors.Join(errs...)
+}

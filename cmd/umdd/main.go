@@ -1,0 +1,352 @@
+// Command umdd is umd's device broker: it owns NVMe-like devices bound to
+// vfio-pci and hands each client connection its own queue pairs, DMA pool
+// and interrupt eventfds over a unix socket, releasing them when the
+// connection ends.
+//
+//	umdd --socket PATH [--mode 0660] [--allow-uid N,…] [--allow-gid N,…] [SELECTOR…]
+//	umdd status --socket PATH [-o json]
+//
+// Run `umdd --help` for the details.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/umdkit/umd"
+	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/pcie"
+)
+
+const usageText = `umdd — the umd device broker
+
+Usage:
+  umdd --socket PATH [options] [SELECTOR…]   serve devices to clients
+  umdd status --socket PATH [-o json]        ask a running broker what it holds
+
+umdd opens every selected PCI function (which must be bound to vfio-pci;
+see "umdprobe bind"), brings its controller up, and listens on a unix socket.
+With no selector it serves every NVMe-class function bound to vfio-pci.
+
+Each client connection may open one session on one device: umdd makes it a
+hugepage pool, maps the pool into the device's IOMMU domain in an IOVA window
+recorded under the client's pid, creates its I/O queue pairs with an MSI-X
+vector and eventfd each, and sends it the pool's fd and the eventfds over the
+socket (SCM_RIGHTS). When the connection closes — the client exits, crashes or
+is killed — umdd deletes its queues, unmaps its window and frees its pool.
+
+Clients do I/O through umdd in this version: a client puts data in its pool
+and asks for a read, write or flush naming a queue pair, namespace, LBA,
+block count and pool offset; umdd builds the command with the data inside
+the client's own IOVA window and submits it. The data moves by DMA straight
+to and from the client's pool, but each command is a round trip over the
+socket, and clients cannot ring doorbells themselves yet.
+
+Clients are identified by the kernel (SO_PEERCRED). A client may open a
+session only if its uid is in --allow-uid or its primary gid in --allow-gid,
+or it is root (unless --deny-root). The socket's mode is a first gate:
+a client must be able to connect at all.
+
+Options:
+  --socket PATH          unix socket to listen on (required)
+  --mode MODE            the socket's permissions, octal (default 0660)
+  --allow-uid N,…        uids allowed to open sessions
+  --allow-gid N,…        primary gids allowed to open sessions
+  --deny-root            refuse root too unless listed
+  --max-queues N         queue pairs one client may hold (default 4)
+  --max-pool BYTES       pool bytes one client may have, with K/M/G suffix (default 64M)
+  --max-clients N        connections served at once (default 64)
+  --device-pool BYTES    DMA pool umdd keeps per device for queue rings (default 16M)
+  --sysfs DIR            sysfs root (default /sys)
+
+Status options:
+  --socket PATH          the broker to ask
+  -o json                JSON instead of a table
+
+Examples:
+  umdd --socket /run/umdd.sock --allow-gid 1001
+  umdd --socket /run/umdd.sock class=nvme numa=0
+  umdd status --socket /run/umdd.sock -o json
+
+Exit status: 0 after a clean shutdown (SIGINT or SIGTERM); 1 on an error;
+2 on a usage error.
+
+`
+
+type usageError struct{ error }
+
+func main() {
+	log.SetFlags(0)
+	log.SetPrefix("umdd: ")
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	var ue usageError
+	switch {
+	case err == nil:
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "umdd: %v\n(umdd --help explains the options)\n", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "umdd: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	socket     string
+	mode       os.FileMode
+	uids, gids []uint32
+	denyRoot   bool
+	maxQueues  int
+	maxPool    int64
+	maxClients int
+	devicePool int64
+	sysfs      string
+	output     string
+	status     bool
+	help       bool
+	selectors  []string
+}
+
+func parseArgs(args []string) (*options, error) {
+	o := &options{mode: 0o660, maxQueues: 4, maxPool: 64 << 20, maxClients: 64, devicePool: 16 << 20}
+	if len(args) > 0 && args[0] == "status" {
+		o.status = true
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet("umdd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.socket, "socket", "", "")
+	fs.BoolVar(&o.help, "help", false, "")
+	fs.BoolVar(&o.help, "h", false, "")
+	if o.status {
+		fs.StringVar(&o.output, "o", "", "")
+	} else {
+		fs.Func("mode", "", func(s string) error {
+			v, err := strconv.ParseUint(s, 8, 32)
+			if err != nil || v > 0o777 {
+				return fmt.Errorf("mode %q: want octal permissions such as 0660", s)
+			}
+			o.mode = os.FileMode(v)
+			return nil
+		})
+		fs.Func("allow-uid", "", func(s string) error { return parseIDs(s, &o.uids) })
+		fs.Func("allow-gid", "", func(s string) error { return parseIDs(s, &o.gids) })
+		fs.BoolVar(&o.denyRoot, "deny-root", false, "")
+		fs.IntVar(&o.maxQueues, "max-queues", o.maxQueues, "")
+		fs.IntVar(&o.maxClients, "max-clients", o.maxClients, "")
+		fs.Func("max-pool", "", func(s string) (err error) { o.maxPool, err = parseBytes(s); return })
+		fs.Func("device-pool", "", func(s string) (err error) { o.devicePool, err = parseBytes(s); return })
+		fs.StringVar(&o.sysfs, "sysfs", "", "")
+	}
+	// Flags may follow selectors: parse in rounds.
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, usageError{err}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		o.selectors = append(o.selectors, args[0])
+		args = args[1:]
+	}
+	if o.help {
+		return o, nil
+	}
+	switch {
+	case o.socket == "":
+		return nil, usageError{errors.New("--socket PATH is required")}
+	case o.status && len(o.selectors) > 0:
+		return nil, usageError{fmt.Errorf("status takes no selectors, got %q", o.selectors)}
+	case o.status && o.output != "" && o.output != "json":
+		return nil, usageError{fmt.Errorf("-o %q: only json is known", o.output)}
+	case o.maxQueues < 1 || o.maxQueues > 64:
+		return nil, usageError{fmt.Errorf("--max-queues %d: want 1 to 64", o.maxQueues)}
+	case o.maxClients < 1:
+		return nil, usageError{fmt.Errorf("--max-clients %d: want at least 1", o.maxClients)}
+	case o.maxPool < 4096 && !o.status:
+		return nil, usageError{fmt.Errorf("--max-pool %d: too small", o.maxPool)}
+	}
+	return o, nil
+}
+
+func parseIDs(s string, into *[]uint32) error {
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		v, err := strconv.ParseUint(f, 10, 32)
+		if err != nil {
+			return fmt.Errorf("id %q: not a number", f)
+		}
+		*into = append(*into, uint32(v))
+	}
+	return nil
+}
+
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	t := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s, "B"), "i"))
+	switch {
+	case strings.HasSuffix(t, "K"):
+		mult, t = 1<<10, strings.TrimSuffix(t, "K")
+	case strings.HasSuffix(t, "M"):
+		mult, t = 1<<20, strings.TrimSuffix(t, "M")
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1<<30, strings.TrimSuffix(t, "G")
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v <= 0 || v > (1<<40)/mult {
+		return 0, fmt.Errorf("size %q: want a positive number of bytes, with K, M or G", s)
+	}
+	return v * mult, nil
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	o, err := parseArgs(args)
+	if err != nil {
+		return err
+	}
+	if o.help {
+		_, err := io.WriteString(stdout, usageText+pcie.SelectorHelp+"\n")
+		return err
+	}
+	if o.status {
+		return runStatus(stdout, o)
+	}
+	return serve(stderr, o)
+}
+
+func runStatus(stdout io.Writer, o *options) error {
+	c, err := broker.Dial(o.socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	devs, err := c.Devices()
+	if err != nil {
+		return err
+	}
+	clients, err := c.Status()
+	if err != nil {
+		return err
+	}
+	return writeStatus(stdout, o.output == "json", devs, clients)
+}
+
+func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []broker.ClientStatus) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Devices []broker.DeviceInfo   `json:"devices"`
+			Clients []broker.ClientStatus `json:"clients"`
+		}{devs, clients})
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tSERIAL\tMODEL\tQUEUES FREE\tNAMESPACES")
+	for _, d := range devs {
+		var ns []string
+		for _, n := range d.Namespaces {
+			ns = append(ns, fmt.Sprintf("%d:%dx%d", n.NSID, n.Blocks, n.LBASize))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", d.BDF, d.Serial, d.Model, d.FreeQueues, d.MaxQueues, strings.Join(ns, " "))
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "CLIENT\tPID\tUID\tGID\tDEVICE\tPOOL\tIOVA\tQUEUES\tCOMMANDS")
+	for _, c := range clients {
+		var qs []string
+		for _, q := range c.Queues {
+			qs = append(qs, fmt.Sprintf("%d(x%d,v%d)", q.ID, q.Depth, q.Vector))
+		}
+		dev, pool, iova := "-", "-", "-"
+		if c.Device != "" {
+			dev, pool, iova = c.Device, strconv.FormatInt(c.PoolBytes, 10), fmt.Sprintf("0x%x", c.PoolIOVA)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\n", c.ID, c.PID, c.UID, c.GID, dev, pool, iova, strings.Join(qs, " "), c.Commands)
+	}
+	return tw.Flush()
+}
+
+// pick returns the BDFs to serve.
+func pick(o *options) ([]string, error) {
+	sel, err := pcie.ParseSelector(o.selectors...)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	sys, err := pcie.Scan(pcie.Options{SysfsRoot: o.sysfs})
+	if err != nil {
+		return nil, err
+	}
+	var bdfs []string
+	for _, f := range sys.Select(sel) {
+		if sel.Empty() && (f.Class != 0x010802 || f.Driver != "vfio-pci") {
+			continue
+		}
+		if f.Driver != "vfio-pci" {
+			return nil, fmt.Errorf("%s is bound to %q, not vfio-pci (umdprobe bind %s)", f.BDF, f.Driver, f.BDF)
+		}
+		bdfs = append(bdfs, f.BDF.String())
+	}
+	if len(bdfs) == 0 {
+		if sel.Empty() {
+			return nil, errors.New("no NVMe-class function is bound to vfio-pci (umdprobe bind class=nvme)")
+		}
+		return nil, fmt.Errorf("selectors %q match no function", sel.String())
+	}
+	return bdfs, nil
+}
+
+func serve(stderr io.Writer, o *options) error {
+	logger := log.New(stderr, "umdd: ", 0)
+	bdfs, err := pick(o)
+	if err != nil {
+		return err
+	}
+	srv, err := broker.NewServer(broker.Config{Socket: o.socket, Mode: o.mode, MaxQueuePairs: o.maxQueues, MaxPoolBytes: o.maxPool, MaxClients: o.maxClients})
+	if err != nil {
+		return err
+	}
+	access := broker.Access{UIDs: o.uids, GIDs: o.gids, DenyRoot: o.denyRoot}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, bdf := range bdfs {
+		dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: int(o.devicePool)})
+		if err != nil {
+			return errors.Join(err, srv.Close())
+		}
+		if err := srv.AddDevice(ctx, dev, access); err != nil {
+			return errors.Join(err, dev.Close(), srv.Close())
+		}
+		logger.Printf("serving %s", bdf)
+	}
+	if err := srv.Listen(); err != nil {
+		return errors.Join(err, srv.Close())
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
+	logger.Printf("listening on %s (mode %04o)", o.socket, o.mode)
+	select {
+	case sig := <-sigs:
+		logger.Printf("%v: releasing every client and device", sig)
+		return srv.Close()
+	case err := <-done:
+		return errors.Join(err, srv.Close())
+	}
+}

@@ -1,0 +1,146 @@
+//go:build guest
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/umdkit/umd"
+	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/qemu/guest"
+)
+
+// With runAsUmdd set, the test binary is umdd, with the arguments in
+// umddArgs (separated by newlines).
+const (
+	runAsUmdd = "UMDD_TEST_MAIN"
+	umddArgs  = "UMDD_TEST_ARGS"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runAsUmdd) == "1" {
+		os.Args = append([]string{"umdd"}, strings.Split(os.Getenv(umddArgs), "\n")...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestGuestDaemon runs umdd on one device, opens a session through it,
+// asks for its status, and stops it with SIGTERM: it exits 0, removes its
+// socket and leaves the device free for the next owner.
+func TestGuestDaemon(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	sock := filepath.Join(t.TempDir(), "umdd.sock")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), runAsUmdd+"=1", umddArgs+"="+strings.Join([]string{"--socket", sock, "--mode", "0600", "--max-queues", "2", bdf}, "\n"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	var c *broker.Client
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if c, err = broker.Dial(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("umdd did not answer in 30 s: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer c.Close()
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket: %v, %v", fi, err)
+	}
+	devs, err := c.Devices()
+	if err != nil || len(devs) != 1 || devs[0].BDF != bdf {
+		t.Fatalf("devices %+v, %v", devs, err)
+	}
+	if _, err := c.OpenSession(bdf, broker.SessionOptions{Queues: 3, PoolBytes: 2 << 20}); err == nil {
+		t.Fatal("a session over --max-queues 2 was granted")
+	}
+	c.Close()
+	if c, err = broker.Dial(sock); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.OpenSession(bdf, broker.SessionOptions{Queues: 2, PoolBytes: 2 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lba := s.Layout.Namespaces[0].LBASize
+	mem := s.Pool.Bytes()
+	for i := range 4 * lba {
+		mem[i] = byte(i*13) ^ 0xc3
+	}
+	if err := s.Write(1, s.Layout.Namespaces[0].NSID, 32, 4, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Read(0, s.Layout.Namespaces[0].NSID, 32, 4, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem[1<<20:1<<20+4*lba], mem[:4*lba]) {
+		t.Fatal("read back through umdd differs")
+	}
+	var out bytes.Buffer
+	if err := run([]string{"status", "--socket", sock, "-o", "json"}, &out, os.Stderr); err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Clients []broker.ClientStatus `json:"clients"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, cl := range st.Clients {
+		if int(cl.PID) == os.Getpid() && cl.Device == bdf && len(cl.Queues) == 2 && cl.Commands == 2 {
+			held++
+		}
+	}
+	if held != 1 {
+		t.Fatalf("status does not show this session: %s", out.String())
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("umdd after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("the socket is still there after shutdown: %v", err)
+	}
+	if err := s.Read(0, 1, 0, 1, 0); err == nil {
+		t.Error("I/O through a stopped broker succeeded")
+	}
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 4 << 20})
+	if err != nil {
+		t.Fatalf("the device after umdd stopped: %v", err)
+	}
+	if err := dev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("umdd said:\n%s", stderr.String())
+}
