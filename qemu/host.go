@@ -25,6 +25,8 @@ var hostTools = []hostTool{
 	{"zstd", "zstd", "decompresses zstd-compressed modules"},
 	{"dpkg", "dpkg", "unpacks the kernel packages"},
 	{"apt-get", "apt", "downloads the kernel packages"},
+	{"/usr/include/linux/vfio.h", "linux-libc-dev", "is the kernel ABI the host tests compare internal/vfioabi and dmabuf with"},
+	{"/usr/include/stdio.h", "libc6-dev", "lets those tests compile their C programs"},
 	{"make", "make", "builds the project's kernel modules (kmod/)"},
 	{"gcc", "gcc", "compiles kernel modules (the guest kernels are built with gcc-12)"},
 	{"pahole", "dwarves", "adds BTF to modules built for 6.12"},
