@@ -3,6 +3,7 @@ package nvmelike_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/nvmelike/sim"
@@ -83,6 +84,42 @@ func BenchmarkExecFlush(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := q.Exec(ctx, &c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkExec1MiBReadSplit: one synchronous 1 MiB read per op on a
+// controller with a 128 KiB MDTS, split by the engine into 8 commands.
+func BenchmarkExec1MiBReadSplit(b *testing.B) {
+	r := newRig(b, sim.Config{MDTS: 5, Namespaces: []sim.NamespaceConfig{{Blocks: 4096, LBASize: 4096}}}, nil)
+	q := r.queue(b, 64)
+	buf := r.alloc(b, 1<<20)
+	c := nvmelike.ReadCommand(1, 0, 256, buf)
+	ctx := context.Background()
+	b.SetBytes(1 << 20)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := q.Exec(ctx, &c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSubmitPoll4KiBReadTimeout: BenchmarkSubmitPoll4KiBRead with a
+// per-queue timeout, so each Submit and Poll reads the clock.
+func BenchmarkSubmitPoll4KiBReadTimeout(b *testing.B) {
+	_, q, buf := benchRig(b, 64)
+	q.SetTimeout(30 * time.Second)
+	c := nvmelike.ReadCommand(1, 0, 1, buf.Slice(0, 4096))
+	cb := nvmelike.Callback(func(*nvmelike.Command, nvmelike.Completion, error) {})
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := q.Submit(&c, cb); err != nil {
+			b.Fatal(err)
+		}
+		q.Ring()
+		if _, err := q.Poll(0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -119,8 +119,11 @@ type OpcodeInfo struct {
 	Name string
 	Dir  Direction
 	// LBAData says the command moves NLB logical blocks of data (CDW12
-	// bits 15:0, 0-based, as Read and Write): the engine then checks the
-	// data buffer's length against the namespace's LBA size.
+	// bits 15:0, 0-based, as Read and Write) starting at the LBA in
+	// CDW10-11: the engine then checks the data buffer's length against
+	// the namespace's LBA size, and splits a command larger than the
+	// transfer limit into several over consecutive LBA ranges (see
+	// QueuePair.Submit).
 	LBAData bool
 }
 

@@ -72,6 +72,9 @@ type Controller struct {
 	unfreed []Buffer
 
 	faults *faultLog // DMA faults reported by a tracer; no lock of mu's
+
+	aborts abortQueue  // Aborts asked for by timed-out commands (abort.go)
+	aer    asyncEvents // Asynchronous Event Requests (events.go)
 }
 
 // Open brings a controller up: reset (CC.EN=0, wait CSTS.RDY=0), admin
@@ -345,7 +348,9 @@ func (c *Controller) Version() Version { return c.vs }
 // PageSize returns the memory page size in use (CC.MPS).
 func (c *Controller) PageSize() int { return c.pageSize }
 
-// MaxTransfer returns the largest data size of one command, in bytes.
+// MaxTransfer returns the largest data size of one command on the device,
+// in bytes. Queue pairs split larger LBA commands (Read, Write, Compare)
+// into several of at most this size.
 func (c *Controller) MaxTransfer() int { return c.maxTransfer }
 
 // MaxIOQueues returns the number of I/O queue pairs the controller granted.
@@ -398,6 +403,10 @@ type QueueOptions struct {
 	// caller's, through the Interrupts source the VFIO layer provides.
 	Interrupts bool
 	Vector     uint16
+	// Timeout is the default timeout of the queue pair's asynchronous
+	// commands (Submit, SubmitBatch, SubmitWait); 0 means none. See
+	// QueuePair.SubmitTimeout.
+	Timeout time.Duration
 }
 
 // CreateQueuePair creates an I/O CQ and SQ on the lowest free queue ID.
@@ -426,11 +435,13 @@ func (c *Controller) CreateQueuePair(ctx context.Context, o QueueOptions) (*Queu
 		id: uint16(qid), depth: depth, format: c.ioFormat, regs: c.regs, dma: c.dma,
 		ops: &c.reg.io, health: c.Check, dstrd: c.dstrd,
 		pageSize: c.pageSize, maxTransfer: c.maxTransfer, lbaShift: c.lbaShift, faults: c.faults,
+		abort: c.requestAbort,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating I/O queue pair: %w", err)
 	}
 	q.interrupts, q.vector = o.Interrupts, o.Vector
+	q.SetTimeout(o.Timeout)
 	q.sqShadow, q.cqShadow, q.shadow = c.shadowFor(q.id)
 	if err := c.createRings(ctx, q); err != nil {
 		return nil, err
@@ -596,6 +607,7 @@ func (c *Controller) adminExec(ctx context.Context, cmd *Command) (Completion, e
 		ctx, cancel = context.WithTimeout(ctx, c.adminTimeout)
 		defer cancel()
 	}
+	c.sendAborts()
 	return c.admin.Exec(ctx, cmd)
 }
 

@@ -12,15 +12,25 @@
 //     (CC.SHN) on Close.
 //   - Identify (controller, namespace, active namespace list), Set Features
 //     (Number of Queues), Create/Delete I/O SQ and CQ (optionally with an
-//     MSI-X vector), Get Log Page (SMART), Get/Set Features, Abort.
+//     MSI-X vector), Get Log Page (SMART; Error Information parsed into
+//     ErrorLogEntry by ErrorLog), Get/Set Features, Abort, Asynchronous
+//     Event Requests (EnableAsyncEvents keeps N outstanding and delivers
+//     typed AsyncEvents on a channel as the admin queue is polled).
 //   - NVM commands: Read, Write, Flush, Write Zeroes, Compare, Dataset
 //     Management (deallocate), with the data length of LBA commands checked
 //     against the namespace's LBA size so the device never moves more than
-//     the buffer holds.
+//     the buffer holds. LBA commands larger than the transfer limit (MDTS)
+//     are split into several, submitted together and completed as one,
+//     with a tracker per part and no allocation.
 //   - Recovery: Reset (disable, re-enable, re-create the I/O queue pairs in
 //     place) failing or retrying outstanding commands; commands given up
 //     on keep their tracker and memory until their completion or a reset,
 //     so a late completion or DMA never lands in reused memory.
+//   - Timeouts of asynchronous commands (QueueOptions.Timeout,
+//     SubmitTimeout): checked by Poll against one clock read per call,
+//     failed with ErrTimeout, and aborted (Abort, sent on the admin queue
+//     without blocking the queue pair's goroutine); their trackers stay
+//     held until the late completion, a reset or the queue's deletion.
 //   - The queue engine (QueuePair): SQ/CQ rings with phase tags, SQ head
 //     tracked from completions, one tail doorbell per batch and one head
 //     doorbell per poll (or shadow doorbells with event indexes, when the

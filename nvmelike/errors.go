@@ -26,7 +26,9 @@ var (
 	// dropped, not delivered to anyone.
 	ErrStaleCID = errors.New("completion with stale CID")
 	// ErrTransferTooLarge: a command's data exceeds the maximum transfer
-	// size (MDTS); split it.
+	// size (MDTS) and the engine cannot split it: not an LBA opcode, a
+	// namespace of unknown LBA size, a fused command or one with a
+	// metadata pointer, or more parts than the queue has trackers.
 	ErrTransferTooLarge = errors.New("transfer larger than the maximum transfer size")
 	// ErrDataLength: an LBA command's block count and the namespace's
 	// LBA size do not add up to the length of its data buffer.
@@ -37,6 +39,10 @@ var (
 	// ErrDirection: the command's data does not match its opcode's data
 	// direction in the registry (data for a no-data opcode).
 	ErrDirection = errors.New("data buffer does not match the opcode's data direction")
+	// ErrTimeout: an asynchronous command did not complete within its
+	// timeout (QueueOptions.Timeout, SubmitTimeout). The engine sent an
+	// Abort for it; its tracker stays held until its late completion.
+	ErrTimeout = errors.New("command timed out")
 	// ErrReentrantPoll: Poll or Exec was called from a completion callback.
 	ErrReentrantPoll = errors.New("poll called from a completion callback")
 	// ErrClosed: the queue pair or controller was closed.

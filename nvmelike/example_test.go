@@ -3,7 +3,9 @@ package nvmelike_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/nvmelike/sim"
@@ -93,4 +95,78 @@ func ExampleQueuePair_Submit() {
 	}
 	fmt.Println(done, "reads,", q.Stats().SQDoorbells, "SQ doorbell")
 	// Output: 8 reads, 1 SQ doorbell
+}
+
+// ExampleController_EnableAsyncEvents keeps an Asynchronous Event Request
+// outstanding and takes the controller's events from a channel.
+func ExampleController_EnableAsyncEvents() {
+	ctx := context.Background()
+	mem := sim.NewMemory()
+	dev := sim.New(mem, sim.Config{})
+	ctrl, err := nvmelike.Open(ctx, dev, mem, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ctrl.Close()
+	events, err := ctrl.EnableAsyncEvents(1)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	dev.PostAsyncEvent(nvmelike.AsyncEventSMART, 0x01, nvmelike.NVME_LOG_SMART) // temperature threshold
+	for {
+		select {
+		case ev := <-events:
+			fmt.Println(ev)
+			return
+		default:
+		}
+		if _, err := ctrl.PollAdmin(); err != nil { // or wait for the admin queue's interrupt
+			fmt.Println(err)
+			return
+		}
+	}
+	// Output: smart/health event, info 0x01, log page 0x02
+}
+
+// ExampleQueuePair_SubmitTimeout gives an asynchronous command a deadline
+// that Poll enforces: past it the command fails with ErrTimeout and the
+// controller is sent an Abort for it.
+func ExampleQueuePair_SubmitTimeout() {
+	ctx := context.Background()
+	mem := sim.NewMemory()
+	dev := sim.New(mem, sim.Config{})
+	ctrl, err := nvmelike.Open(ctx, dev, mem, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ctrl.Close()
+	q, err := ctrl.CreateQueuePair(ctx, nvmelike.QueueOptions{Depth: 16})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	dev.DropCompletions(1) // the command runs; its completion never comes
+	done := false
+	c := nvmelike.FlushCommand(1)
+	if err := q.SubmitTimeout(&c, func(_ *nvmelike.Command, _ nvmelike.Completion, err error) {
+		fmt.Println(errors.Is(err, nvmelike.ErrTimeout), "after at least 10ms")
+		done = true
+	}, 10*time.Millisecond); err != nil {
+		fmt.Println(err)
+		return
+	}
+	q.Ring()
+	for !done {
+		if _, err := q.Poll(0); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	fmt.Println(dev.Stats().Aborts, "abort sent;", q.Outstanding(), "tracker held for the late completion")
+	// Output:
+	// true after at least 10ms
+	// 1 abort sent; 1 tracker held for the late completion
 }

@@ -157,12 +157,29 @@ func (q *QueuePair) references(t *tracker, page uint64) string {
 //
 // It belongs to q's goroutine, and may be called from a callback.
 func (q *QueuePair) FailInFlight(cid uint16, err error) bool {
+	if !q.failCommand(cid, err) {
+		return false
+	}
+	q.stats.DMAFaults++
+	return true
+}
+
+// failCommand is FailInFlight without the count.
+func (q *QueuePair) failCommand(cid uint16, err error) bool {
 	idx := cid & q.idxMask
 	if int(idx) >= len(q.trackers) {
 		return false
 	}
 	t := &q.trackers[idx]
-	if t.cid != cid || t.failed != nil {
+	if t.cid != cid || t.state == trackerFree {
+		return false
+	}
+	if t.state == trackerChild {
+		// A part of a split command: the whole command fails.
+		t = &q.trackers[t.head]
+		cid = t.cid
+	}
+	if t.failed != nil {
 		return false
 	}
 	switch t.state {
@@ -186,7 +203,6 @@ func (q *QueuePair) FailInFlight(cid uint16, err error) bool {
 	default:
 		return false
 	}
-	q.stats.DMAFaults++
 	return true
 }
 

@@ -31,6 +31,8 @@ type IdentifyController struct {
 	VER    Version
 	RTD3E  uint32 // RTD3 entry latency, µs: a shutdown's expected duration
 	OACS   uint16 // optional admin command support
+	AERL   uint8  // asynchronous event request limit, 0-based
+	ELPE   uint8  // error log page entries, 0-based
 	SQES   uint8  // SQ entry sizes: required (3:0) and maximum (7:4), log2 bytes
 	CQES   uint8  // CQ entry sizes, as SQES
 	MAXCMD uint16
@@ -80,6 +82,8 @@ func ParseIdentifyController(b []byte) (*IdentifyController, error) {
 		VER:    Version(le.Uint32(b[80:])),
 		RTD3E:  le.Uint32(b[88:]),
 		OACS:   le.Uint16(b[256:]),
+		AERL:   b[259],
+		ELPE:   b[262],
 		SQES:   b[512],
 		CQES:   b[513],
 		MAXCMD: le.Uint16(b[514:]),

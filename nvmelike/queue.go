@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"runtime"
+	"time"
 )
 
 // Callback receives a command's completion. cmd is a copy of the command as
@@ -21,8 +22,8 @@ type Callback func(cmd *Command, c Completion, err error)
 
 // QueueStats counts what a queue pair did.
 type QueueStats struct {
-	Submitted   uint64 // commands written into the SQ
-	Completed   uint64 // completions delivered to a waiter or callback
+	Submitted   uint64 // commands written into the SQ (each part of a split command)
+	Completed   uint64 // completions delivered to a waiter or callback (each part of a split command)
 	SQDoorbells uint64 // SQ tail doorbell writes
 	CQDoorbells uint64 // CQ head doorbell writes
 	ShadowOnly  uint64 // doorbell updates written to a shadow doorbell only
@@ -30,6 +31,8 @@ type QueueStats struct {
 	BadSQHead   uint64 // completions whose SQ head was out of range (ignored)
 	Orphaned    uint64 // late completions of commands whose Exec gave up (or that were failed)
 	DMAFaults   uint64 // commands failed by FailInFlight or a reported DMA fault
+	Timeouts    uint64 // commands failed with ErrTimeout
+	Split       uint64 // commands larger than the transfer limit split into several
 }
 
 type trackerState uint8
@@ -39,6 +42,7 @@ const (
 	trackerBusy                  // submitted, completion delivered to cb
 	trackerSync                  // submitted by Exec, which waits for done
 	trackerOrphaned              // Exec gave up; the completion frees it
+	trackerChild                 // a part of a split command after the first; see head
 )
 
 // tracker follows one outstanding command. There is one per usable SQ slot,
@@ -55,6 +59,19 @@ type tracker struct {
 	// failed is the error FailInFlight completed the command with; the
 	// tracker stays held (orphaned) until the device completes it.
 	failed error
+
+	// A command split at the transfer limit (split.go) takes one tracker
+	// per part. The first part's tracker is the head: it holds the
+	// caller's command and callback, counts the parts the device has not
+	// completed yet (parts), and keeps in cpl the completion to report.
+	// The others are trackerChild, with the head's index in head.
+	parts    uint16 // head: parts outstanding on the device; 0 if not split
+	head     uint16 // trackerChild: index of the head tracker
+	partDone bool   // head: its own part's completion arrived
+
+	// deadline is when an asynchronous command times out, in clock()
+	// nanoseconds; 0 for none.
+	deadline int64
 }
 
 // QueuePair is an SQ and its CQ, with the trackers of the commands in
@@ -114,7 +131,10 @@ type QueuePair struct {
 
 	inPoll bool
 	cbCmd  Command // the completed command handed to a callback
-	closed bool
+	// splitCmd is scratch for the first part of a split command, whose
+	// tracker keeps the caller's command.
+	splitCmd Command
+	closed   bool
 
 	// DMA faults reported to the controller (ReportDMAFault), taken up
 	// by Poll on this queue pair's goroutine.
@@ -122,7 +142,11 @@ type QueuePair struct {
 	seenFault uint64
 	faultBuf  [faultLogSize]DMAFault
 
-	stats QueueStats
+	// Timeouts of asynchronous commands (timeout.go).
+	timeout      time.Duration          // default for Submit; 0: none
+	nextDeadline int64                  // earliest deadline of a command in flight, or earlier; 0: none
+	abort        func(sqid, cid uint16) // asks the controller to send an Abort
+	stats        QueueStats
 }
 
 // queueParams are what newQueuePair needs from the controller.
@@ -139,6 +163,7 @@ type queueParams struct {
 	maxTransfer int
 	lbaShift    []uint8
 	faults      *faultLog
+	abort       func(sqid, cid uint16)
 }
 
 // maxQueueDepth bounds queue depth so that at least 4 CID bits remain for
@@ -165,6 +190,7 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 		pageSize:    p.pageSize,
 		maxTransfer: p.maxTransfer,
 		faults:      p.faults,
+		abort:       p.abort,
 	}
 	if q.faults != nil {
 		q.seenFault = q.faults.seq.Load() // faults reported before it existed are not its
@@ -218,7 +244,9 @@ func (q *QueuePair) ID() uint16 { return q.id }
 func (q *QueuePair) Depth() int { return int(q.depth) }
 
 // Outstanding returns the number of commands submitted and not yet
-// completed (including ones whose Exec gave up).
+// completed (including ones whose Exec gave up), counted as the device
+// sees them: a split command counts once per part not yet completed (its
+// first part's tracker until all have).
 func (q *QueuePair) Outstanding() int { return len(q.trackers) - len(q.free) }
 
 // Stats returns the queue pair's counters.
@@ -228,9 +256,18 @@ func (q *QueuePair) Stats() QueueStats { return q.stats }
 // may be nil). The device does not see it until Ring. A full queue returns
 // ErrQueueFull, unwrapped and without allocating: poll and retry, or use
 // SubmitWait.
+//
+// An LBA command (Registry OpcodeInfo.LBAData) with more data than the
+// transfer limit (Controller.MaxTransfer) is split into consecutive
+// commands of at most the limit, written into the SQ together, one
+// tracker each; it is ErrQueueFull until that many trackers and SQ slots
+// are free. cb runs once, when every part has completed: with the first
+// part's completion, or the first failed part's completion and error.
+//
+// The command times out after the queue's default timeout
+// (QueueOptions.Timeout, SetTimeout), if there is one; see SubmitTimeout.
 func (q *QueuePair) Submit(cmd *Command, cb Callback) error {
-	_, err := q.submit(cmd, cb, trackerBusy)
-	return err
+	return q.SubmitTimeout(cmd, cb, q.timeout)
 }
 
 // SubmitBatch submits cmds in order, all completing through cb, and rings
@@ -239,11 +276,17 @@ func (q *QueuePair) Submit(cmd *Command, cb Callback) error {
 // when the queue filled up); the ones submitted are rung either way.
 func (q *QueuePair) SubmitBatch(cmds []Command, cb Callback) (int, error) {
 	var err error
+	var deadline int64
+	if q.timeout > 0 {
+		deadline = clock() + int64(q.timeout) // one clock read for the batch
+	}
 	n := 0
 	for ; n < len(cmds); n++ {
-		if _, err = q.submit(&cmds[n], cb, trackerBusy); err != nil {
+		var t *tracker
+		if t, err = q.submit(&cmds[n], cb, trackerBusy); err != nil {
 			break
 		}
+		q.setDeadline(t, deadline)
 	}
 	q.Ring()
 	return n, err
@@ -265,6 +308,9 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 		}
 	}
 	if n > q.maxTransfer {
+		if q.splittable(cmd) {
+			return q.submitSplit(cmd, cb, state)
+		}
 		return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data, limit %d: %w", q.id, cmd.Opcode, n, q.maxTransfer, ErrTransferTooLarge)
 	}
 	if len(q.free) == 0 || q.next(q.sqTail) == q.sqHead {
@@ -292,6 +338,7 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	t.cb = cb
 	t.state = state
 	t.done = false
+	t.deadline = 0
 
 	off := int(q.sqTail) * q.sqeSize
 	q.format.EncodeSQE(q.sq.Bytes[off:off+q.sqeSize], &t.cmd, t.cid, prp1, prp2)
@@ -328,7 +375,11 @@ func (q *QueuePair) Ring() {
 
 // Poll processes up to max new completions (all there are if max <= 0),
 // delivering each to its callback or waiting Exec, then writes the CQ head
-// doorbell once if it consumed any. It returns the number delivered.
+// doorbell once if it consumed any. It returns the number delivered (each
+// part of a split command counts as one).
+//
+// While commands with a timeout may be outstanding, Poll also reads the
+// clock once and fails the ones past their deadline (see SubmitTimeout).
 //
 // A completion that cannot be delivered (invalid or stale CID) is consumed
 // and dropped, never handed to another command: Poll counts it in
@@ -371,6 +422,13 @@ func (q *QueuePair) Poll(max int) (int, error) {
 		}
 		n++
 	}
+	if q.nextDeadline != 0 {
+		// One clock read per Poll, and a look at the trackers only when
+		// the earliest deadline has passed.
+		if now := clock(); now >= q.nextDeadline {
+			q.expire(now)
+		}
+	}
 	if consumed > 0 {
 		if !q.shadow || q.cqShadow.update(q.cqHead, oldHead) {
 			q.regs.Write32(q.cqDB, uint32(q.cqHead))
@@ -390,8 +448,10 @@ func (q *QueuePair) complete(c *Completion) error {
 		return ErrInvalidCID
 	}
 	t := &q.trackers[idx]
-	if t.state == trackerFree || t.cid != c.CID || t.done {
-		return ErrStaleCID // t.done: a second completion for a waiting Exec
+	if t.state == trackerFree || t.cid != c.CID || t.done || t.partDone {
+		// t.done: a second completion for a waiting Exec; t.partDone:
+		// for the first part of a split command.
+		return ErrStaleCID
 	}
 	// The SQ head must lie between the last one seen and the tail the
 	// device was given. A bad one is counted and ignored: the completion
@@ -400,6 +460,17 @@ func (q *QueuePair) complete(c *Completion) error {
 		q.sqHead = c.SQHead
 	} else {
 		q.stats.BadSQHead++
+	}
+	if t.state == trackerChild {
+		h := t.head
+		q.release(idx)
+		q.partCompleted(h, c)
+		return nil
+	}
+	if t.parts > 0 {
+		t.partDone = true
+		q.partCompleted(idx, c)
+		return nil
 	}
 	switch t.state {
 	case trackerSync:
@@ -438,6 +509,9 @@ func (q *QueuePair) release(idx uint16) {
 	t.state = trackerFree
 	t.done = false
 	t.failed = nil
+	t.parts = 0
+	t.partDone = false
+	t.deadline = 0
 	t.cb = nil
 	t.cmd.Data = Buffer{} // drop the references to the caller's memory
 	t.cmd.Ext = nil
@@ -496,7 +570,7 @@ func (q *QueuePair) Exec(ctx context.Context, cmd *Command) (Completion, error) 
 		if t.failed != nil {
 			ferr := t.failed
 			if t.done {
-				q.release(t.cid & q.idxMask) // the device is done with it
+				q.release(t.cid & q.idxMask) // the device is done with it (every part of it)
 			} else {
 				t.state = trackerOrphaned // its completion frees it
 			}
@@ -504,7 +578,7 @@ func (q *QueuePair) Exec(ctx context.Context, cmd *Command) (Completion, error) 
 		}
 		if t.done {
 			c := t.cpl
-			q.release(c.CID & q.idxMask)
+			q.release(t.cid & q.idxMask) // c.CID may be a failed part's
 			if c.Status != 0 {
 				return c, q.statusError(&c, cmd.Opcode)
 			}
@@ -569,7 +643,7 @@ func (q *QueuePair) abortAll(err error) {
 			if cb != nil {
 				cb(&q.cbCmd, Completion{CID: t.cid, SQID: q.id}, err)
 			}
-		case trackerSync, trackerOrphaned:
+		case trackerSync, trackerOrphaned, trackerChild:
 			q.release(uint16(i))
 		}
 	}

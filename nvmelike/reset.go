@@ -44,7 +44,9 @@ func (c *Controller) Reset(ctx context.Context, policy ResetPolicy) error {
 	if err := c.disable(ctx); err != nil {
 		return fmt.Errorf("resetting: %w", err)
 	}
-	// The device no longer touches our memory: rewind every ring.
+	// The device no longer touches our memory: rewind every ring. Aborts
+	// not sent yet name commands that no longer exist.
+	c.aborts.clear()
 	c.admin.abortAll(ErrReset)
 	c.admin.rewind()
 	type retry struct {
@@ -100,10 +102,13 @@ func (c *Controller) Reset(ctx context.Context, policy ResetPolicy) error {
 			return fmt.Errorf("resetting: %w", err)
 		}
 	}
+	if err := c.armAsyncEvents(); err != nil {
+		return fmt.Errorf("resetting: asynchronous event requests: %w", err)
+	}
 	for _, r := range retries {
 		for i := range r.cmds {
 			p := &r.cmds[i]
-			if _, err := r.q.submit(&p.cmd, p.cb, trackerBusy); err != nil && p.cb != nil {
+			if err := r.q.SubmitTimeout(&p.cmd, p.cb, r.q.timeout); err != nil && p.cb != nil {
 				p.cb(&p.cmd, Completion{SQID: r.q.id}, fmt.Errorf("queue %d: resubmitting after reset: %w", r.q.id, err))
 			}
 		}

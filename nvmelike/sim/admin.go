@@ -20,8 +20,10 @@ func (c *Controller) identifyController() []byte {
 	if c.cfg.DoorbellBufferConfig {
 		le.PutUint16(b[256:], nvmelike.NVME_CTRL_OACS_DBBUF_SUPP)
 	}
-	b[512] = 0x66 // SQES: 64 bytes
-	b[513] = 0x44 // CQES: 16 bytes
+	b[259] = c.cfg.AERL
+	b[262] = errorLogEntries - 1 // ELPE
+	b[512] = 0x66                // SQES: 64 bytes
+	b[513] = 0x44                // CQES: 16 bytes
 	if c.cfg.WideEntries {
 		b[512], b[513] = 0x76, 0x54 // up to 128 and 32 bytes
 	}
@@ -120,7 +122,7 @@ func (c *Controller) admin(e nvmelike.SQE) (dw0 uint32, status uint16) {
 		page := make([]byte, n)
 		switch lid {
 		case nvmelike.NVME_LOG_ERROR:
-			// No errors: all zero.
+			c.errorLogPage(page)
 		case nvmelike.NVME_LOG_SMART:
 			smart := make([]byte, nvmelike.SMARTLogSize)
 			le := binary.LittleEndian
@@ -132,6 +134,7 @@ func (c *Controller) admin(e nvmelike.SQE) (dw0 uint32, status uint16) {
 			le.PutUint64(smart[64:], c.stats.HostReads)
 			le.PutUint64(smart[80:], c.stats.HostWrites)
 			le.PutUint64(smart[112:], 1)
+			le.PutUint64(smart[176:], c.events.errorCount)
 			copy(page, smart)
 		default:
 			return 0, nvmelike.StatusField(nvmelike.SCTCommandSpecific, 0x09, true) // invalid log page
@@ -154,8 +157,12 @@ func (c *Controller) admin(e nvmelike.SQE) (dw0 uint32, status uint16) {
 		return 0, 0
 
 	case nvmelike.AdminAbort:
-		// Commands complete before their doorbell write returns: there is
-		// never anything left to abort.
+		// Commands complete before their doorbell write returns (a
+		// dropped or delayed completion is of a command that already
+		// ran): there is never anything left to abort.
+		c.stats.Aborts++
+		c.stats.LastAbortSQID = uint16(e.CDW(10))
+		c.stats.LastAbortCID = uint16(e.CDW(10) >> 16)
 		return 1, 0
 
 	case nvmelike.AdminCreateCQ:

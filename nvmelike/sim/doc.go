@@ -14,7 +14,8 @@
 // (with CAP.TO, CAP.DSTRD, MPS), the admin queue, Identify (controller,
 // namespace, active namespace list), Set/Get Features (Number of Queues,
 // Volatile Write Cache), Get Log Page (error information, SMART with real
-// I/O counters), Abort, Create/Delete I/O SQ and CQ (with interrupt vector
+// I/O counters), Abort (counted in Stats, with the command it named),
+// Create/Delete I/O SQ and CQ (with interrupt vector
 // checks); NVM Read, Write, Flush, Write Zeroes, Compare and Dataset
 // Management (deallocate) against in-memory namespaces with PRPs and PRP
 // lists; and two vendor-specific I/O commands defined here rather than in
@@ -22,6 +23,11 @@
 // registry entry: OpcodeCRC32C (a computation over an LBA range, result in
 // completion DW0) and OpcodeInlineCRC32C (data carried inline in 128-byte
 // SQ entries, with Config.WideEntries: a device-specific ring layout).
+//
+// Asynchronous events: Asynchronous Event Requests are held (up to
+// Config.AERL+1) until PostAsyncEvent completes the oldest; events with
+// no request waiting are kept for the next. Every command that fails is
+// logged in the Error Information log page (newest first, 16 entries).
 //
 // Fault injection: dropped (I/O or admin), duplicated and garbled
 // completions, delayed completions (posted from another goroutine),

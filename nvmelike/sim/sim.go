@@ -48,6 +48,9 @@ type Config struct {
 	// ask for an MMIO doorbell, as if a thread of it polled the shadow
 	// doorbells; PollShadow is that thread's loop body.
 	ShadowPolling bool
+	// AERL is the Asynchronous Event Request Limit in Identify
+	// Controller, 0-based: AERL+1 requests may be outstanding.
+	AERL uint8
 }
 
 // NamespaceConfig describes one namespace.
@@ -114,6 +117,7 @@ type Controller struct {
 	scratch []byte // for Compare
 	// Shadow doorbell and EventIdx buffers, after Doorbell Buffer Config.
 	dbs, eis []byte
+	events   events // asynchronous events and the error log (events.go)
 	faults   faults
 	removed  bool
 	stats    Stats
@@ -129,6 +133,10 @@ type Stats struct {
 	Completions      uint64 // posted to a CQ
 	InvalidDoorbells uint64 // doorbell writes naming no queue or an out-of-range value
 	ShadowReads      uint64 // doorbell values taken from shadow doorbells
+	Aborts           uint64 // Abort commands received
+	// LastAbortSQID and LastAbortCID are the command the latest Abort
+	// named.
+	LastAbortSQID, LastAbortCID uint16
 }
 
 // New returns a controller in reset (CC.EN=0) that reaches host memory
@@ -314,6 +322,7 @@ func (c *Controller) reset() {
 	c.csts = 0
 	c.dbs, c.eis = nil, nil
 	c.faults.fatal = false
+	c.events.reset()
 }
 
 func (c *Controller) enable() {
@@ -450,10 +459,19 @@ func (c *Controller) run(s *sq) {
 		c.stats.Commands++
 		var dw0 uint32
 		var status uint16
-		if s.id == 0 {
+		switch {
+		case s.id == 0 && e.Opcode() == nvmelike.AdminAsyncEvent:
+			var held bool
+			if dw0, status, held = c.asyncEventRequest(e.CID()); held {
+				continue // completed by PostAsyncEvent
+			}
+		case s.id == 0:
 			dw0, status = c.admin(e)
-		} else {
+		default:
 			dw0, status = c.io(e)
+		}
+		if status != 0 {
+			c.logError(s.id, e, status)
 		}
 		c.complete(s, nvmelike.Completion{DW0: dw0, SQHead: s.head, SQID: s.id, CID: e.CID(), Status: status})
 		if c.sqs[s.id] != s {
@@ -626,4 +644,5 @@ var (
 	statusInvalidVector    = nvmelike.StatusField(nvmelike.SCTCommandSpecific, 0x08, true)
 	statusInvalidQueueSize = nvmelike.StatusField(nvmelike.SCTCommandSpecific, 0x02, true)
 	statusInvalidQueueDel  = nvmelike.StatusField(nvmelike.SCTCommandSpecific, 0x0c, true)
+	statusAERLimit         = nvmelike.StatusField(nvmelike.SCTCommandSpecific, 0x05, true)
 )
