@@ -253,7 +253,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			os.Remove(d.Path)
 		}
 		os.Remove(initrd)
-		return &GuestError{Reason: reason, Console: tail(consoleLog, 40), ConsoleLog: consoleLog}
+		return &GuestError{Reason: reason, Console: consoleTail(consoleLog, 40), ConsoleLog: consoleLog}
 	}
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -343,17 +343,27 @@ func createSparse(path string, size int64) error {
 	return f.Close()
 }
 
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
+// consoleTail returns the end of a console log worth showing: from the
+// first line of the last kernel crash report (an Oops, a BUG or the panic
+// itself) when there is one near the end, else the last n lines.
+func consoleTail(path string, n int) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("(reading %s: %v)", path, err)
 	}
 	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+	start := max(len(lines)-n, 0)
+	const window, most = 300, 150
+	for i := len(lines) - 1; i >= max(len(lines)-window, 0); i-- {
+		if l := lines[i]; strings.Contains(l, "Kernel panic") || strings.Contains(l, "Oops:") || strings.Contains(l, "BUG:") {
+			start = i
+		}
 	}
-	return strings.Join(lines, "\n")
+	if len(lines)-start > most {
+		lines = append(lines[start:start+most/2:start+most/2], append([]string{"[...]"}, lines[len(lines)-most/2:]...)...)
+		return strings.Join(lines, "\n")
+	}
+	return strings.Join(lines[start:], "\n")
 }
 
 // shellQuote quotes s for a POSIX shell.

@@ -68,7 +68,10 @@ func TestRunReportsPanic(t *testing.T) {
 		t.Fatalf("err = %v, want a GuestError", err)
 	}
 	if !strings.Contains(ge.Console, "Kernel panic") {
-		t.Errorf("console tail lacks the panic:\n%s", ge.Console)
+		t.Errorf("the console shown lacks the panic:\n%s", ge.Console)
+	}
+	if log, err := os.ReadFile(ge.ConsoleLog); err != nil || !strings.Contains(string(log), "sysrq") {
+		t.Errorf("the kept console log lacks the crash (%v)", err)
 	}
 	if _, err := os.Stat(ge.ConsoleLog); err != nil {
 		t.Errorf("console log not kept: %v", err)
