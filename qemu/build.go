@@ -29,7 +29,9 @@ func BuildCommands(moduleDir, dir string) error {
 	if len(mains) == 0 {
 		return nil
 	}
-	return goCmd(moduleDir, append([]string{"build", "-trimpath", "-o", dir + string(filepath.Separator)}, mains...)...)
+	// -s -w: no symbol table or DWARF (stack traces still work): the
+	// binaries travel in the initramfs, which the kernel unpacks at boot.
+	return goCmd(moduleDir, append([]string{"build", "-trimpath", "-ldflags=-s -w", "-o", dir + string(filepath.Separator)}, mains...)...)
 }
 
 // goCmd runs the go tool in dir with cgo off, so the results run in the

@@ -170,7 +170,8 @@ func hasGuestConstraint(path string) (bool, error) {
 func CompileGuestTests(moduleDir, dir string, pkgs []TestPackage) error {
 	for i := range pkgs {
 		pkgs[i].Binary = filepath.Join(dir, pkgs[i].guestName()+".test")
-		if err := goCmd(moduleDir, "test", "-c", "-tags", GuestBuildTag, "-o", pkgs[i].Binary, pkgs[i].ImportPath); err != nil {
+		// Stripped (-s -w) to keep the initramfs small; see BuildCommands.
+		if err := goCmd(moduleDir, "test", "-c", "-tags", GuestBuildTag, "-ldflags=-s -w", "-o", pkgs[i].Binary, pkgs[i].ImportPath); err != nil {
 			return err
 		}
 	}
