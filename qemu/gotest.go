@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -166,16 +167,45 @@ func hasGuestConstraint(path string) (bool, error) {
 }
 
 // CompileGuestTests builds each package's test binary (with the guest tag,
-// static) into dir.
+// static, stripped to keep the initramfs small) into dir. Packages whose
+// last path elements differ are built by one go command, which links them
+// in parallel; the rest one by one.
 func CompileGuestTests(moduleDir, dir string, pkgs []TestPackage) error {
+	byBase := map[string]int{}
+	for _, p := range pkgs {
+		byBase[path.Base(p.ImportPath)]++
+	}
+	var together []string
 	for i := range pkgs {
 		pkgs[i].Binary = filepath.Join(dir, pkgs[i].guestName()+".test")
-		// Stripped (-s -w) to keep the initramfs small; see BuildCommands.
+		if byBase[path.Base(pkgs[i].ImportPath)] == 1 {
+			together = append(together, pkgs[i].ImportPath)
+			continue
+		}
 		if err := goCmd(moduleDir, "test", "-c", "-tags", GuestBuildTag, "-ldflags=-s -w", "-o", pkgs[i].Binary, pkgs[i].ImportPath); err != nil {
 			return err
 		}
 	}
-	return nil
+	if len(together) == 0 {
+		return nil
+	}
+	tmp := filepath.Join(dir, "together")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	args := append([]string{"test", "-c", "-tags", GuestBuildTag, "-ldflags=-s -w", "-o", tmp + string(filepath.Separator)}, together...)
+	if err := goCmd(moduleDir, args...); err != nil {
+		return err
+	}
+	for _, p := range pkgs {
+		if byBase[path.Base(p.ImportPath)] != 1 {
+			continue
+		}
+		if err := os.Rename(filepath.Join(tmp, path.Base(p.ImportPath)+".test"), p.Binary); err != nil {
+			return fmt.Errorf("collecting the test binary of %s: %w", p.ImportPath, err)
+		}
+	}
+	return os.Remove(tmp)
 }
 
 // GuestTestScript returns the guest script that runs each package's guest
