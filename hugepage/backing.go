@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/umdkit/umd/internal/mountinfo"
 )
 
 // A Backing is where a pool's memory comes from.
@@ -157,33 +159,13 @@ func hugetlbfsMounts(path string) ([]string, error) {
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
 		if len(fields) >= 3 && fields[2] == "hugetlbfs" {
-			mounts = append(mounts, unescapeMount(fields[1]))
+			mounts = append(mounts, mountinfo.Unescape(fields[1]))
 		}
 	}
 	if err := s.Err(); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	return mounts, nil
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space, …) the kernel
-// writes in /proc/mounts fields.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // hugepageSizeSupported reports whether the kernel offers pages of

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/umdkit/umd/internal/mountinfo"
 )
 
 func TestHugetlbfsMounts(t *testing.T) {
@@ -35,8 +37,8 @@ func TestUnescapeMount(t *testing.T) {
 		`/short\04`:      `/short\04`,
 		`/bad\9zz`:       `/bad\9zz`,
 	} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
+		if got := mountinfo.Unescape(in); got != want {
+			t.Errorf("mountinfo.Unescape(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/umdkit/umd/pcie/pcietest"
+
+	"github.com/umdkit/umd/internal/mountinfo"
 )
 
 // bindEnv is a fake machine to bind on: a sysfs tree with an emulated
@@ -470,8 +472,8 @@ func TestGarbledRecord(t *testing.T) {
 func TestUnescapeMount(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{`/mnt/a\040b`: "/mnt/a b", `/x\134`: `/x\`, `/y\0`: `/y\0`, "/plain": "/plain"} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
+		if got := mountinfo.Unescape(in); got != want {
+			t.Errorf("mountinfo.Unescape(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/umdkit/umd/internal/mountinfo"
 )
 
 // A Use is one reason a function's device is busy.
@@ -273,31 +275,12 @@ func readMountinfo(p string) ([]mount, error) {
 		if !ok {
 			continue
 		}
-		ms = append(ms, mount{major: maj, minor: min, point: unescapeMount(fields[4])})
+		ms = append(ms, mount{major: maj, minor: min, point: mountinfo.Unescape(fields[4])})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading mounts: %w", err)
 	}
 	return ms, nil
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // openBy lists the processes holding one of the devices open, by

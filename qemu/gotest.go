@@ -138,7 +138,10 @@ func FilterTests(pkgs []TestPackage, run string) ([]TestPackage, error) {
 	return out, nil
 }
 
-var buildLine = regexp.MustCompile(`^//go:build\s+(.*)$`)
+var (
+	buildLine = regexp.MustCompile(`^//go:build\s+(.*)$`)
+	buildTag  = regexp.MustCompile(`[A-Za-z0-9_.]+`)
+)
 
 // hasGuestConstraint reports whether the file's //go:build line names the
 // guest tag.
@@ -152,7 +155,7 @@ func hasGuestConstraint(path string) (bool, error) {
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if m := buildLine.FindStringSubmatch(line); m != nil {
-			for _, w := range regexp.MustCompile(`[A-Za-z0-9_.]+`).FindAllString(m[1], -1) {
+			for _, w := range buildTag.FindAllString(m[1], -1) {
 				if w == GuestBuildTag {
 					return true, nil
 				}

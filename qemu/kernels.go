@@ -374,11 +374,12 @@ func latestRelease(show, series string) string {
 	return best
 }
 
+var releaseNumber = regexp.MustCompile(`[0-9]+`)
+
 // newerRelease compares kernel releases such as 6.1.0-56-amd64 and
 // 6.1.0-9-amd64 number by number.
 func newerRelease(a, b string) bool {
-	num := regexp.MustCompile(`[0-9]+`)
-	na, nb := num.FindAllString(a, -1), num.FindAllString(b, -1)
+	na, nb := releaseNumber.FindAllString(a, -1), releaseNumber.FindAllString(b, -1)
 	for i := 0; i < len(na) && i < len(nb); i++ {
 		x, _ := strconv.Atoi(na[i])
 		y, _ := strconv.Atoi(nb[i])

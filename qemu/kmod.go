@@ -30,8 +30,17 @@ func KernelModuleDirs(moduleRoot string) ([]string, error) {
 	return dirs, nil
 }
 
-// kmodTools are the host tools BuildKernelModules needs (also in hostTools).
-var kmodTools = hostTools[len(hostTools)-3:]
+// kmodTools are the host tools BuildKernelModules needs, picked from
+// hostTools by name.
+var kmodTools = func() []hostTool {
+	var tools []hostTool
+	for _, t := range hostTools {
+		if t.path == "make" || t.path == "gcc" || t.path == "pahole" {
+			tools = append(tools, t)
+		}
+	}
+	return tools
+}()
 
 // Headers returns the kernel build directory for u
 // (.../usr/src/linux-headers-RELEASE), fetching and unpacking the

@@ -163,14 +163,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		"-initrd", initrd,
 		"-append", cmdline,
 		"-device", "intel-iommu,intremap=on",
-		"-serial", "chardev:console",
+		// The console, the command's output and the status lines (see
+		// init.sh); a -serial chardev:NAME needs NAME defined first.
 		"-chardev", "file,id=console,path=/dev/fd/3",
+		"-chardev", "file,id=status,path=/dev/fd/4",
+		"-serial", "chardev:console",
 		"-serial", "stdio",
 		"-serial", "chardev:status",
-		"-chardev", "file,id=status,path=/dev/fd/4",
 	}
-	// -serial chardev:NAME needs the chardev defined first.
-	args = reorderChardevs(args)
 	args = append(args, devArgs...)
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -269,21 +269,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res.ExitCode = exitCode
 	return res, nil
-}
-
-// reorderChardevs moves every -chardev definition ahead of the -serial
-// options that refer to it.
-func reorderChardevs(args []string) []string {
-	var chardevs, rest []string
-	for i := 0; i < len(args); i++ {
-		if args[i] == "-chardev" && i+1 < len(args) {
-			chardevs = append(chardevs, args[i], args[i+1])
-			i++
-			continue
-		}
-		rest = append(rest, args[i])
-	}
-	return append(chardevs, rest...)
 }
 
 // writeInitrd writes the run's initrd: the cached base image followed by

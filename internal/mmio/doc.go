@@ -9,7 +9,8 @@
 // access, but on amd64 an atomic store is an XCHG, a locked instruction:
 // on real hardware a bus lock against uncached memory, and under QEMU's
 // TCG a stop-the-world that costs about 1 µs against about 0.1 µs for a
-// plain store (measured in the umd guest on MMIO).
+// plain store (measured on these machines' guests on NVMe BAR0 before umd
+// existed; the figures are in the project's shared ARCHITECTURE.md).
 //
 // So on amd64 each access is one MOV of the register's width in a tiny
 // assembly function. Go never inlines assembly, so every call performs

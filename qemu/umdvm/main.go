@@ -244,7 +244,6 @@ func cmdRun(ctx context.Context, args []string) (int, error) {
 func cmdFetch(args []string) error {
 	o := parseOptions("fetch")
 	all := true
-	o.fs.Visit(func(*flag.Flag) {})
 	if err := o.fs.Parse(args); err != nil {
 		return err
 	}
