@@ -65,7 +65,10 @@ type Controller struct {
 	dbs     Buffer       // shadow doorbells, when in use
 	eis     Buffer       // their event indexes
 	pairs   []*QueuePair // indexed by QID; nil when free
-	closed  bool
+	// remote holds the queues other code drives (remote.go), by QID;
+	// a QID is free when both pairs and remote have nil there.
+	remote []*RemoteQueue
+	closed bool
 	// unfreed holds memory the device may still write to (queues whose
 	// deletion it did not confirm, the buffer of an admin command given up
 	// on): freed only once a shutdown or reset stops all DMA.
@@ -270,22 +273,14 @@ func (c *Controller) setNumQueues(ctx context.Context, o *Options) error {
 		c.maxIOQueues = min(c.maxIOQueues, fit)
 	}
 	c.pairs = make([]*QueuePair, c.maxIOQueues+1)
+	c.remote = make([]*RemoteQueue, c.maxIOQueues+1)
 	return nil
 }
 
 // Check reads CSTS and reports ErrDeviceGone (all ones) or
 // ErrControllerFatal (CSTS.CFS); nil if neither. It costs one register
 // read.
-func (c *Controller) Check() error {
-	csts := c.regs.Read32(NVME_REG_CSTS)
-	switch {
-	case csts == 0xffffffff:
-		return ErrDeviceGone
-	case csts&NVME_CSTS_CFS != 0:
-		return ErrControllerFatal
-	}
-	return nil
-}
+func (c *Controller) Check() error { return checkCSTS(c.regs) }
 
 // disable clears CC.EN and waits for CSTS.RDY to follow.
 func (c *Controller) disable(ctx context.Context) error {
@@ -416,13 +411,7 @@ func (c *Controller) CreateQueuePair(ctx context.Context, o QueueOptions) (*Queu
 	if c.closed {
 		return nil, ErrClosed
 	}
-	qid := 0
-	for i := 1; i < len(c.pairs); i++ {
-		if c.pairs[i] == nil {
-			qid = i
-			break
-		}
-	}
+	qid := c.freeQID()
 	if qid == 0 {
 		return nil, fmt.Errorf("creating I/O queue pair: all %d granted queues in use: %w", c.maxIOQueues, ErrQueueFull)
 	}
@@ -549,6 +538,13 @@ func (c *Controller) Close() error {
 	for _, q := range c.pairs {
 		if q != nil {
 			if err := c.deleteQueuePair(ctx, q); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, r := range c.remote {
+		if r != nil {
+			if err := c.deleteRemoteQueue(ctx, r); err != nil {
 				errs = append(errs, err)
 			}
 		}

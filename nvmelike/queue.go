@@ -135,6 +135,10 @@ type QueuePair struct {
 	// tracker keeps the caller's command.
 	splitCmd Command
 	closed   bool
+	// attached: made by AttachQueuePair over rings it does not own,
+	// for a controller driven elsewhere (attachDMA frees its lists).
+	attached  bool
+	attachDMA DMA
 
 	// DMA faults reported to the controller (ReportDMAFault), taken up
 	// by Poll on this queue pair's goroutine.
@@ -164,6 +168,9 @@ type queueParams struct {
 	lbaShift    []uint8
 	faults      *faultLog
 	abort       func(sqid, cid uint16)
+	// sq and cq are rings placed by someone else (AttachQueuePair);
+	// zero Buffers mean newQueuePair allocates them from dma.
+	sq, cq Buffer
 }
 
 // maxQueueDepth bounds queue depth so that at least 4 CID bits remain for
@@ -191,6 +198,7 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 		maxTransfer: p.maxTransfer,
 		faults:      p.faults,
 		abort:       p.abort,
+		attached:    p.sq.Bytes != nil,
 	}
 	if q.faults != nil {
 		q.seenFault = q.faults.seq.Load() // faults reported before it existed are not its
@@ -204,12 +212,16 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 	q.genMask = uint16(0xffff >> q.idxBits)
 
 	var err error
-	if q.sq, err = p.dma.Alloc(p.depth*q.sqeSize, p.pageSize); err != nil {
-		return nil, fmt.Errorf("queue %d: allocating SQ: %w", p.id, err)
-	}
-	if q.cq, err = p.dma.Alloc(p.depth*q.cqeSize, p.pageSize); err != nil {
-		q.freeMemory(p.dma)
-		return nil, fmt.Errorf("queue %d: allocating CQ: %w", p.id, err)
+	if p.sq.Bytes != nil {
+		q.sq, q.cq = p.sq, p.cq
+	} else {
+		if q.sq, err = p.dma.Alloc(p.depth*q.sqeSize, p.pageSize); err != nil {
+			return nil, fmt.Errorf("queue %d: allocating SQ: %w", p.id, err)
+		}
+		if q.cq, err = p.dma.Alloc(p.depth*q.cqeSize, p.pageSize); err != nil {
+			q.freeMemory(p.dma)
+			return nil, fmt.Errorf("queue %d: allocating CQ: %w", p.id, err)
+		}
 	}
 	listPages := prpListPages(p.maxTransfer, p.pageSize)
 	if listPages > 0 {
@@ -229,6 +241,9 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 
 func (q *QueuePair) freeMemory(dma DMA) {
 	for _, b := range []*Buffer{&q.sq, &q.cq, &q.lists} {
+		if q.attached && b != &q.lists {
+			continue // the rings are the attacher's
+		}
 		if b.Bytes != nil {
 			_ = dma.Free(*b)
 			*b = Buffer{}

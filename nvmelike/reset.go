@@ -54,6 +54,7 @@ func (c *Controller) Reset(ctx context.Context, policy ResetPolicy) error {
 		cmds []pendingCommand
 	}
 	var retries []retry
+	c.loseRemoteQueues()
 	for _, q := range c.pairs {
 		if q == nil {
 			continue
