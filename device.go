@@ -378,6 +378,9 @@ func (q *QueuePair) MaskInterrupt() error {
 	if q.irq == nil {
 		return fmt.Errorf("masking the interrupt of queue pair %d: it has none", q.ID())
 	}
+	if q.dev == nil {
+		return fmt.Errorf("masking the interrupt of queue pair %d: it is attached; its device's owner wires its vector", q.ID())
+	}
 	return q.dev.dev.DisconnectIRQ(vfio.IRQMSIX, q.vector)
 }
 
@@ -385,6 +388,9 @@ func (q *QueuePair) MaskInterrupt() error {
 func (q *QueuePair) UnmaskInterrupt() error {
 	if q.irq == nil {
 		return fmt.Errorf("unmasking the interrupt of queue pair %d: it has none", q.ID())
+	}
+	if q.dev == nil {
+		return fmt.Errorf("unmasking the interrupt of queue pair %d: it is attached; its device's owner wires its vector", q.ID())
 	}
 	return q.dev.dev.ConnectIRQ(vfio.IRQMSIX, q.vector, q.irq)
 }
@@ -417,8 +423,13 @@ func (q *QueuePair) Wait(ctx context.Context) (int, error) {
 	}
 }
 
-// Close deletes the queue pair and frees its interrupt vector.
+// Close deletes the queue pair and frees its interrupt vector. For an
+// attached queue pair (AttachQueuePair) it detaches instead and closes
+// its eventfd; the queues' creator deletes them.
 func (q *QueuePair) Close() error {
+	if q.dev == nil {
+		return q.closeAttached()
+	}
 	err := q.dev.ctrl.DeleteQueuePair(context.Background(), q.QueuePair)
 	return errors.Join(err, q.dev.unwireVector(q.vector))
 }

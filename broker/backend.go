@@ -16,8 +16,14 @@ type backend interface {
 	info() DeviceInfo
 	mapPool(mem []byte, owner iommu.Owner, align uint64) (mapping, error)
 	createQueue(ctx context.Context, depth int) (queue, error)
+	// createRemoteQueue creates a queue pair over rings at the given
+	// IOVAs, for a trusted client to drive.
+	createRemoteQueue(ctx context.Context, depth int, sq, cq uint64) (queue, error)
+	// deviceFd returns a new descriptor of the VFIO device, the caller's.
+	deviceFd() (int, error)
 	doorbellStride() int
 	maxTransfer() int
+	pageSize() int
 	close() error
 }
 
@@ -28,7 +34,8 @@ type mapping interface {
 }
 
 // queue is one of a client's I/O queue pairs; umdQueue wraps
-// *umd.QueuePair.
+// *umd.QueuePair, remoteQueue *umd.RemoteQueue (whose Exec refuses: the
+// client drives it).
 type queue interface {
 	ID() uint16
 	Depth() int
@@ -89,6 +96,17 @@ func (b *umdBackend) createQueue(ctx context.Context, depth int) (queue, error) 
 	return umdQueue{q}, nil
 }
 
+func (b *umdBackend) createRemoteQueue(ctx context.Context, depth int, sq, cq uint64) (queue, error) {
+	r, err := b.d.CreateRemoteQueue(ctx, umd.RemoteQueueOptions{Depth: depth, SQ: sq, CQ: cq, Interrupt: true})
+	if err != nil {
+		return nil, err
+	}
+	return remoteQueue{r}, nil
+}
+
+func (b *umdBackend) deviceFd() (int, error) { return b.d.DupDeviceFd() }
+func (b *umdBackend) pageSize() int          { return b.d.Controller().PageSize() }
+
 func (b *umdBackend) doorbellStride() int { return 4 << b.d.Controller().CAP().DSTRD() }
 func (b *umdBackend) maxTransfer() int    { return b.d.Controller().MaxTransfer() }
 func (b *umdBackend) close() error        { return b.d.Close() }
@@ -102,4 +120,15 @@ func (u umdQueue) EventFd() int { return u.q.Interrupt().Fd() }
 func (u umdQueue) Close() error { return u.q.Close() }
 func (u umdQueue) Exec(ctx context.Context, cmd *nvmelike.Command) (nvmelike.Completion, error) {
 	return u.q.Exec(ctx, cmd)
+}
+
+type remoteQueue struct{ r *umd.RemoteQueue }
+
+func (u remoteQueue) ID() uint16   { return u.r.ID() }
+func (u remoteQueue) Depth() int   { return u.r.Depth() }
+func (u remoteQueue) Vector() int  { return u.r.Vector() }
+func (u remoteQueue) EventFd() int { return u.r.Interrupt().Fd() }
+func (u remoteQueue) Close() error { return u.r.Close() }
+func (u remoteQueue) Exec(context.Context, *nvmelike.Command) (nvmelike.Completion, error) {
+	return nvmelike.Completion{}, errors.New("the client drives this queue pair")
 }

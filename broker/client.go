@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,6 +21,11 @@ type Client struct {
 	mu   sync.Mutex
 	uc   *net.UnixConn
 	sess *Session
+
+	done     chan struct{} // closed when the broker hangs up
+	stop     chan struct{} // closed by Close, ends the watcher
+	watched  sync.WaitGroup
+	stopOnce sync.Once
 }
 
 // Dial connects to the broker at the unix socket path and says hello. A
@@ -30,12 +36,64 @@ func Dial(path string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the broker at %s: %w", path, err)
 	}
-	c := &Client{uc: uc}
+	c := &Client{uc: uc, done: make(chan struct{}), stop: make(chan struct{})}
 	if _, _, err := c.call(&Request{Op: OpHello, Version: ProtocolVersion}, 0); err != nil {
 		uc.Close()
 		return nil, fmt.Errorf("connecting to the broker at %s: %w", path, err)
 	}
+	if err := c.watch(); err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("connecting to the broker at %s: %w", path, err)
+	}
 	return c, nil
+}
+
+// Done returns a channel closed when the broker hangs up (it stopped,
+// restarted or dropped this client): the session is gone. A trusted
+// client must then stop its I/O and Close, which also lets a restarted
+// broker open the device again (the device stays busy while any process
+// holds its descriptor or a BAR mapping).
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// watch starts a goroutine that waits for the broker to hang up, without
+// reading (responses are read by call): poll(2) for POLLRDHUP on a
+// duplicate of the socket, checking for Close every 100 ms.
+func (c *Client) watch() error {
+	rc, err := c.uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return fmt.Errorf("duplicating the socket: %w", derr)
+	}
+	c.watched.Add(1)
+	go func() {
+		defer c.watched.Done()
+		defer unix.Close(fd)
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		for {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			n, err := unix.Poll(pfd, 100)
+			if err != nil && err != unix.EINTR {
+				close(c.done)
+				return
+			}
+			if n > 0 && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+				close(c.done)
+				return
+			}
+		}
+	}()
+	return nil
 }
 
 // call sends req and reads the response, with up to maxFds descriptors.
@@ -165,9 +223,10 @@ func (c *Client) Status() ([]ClientStatus, error) {
 
 // SessionOptions say what a session asks for.
 type SessionOptions struct {
-	Queues    int   // queue pairs; 0 means 1
-	Depth     int   // entries per ring; 0 means 64
-	PoolBytes int64 // the DMA pool's size; 0 means 4 MiB
+	Queues    int    // queue pairs; 0 means 1
+	Depth     int    // entries per ring; 0 means 64
+	PoolBytes int64  // the DMA pool's size; 0 means 4 MiB
+	Mode      string // ModeMediated ("" too) or ModeTrusted
 }
 
 // Session is what the broker gave this connection on a device: a DMA pool
@@ -181,8 +240,11 @@ type Session struct {
 	Pool *hugepage.Pool
 	// Interrupts are the queue pairs' completion eventfds, in
 	// Layout.Queues order. The broker completes mediated commands by
-	// polling, so these only count completions in this slice.
+	// polling, so in mediated mode these only count completions.
 	Interrupts []*vfio.Interrupt
+	// Trusted mode (trusted.go): the client's own queue pairs and what
+	// they stand on.
+	trusted *trustedState
 }
 
 // OpenSession asks for queue pairs and a pool on the device with PCI
@@ -200,13 +262,25 @@ func (c *Client) OpenSession(bdf string, o SessionOptions) (_ *Session, err erro
 	if o.Queues < 0 || o.Queues > maxQueuesPerSession {
 		return nil, fmt.Errorf("opening a session: %d queue pairs, at most %d", o.Queues, maxQueuesPerSession)
 	}
-	r, fds, err := c.call(&Request{Op: OpOpen, Device: bdf, Queues: o.Queues, Depth: o.Depth, PoolBytes: o.PoolBytes}, maxFdsPerMessage)
+	r, fds, err := c.call(&Request{Op: OpOpen, Device: bdf, Queues: o.Queues, Depth: o.Depth, PoolBytes: o.PoolBytes, Mode: o.Mode}, maxFdsPerMessage)
 	if err != nil {
 		return nil, fmt.Errorf("opening a session on %s: %w", bdf, err)
 	}
-	defer closeFds(fds) // OpenPool dups; InterruptFromFD takes ownership (and -1 marks it)
-	if r.Layout == nil || len(fds) != 1+len(r.Layout.Queues) || len(r.Layout.Queues) != o.Queues {
+	defer closeFds(fds) // OpenPool dups; InterruptFromFD and DeviceFromFD take ownership (and -1 marks it)
+	trusted := o.Mode == ModeTrusted
+	want := 1 + o.Queues
+	if trusted {
+		want += 2 // rings, device
+	}
+	if r.Layout == nil || len(fds) != want || len(r.Layout.Queues) != o.Queues {
 		return nil, fmt.Errorf("opening a session on %s: the broker sent %d descriptors for %d queue pairs", bdf, len(fds), o.Queues)
+	}
+	if want := cmp.Or(o.Mode, ModeMediated); r.Layout.Mode != want {
+		return nil, fmt.Errorf("opening a session on %s: asked for a %s session, the broker made a %s one", bdf, want, r.Layout.Mode)
+	}
+	irqFds := fds[1 : 1+o.Queues]
+	if trusted {
+		irqFds = fds[2 : 2+o.Queues]
 	}
 	s := &Session{c: c, Layout: *r.Layout}
 	defer func() {
@@ -221,12 +295,17 @@ func (c *Client) OpenSession(bdf string, o SessionOptions) (_ *Session, err erro
 		return nil, fmt.Errorf("opening a session on %s: the pool has %d bytes, the layout says %d", bdf, s.Pool.Size(), s.Layout.PoolBytes)
 	}
 	for i := range s.Layout.Queues {
-		irq, err := vfio.InterruptFromFD(fds[1+i])
+		irq, err := vfio.InterruptFromFD(irqFds[i])
 		if err != nil {
 			return nil, fmt.Errorf("opening a session on %s: %w", bdf, err)
 		}
-		fds[1+i] = -1
+		irqFds[i] = -1
 		s.Interrupts = append(s.Interrupts, irq)
+	}
+	if trusted {
+		if err := s.attach(fds[1], &fds[len(fds)-1]); err != nil {
+			return nil, fmt.Errorf("opening a session on %s: %w", bdf, err)
+		}
 	}
 	c.mu.Lock()
 	c.sess = s
@@ -236,8 +315,14 @@ func (c *Client) OpenSession(bdf string, o SessionOptions) (_ *Session, err erro
 
 func (s *Session) closeLocal() error {
 	var errs []error
-	for _, irq := range s.Interrupts {
-		errs = append(errs, irq.Close())
+	if s.trusted != nil {
+		// The queue pairs close their eventfds.
+		errs = append(errs, s.trusted.close())
+		s.trusted = nil
+	} else {
+		for _, irq := range s.Interrupts {
+			errs = append(errs, irq.Close())
+		}
 	}
 	s.Interrupts = nil
 	if s.Pool != nil {
@@ -270,6 +355,20 @@ func (s *Session) io(r *IORequest) error {
 	return err
 }
 
+// Exec asks the broker to run a command the client encoded itself (PRPs
+// included, as IOVAs in Layout.PoolIOVA's window). The broker checks it
+// and refuses it with ErrBadRequest before the device sees it when any
+// field is out of bounds. It returns the completion's status field and
+// DW0; a command the device failed also returns an error matching
+// ErrDevice.
+func (s *Session) Exec(r CommandRequest) (status uint16, dw0 uint32, err error) {
+	resp, _, err := s.c.call(&Request{Op: OpCmd, Cmd: &r}, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	return resp.Status, resp.DW0, nil
+}
+
 // Close ends the connection; the broker then releases the session's queue
 // pairs, IOVA window and pool. Close is safe to call twice.
 func (c *Client) Close() error {
@@ -284,5 +383,7 @@ func (c *Client) Close() error {
 	if err := c.uc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		errs = append(errs, err)
 	}
+	c.stopOnce.Do(func() { close(c.stop) })
+	c.watched.Wait()
 	return errors.Join(errs...)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/umdkit/umd/iommu"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/vfio"
@@ -20,6 +22,7 @@ type fakeDevice struct {
 	mu     sync.Mutex
 	qids   map[uint16]bool
 	blocks map[uint64][]byte // by LBA
+	rings  [][2]uint64       // SQ and CQ IOVAs of remote queues made
 	closed bool
 }
 
@@ -66,6 +69,22 @@ func (f *fakeDevice) createQueue(_ context.Context, depth int) (queue, error) {
 	return nil, errors.New("fake: no free queue")
 }
 
+func (f *fakeDevice) createRemoteQueue(ctx context.Context, depth int, sq, cq uint64) (queue, error) {
+	q, err := f.createQueue(ctx, depth)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.rings = append(f.rings, [2]uint64{sq, cq})
+	f.mu.Unlock()
+	return q, nil
+}
+
+// deviceFd returns a descriptor that is no VFIO device: host tests see
+// the client refuse it.
+func (f *fakeDevice) deviceFd() (int, error) { return unix.MemfdCreate("fake-vfio", unix.MFD_CLOEXEC) }
+func (f *fakeDevice) pageSize() int          { return 4096 }
+
 func (f *fakeDevice) doorbellStride() int { return 4 }
 func (f *fakeDevice) maxTransfer() int    { return 128 << 10 }
 func (f *fakeDevice) close() error {
@@ -98,10 +117,19 @@ func (q *fakeQueue) Exec(_ context.Context, cmd *nvmelike.Command) (nvmelike.Com
 	defer q.f.mu.Unlock()
 	lba := uint64(cmd.CDW10) | uint64(cmd.CDW11)<<32
 	n := int(cmd.CDW12&0xffff) + 1
-	if len(cmd.Data.Bytes) != n*512 && cmd.Opcode != nvmelike.CmdFlush {
+	switch cmd.Opcode {
+	case nvmelike.CmdFlush:
+		return nvmelike.Completion{}, nil
+	case nvmelike.CmdWriteZeroes:
+		for i := range n {
+			q.f.blocks[lba+uint64(i)] = make([]byte, 512)
+		}
+		return nvmelike.Completion{}, nil
+	}
+	if len(cmd.Data.Bytes) != n*512 {
 		return nvmelike.Completion{}, errors.New("fake: data length")
 	}
-	for i := 0; i < n && cmd.Opcode != nvmelike.CmdFlush; i++ {
+	for i := 0; i < n; i++ {
 		b := cmd.Data.Bytes[i*512 : (i+1)*512]
 		switch cmd.Opcode {
 		case nvmelike.CmdWrite:

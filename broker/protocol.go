@@ -11,7 +11,7 @@ import (
 
 // ProtocolVersion is the version of the broker protocol this package
 // speaks. A hello with another version is refused with ErrVersion.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // The control path is framed as a 4-byte big-endian length followed by that
 // many bytes of JSON. Control messages are rare (a session is opened once)
@@ -33,6 +33,17 @@ const (
 	OpOpen   = "open"
 	OpStatus = "status"
 	OpIO     = "io"
+	OpCmd    = "cmd"
+)
+
+// Session modes (Request.Mode, Layout.Mode).
+const (
+	// ModeMediated: the broker submits every command for the client,
+	// after checking it (the default).
+	ModeMediated = "mediated"
+	// ModeTrusted: the client gets the device's VFIO descriptor and
+	// drives its queue pairs itself; the broker is off the I/O path.
+	ModeTrusted = "trusted"
 )
 
 // Bounds on what a client may ask for, whatever the quotas say.
@@ -41,7 +52,7 @@ const (
 	maxQueueDepth       = 4096
 	minQueueDepth       = 2
 	maxDeviceName       = 64
-	maxFdsPerMessage    = 1 + maxQueuesPerSession
+	maxFdsPerMessage    = 3 + maxQueuesPerSession // pool, rings, device, eventfds
 )
 
 // Request is one message from a client.
@@ -54,8 +65,27 @@ type Request struct {
 	Queues    int    `json:"queues,omitempty"`
 	Depth     int    `json:"depth,omitempty"`
 	PoolBytes int64  `json:"pool_bytes,omitempty"`
+	Mode      string `json:"mode,omitempty"` // ModeMediated (default) or ModeTrusted
 	// IO (mediated): Queue indexes the session's queue pairs.
 	IO *IORequest `json:"io,omitempty"`
+	// Cmd (mediated): a command the client encoded itself.
+	Cmd *CommandRequest `json:"cmd,omitempty"`
+}
+
+// CommandRequest is an NVMe I/O command as a mediated client encoded it,
+// data pointer included: opcode, namespace, command dwords 10-15 and the
+// PRP entries, as IOVAs in the client's window. The broker checks all of
+// it (opcode allow-list, namespace and LBA range, every PRP entry inside
+// the client's window, PRP lists read once into the broker's own memory)
+// before the device sees anything; CID, flags (PRPs only, no fusing) and
+// the rest of the entry are the broker's.
+type CommandRequest struct {
+	Queue  int       `json:"queue"`
+	Opcode uint8     `json:"opcode"`
+	NSID   uint32    `json:"nsid"`
+	CDW    [6]uint32 `json:"cdw"` // CDW10 to CDW15
+	PRP1   uint64    `json:"prp1"`
+	PRP2   uint64    `json:"prp2"`
 }
 
 // IORequest is one command the broker submits for a client on one of the
@@ -81,8 +111,9 @@ type Response struct {
 	Layout *Layout `json:"layout,omitempty"`
 	// Status
 	Clients []ClientStatus `json:"clients,omitempty"`
-	// IO
+	// IO, Cmd
 	Status uint16 `json:"status,omitempty"` // NVMe status field of the completion
+	DW0    uint32 `json:"dw0,omitempty"`    // the completion's command-specific dword
 }
 
 // DeviceInfo describes one device the broker serves.
@@ -105,8 +136,12 @@ type NamespaceInfo struct {
 
 // Layout is what a client needs to use its session: where its pool sits in
 // the device's IOVA space and which queue pairs are its.
+//
+// Descriptors come with it in this order: the pool; in trusted mode the
+// rings; one eventfd per queue pair; in trusted mode the VFIO device.
 type Layout struct {
 	Device         string          `json:"device"`
+	Mode           string          `json:"mode"`
 	PoolBytes      int64           `json:"pool_bytes"`
 	PoolPageSize   int             `json:"pool_page_size"`
 	PoolIOVA       uint64          `json:"pool_iova"`
@@ -114,6 +149,13 @@ type Layout struct {
 	MaxTransfer    int             `json:"max_transfer"`
 	Queues         []QueueInfo     `json:"queues"`
 	Namespaces     []NamespaceInfo `json:"namespaces"`
+	// PageSize is the controller's memory page size (CC.MPS), the page
+	// size of PRPs.
+	PageSize int `json:"page_size"`
+	// Trusted mode: the queue rings live in a second shared memory
+	// (RingsBytes, mapped at RingsIOVA).
+	RingsBytes int64  `json:"rings_bytes,omitempty"`
+	RingsIOVA  uint64 `json:"rings_iova,omitempty"`
 }
 
 // QueueInfo describes one of a client's queue pairs.
@@ -121,6 +163,9 @@ type QueueInfo struct {
 	ID     uint16 `json:"id"`
 	Depth  int    `json:"depth"`
 	Vector int    `json:"vector"`
+	// Trusted mode: where the queue's SQ and CQ are in the rings memory.
+	SQOffset int64 `json:"sq_offset,omitempty"`
+	CQOffset int64 `json:"cq_offset,omitempty"`
 }
 
 // ClientStatus is what one connected client holds.
@@ -130,6 +175,7 @@ type ClientStatus struct {
 	UID       uint32      `json:"uid"`
 	GID       uint32      `json:"gid"`
 	Device    string      `json:"device,omitempty"`
+	Mode      string      `json:"mode,omitempty"`
 	PoolBytes int64       `json:"pool_bytes,omitempty"`
 	PoolIOVA  uint64      `json:"pool_iova,omitempty"`
 	Queues    []QueueInfo `json:"queues,omitempty"`
@@ -271,6 +317,19 @@ func (r *Request) validate() *Error {
 			return errorf(CodeBadRequest, "open: depth %d, must be %d to %d", r.Depth, minQueueDepth, maxQueueDepth)
 		case r.PoolBytes <= 0 || r.PoolBytes > 1<<40:
 			return errorf(CodeBadRequest, "open: pool of %d bytes", r.PoolBytes)
+		case r.Mode != "" && r.Mode != ModeMediated && r.Mode != ModeTrusted:
+			return errorf(CodeBadRequest, "open: mode %q, must be %q or %q", r.Mode, ModeMediated, ModeTrusted)
+		}
+	case OpCmd:
+		c := r.Cmd
+		if c == nil {
+			return errorf(CodeBadRequest, "cmd without a command")
+		}
+		if c.Queue < 0 || c.Queue >= maxQueuesPerSession {
+			return errorf(CodeBadRequest, "cmd: queue %d", c.Queue)
+		}
+		if _, ok := mediatedOpcodes[c.Opcode]; !ok {
+			return errorf(CodeBadRequest, "cmd: opcode 0x%02x not allowed (read, write, compare, flush, write zeroes)", c.Opcode)
 		}
 	case OpIO:
 		io := r.IO

@@ -46,6 +46,10 @@ type Access struct {
 	UIDs     []uint32
 	GIDs     []uint32
 	DenyRoot bool
+	// Trusted lets the peers allowed here open trusted sessions: they get
+	// the device's VFIO descriptor and drive their queue pairs
+	// themselves, with nothing between them and the device.
+	Trusted bool
 }
 
 // allows reports whether a peer with these credentials may use the
@@ -344,9 +348,13 @@ type conn struct {
 // session is what a client holds on a device.
 type session struct {
 	dev     *served
+	mode    string
 	pool    *hugepage.Pool
 	mapping mapping
-	queues  []queue
+	// Trusted mode: the queue rings, shared with the client.
+	rings    *hugepage.Pool
+	ringsMap mapping
+	queues   []queue
 	// reserved is how many of the device's queue pairs open counted
 	// against it for this session.
 	reserved int
@@ -358,6 +366,7 @@ func (c *conn) status() ClientStatus {
 	st := ClientStatus{ID: c.id, PID: c.cred.Pid, UID: c.cred.Uid, GID: c.cred.Gid, Commands: c.commands}
 	if s := c.sess; s != nil {
 		st.Device = s.dev.info.BDF
+		st.Mode = s.mode
 		st.PoolBytes = int64(s.pool.Size())
 		st.PoolIOVA = s.mapping.IOVA()
 		for _, q := range s.queues {
@@ -450,6 +459,9 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 	case OpIO:
 		status, e := c.io(req.IO)
 		return &Response{Err: e, Status: status}, nil
+	case OpCmd:
+		cpl, e := c.cmd(req.Cmd)
+		return &Response{Err: e, Status: cpl.Status, DW0: cpl.DW0}, nil
 	}
 	return &Response{Err: errorf(CodeBadRequest, "unknown op %q", req.Op)}, nil
 }
@@ -479,6 +491,14 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 		c.s.mu.Unlock()
 		return nil, nil, errorf(CodePermission, "open: uid %d gid %d may not use %s", c.cred.Uid, c.cred.Gid, req.Device)
 	}
+	mode := req.Mode
+	if mode == "" {
+		mode = ModeMediated
+	}
+	if mode == ModeTrusted && !d.access.Trusted {
+		c.s.mu.Unlock()
+		return nil, nil, errorf(CodePermission, "open: %s does not allow trusted sessions", req.Device)
+	}
 	if free := d.info.MaxQueues - d.held; req.Queues > free {
 		c.s.mu.Unlock()
 		return nil, nil, errorf(CodeQuota, "open: %d queue pairs asked, %s has %d free", req.Queues, req.Device, free)
@@ -486,7 +506,7 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	d.held += req.Queues // reserved; given back on failure or release
 	c.s.mu.Unlock()
 
-	sess := &session{dev: d, reserved: req.Queues}
+	sess := &session{dev: d, mode: mode, reserved: req.Queues}
 	defer func() {
 		if e != nil {
 			c.releaseSession(sess)
@@ -509,19 +529,31 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	if sess.mapping, err = d.b.mapPool(sess.pool.Bytes(), owner, uint64(page)); err != nil {
 		return nil, nil, errorf(CodeDevice, "open: mapping the pool: %v", err)
 	}
+	layout := &Layout{
+		Device: d.info.BDF, Mode: mode, PoolBytes: int64(sess.pool.Size()), PoolPageSize: sess.pool.PageSize(),
+		PoolIOVA: sess.mapping.IOVA(), DoorbellStride: d.b.doorbellStride(), MaxTransfer: d.b.maxTransfer(),
+		PageSize: d.b.pageSize(), Namespaces: slices.Clone(d.info.Namespaces),
+	}
+	var ringOffsets [][2]int64
+	if mode == ModeTrusted {
+		if ringOffsets, e = c.makeRings(sess, req, owner, layout); e != nil {
+			return nil, nil, e
+		}
+	}
 	for i := 0; i < req.Queues; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		q, err := d.b.createQueue(ctx, req.Depth)
+		var q queue
+		if mode == ModeTrusted {
+			base := sess.ringsMap.IOVA()
+			q, err = d.b.createRemoteQueue(ctx, req.Depth, base+uint64(ringOffsets[i][0]), base+uint64(ringOffsets[i][1]))
+		} else {
+			q, err = d.b.createQueue(ctx, req.Depth)
+		}
 		cancel()
 		if err != nil {
 			return nil, nil, errorf(CodeDevice, "open: creating queue pair %d of %d: %v", i+1, req.Queues, err)
 		}
 		sess.queues = append(sess.queues, q)
-	}
-	layout := &Layout{
-		Device: d.info.BDF, PoolBytes: int64(sess.pool.Size()), PoolPageSize: sess.pool.PageSize(),
-		PoolIOVA: sess.mapping.IOVA(), DoorbellStride: d.b.doorbellStride(), MaxTransfer: d.b.maxTransfer(),
-		Namespaces: slices.Clone(d.info.Namespaces),
 	}
 	var fds []int
 	closeAll := func() {
@@ -540,12 +572,30 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	if err := dup(sess.pool.Fd()); err != nil {
 		return nil, nil, errorf(CodeDevice, "open: duplicating the pool fd: %v", err)
 	}
-	for _, q := range sess.queues {
-		layout.Queues = append(layout.Queues, QueueInfo{ID: q.ID(), Depth: q.Depth(), Vector: q.Vector()})
+	if sess.rings != nil {
+		if err := dup(sess.rings.Fd()); err != nil {
+			closeAll()
+			return nil, nil, errorf(CodeDevice, "open: duplicating the rings fd: %v", err)
+		}
+	}
+	for i, q := range sess.queues {
+		qi := QueueInfo{ID: q.ID(), Depth: q.Depth(), Vector: q.Vector()}
+		if ringOffsets != nil {
+			qi.SQOffset, qi.CQOffset = ringOffsets[i][0], ringOffsets[i][1]
+		}
+		layout.Queues = append(layout.Queues, qi)
 		if err := dup(q.EventFd()); err != nil {
 			closeAll()
 			return nil, nil, errorf(CodeDevice, "open: duplicating an eventfd: %v", err)
 		}
+	}
+	if mode == ModeTrusted {
+		fd, err := d.b.deviceFd()
+		if err != nil {
+			closeAll()
+			return nil, nil, errorf(CodeDevice, "open: %v", err)
+		}
+		fds = append(fds, fd)
 	}
 	c.mu.Lock()
 	c.sess = sess
@@ -562,6 +612,9 @@ func (c *conn) io(r *IORequest) (uint16, *Error) {
 	c.mu.Unlock()
 	if sess == nil {
 		return 0, errorf(CodeState, "io before open")
+	}
+	if sess.mode == ModeTrusted {
+		return 0, errorf(CodeState, "io on a trusted session: the client submits itself")
 	}
 	if r.Queue >= len(sess.queues) {
 		return 0, errorf(CodeBadRequest, "io: queue %d, the session has %d", r.Queue, len(sess.queues))
@@ -630,6 +683,16 @@ func (c *conn) releaseSession(sess *session) error {
 	}
 	if sess.mapping != nil {
 		if err := sess.mapping.Unmap(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if sess.ringsMap != nil {
+		if err := sess.ringsMap.Unmap(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if sess.rings != nil && len(errs) == 0 {
+		if err := sess.rings.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -34,7 +34,8 @@ type Device struct {
 // BDF returns the device's PCI address, such as "0000:00:03.0".
 func (d *Device) BDF() string { return d.bdf }
 
-// Group returns the group the device was opened from.
+// Group returns the group the device was opened from; nil for a Device
+// made by DeviceFromFD.
 func (d *Device) Group() *Group { return d.group }
 
 // Info returns what VFIO_DEVICE_GET_INFO reports: flags and the number of
@@ -323,7 +324,9 @@ func (d *Device) Close() error {
 	d.mu.Unlock()
 	irqErr := d.closeIRQs()
 	err := d.file.close()
-	d.group.removeDevice(d)
+	if d.group != nil {
+		d.group.removeDevice(d)
+	}
 	if err = errors.Join(irqErr, err); err != nil {
 		return fmt.Errorf("closing device %s: %w", d.bdf, err)
 	}

@@ -3,7 +3,7 @@
 // and interrupt eventfds over a unix socket, releasing them when the
 // connection ends.
 //
-//	umdd --socket PATH [--mode 0660] [--allow-uid N,…] [--allow-gid N,…] [SELECTOR…]
+//	umdd --socket PATH [--mode 0660] [--allow-uid N,…] [--allow-gid N,…] [--trusted] [SELECTOR…]
 //	umdd status --socket PATH [-o json]
 //
 // Run `umdd --help` for the details.
@@ -47,12 +47,20 @@ vector and eventfd each, and sends it the pool's fd and the eventfds over the
 socket (SCM_RIGHTS). When the connection closes — the client exits, crashes or
 is killed — umdd deletes its queues, unmaps its window and frees its pool.
 
-Clients do I/O through umdd in this version: a client puts data in its pool
-and asks for a read, write or flush naming a queue pair, namespace, LBA,
-block count and pool offset; umdd builds the command with the data inside
-the client's own IOVA window and submits it. The data moves by DMA straight
-to and from the client's pool, but each command is a round trip over the
-socket, and clients cannot ring doorbells themselves yet.
+A session is mediated or trusted:
+
+  mediated (always allowed)  the client asks umdd for each command: either
+      read/write/flush by pool offset, or a command it encoded itself, PRPs
+      included. umdd checks every field (opcode allow-list, namespace, LBA
+      range, every PRP entry inside the client's IOVA window) before the
+      device sees it. Data moves by DMA straight to and from the client's
+      pool; each command is a round trip over the socket.
+  trusted (only with --trusted)  umdd also places the queue rings in memory
+      shared with the client and sends it the device's VFIO descriptor: the
+      client maps BAR0 and drives its queue pairs itself, at the speed of a
+      local queue pair, with umdd off the I/O path. The client can then do
+      anything with the device (reset it, reach every IOVA of the domain):
+      allow it only to users you would give the device to.
 
 Clients are identified by the kernel (SO_PEERCRED). A client may open a
 session only if its uid is in --allow-uid or its primary gid in --allow-gid,
@@ -65,6 +73,7 @@ Options:
   --allow-uid N,…        uids allowed to open sessions
   --allow-gid N,…        primary gids allowed to open sessions
   --deny-root            refuse root too unless listed
+  --trusted              allow trusted sessions (clients drive the device)
   --max-queues N         queue pairs one client may hold (default 4)
   --max-pool BYTES       pool bytes one client may have, with K/M/G suffix (default 64M)
   --max-clients N        connections served at once (default 64)
@@ -108,6 +117,7 @@ type options struct {
 	mode       os.FileMode
 	uids, gids []uint32
 	denyRoot   bool
+	trusted    bool
 	maxQueues  int
 	maxPool    int64
 	maxClients int
@@ -144,6 +154,7 @@ func parseArgs(args []string) (*options, error) {
 		fs.Func("allow-uid", "", func(s string) error { return parseIDs(s, &o.uids) })
 		fs.Func("allow-gid", "", func(s string) error { return parseIDs(s, &o.gids) })
 		fs.BoolVar(&o.denyRoot, "deny-root", false, "")
+		fs.BoolVar(&o.trusted, "trusted", false, "")
 		fs.IntVar(&o.maxQueues, "max-queues", o.maxQueues, "")
 		fs.IntVar(&o.maxClients, "max-clients", o.maxClients, "")
 		fs.Func("max-pool", "", func(s string) (err error) { o.maxPool, err = parseBytes(s); return })
@@ -266,17 +277,17 @@ func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []b
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", d.BDF, d.Serial, d.Model, d.FreeQueues, d.MaxQueues, strings.Join(ns, " "))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "CLIENT\tPID\tUID\tGID\tDEVICE\tPOOL\tIOVA\tQUEUES\tCOMMANDS")
+	fmt.Fprintln(tw, "CLIENT\tPID\tUID\tGID\tDEVICE\tMODE\tPOOL\tIOVA\tQUEUES\tCOMMANDS")
 	for _, c := range clients {
 		var qs []string
 		for _, q := range c.Queues {
 			qs = append(qs, fmt.Sprintf("%d(x%d,v%d)", q.ID, q.Depth, q.Vector))
 		}
-		dev, pool, iova := "-", "-", "-"
+		dev, mode, pool, iova := "-", "-", "-", "-"
 		if c.Device != "" {
-			dev, pool, iova = c.Device, strconv.FormatInt(c.PoolBytes, 10), fmt.Sprintf("0x%x", c.PoolIOVA)
+			dev, mode, pool, iova = c.Device, c.Mode, strconv.FormatInt(c.PoolBytes, 10), fmt.Sprintf("0x%x", c.PoolIOVA)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\n", c.ID, c.PID, c.UID, c.GID, dev, pool, iova, strings.Join(qs, " "), c.Commands)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", c.ID, c.PID, c.UID, c.GID, dev, mode, pool, iova, strings.Join(qs, " "), c.Commands)
 	}
 	return tw.Flush()
 }
@@ -320,7 +331,7 @@ func serve(stderr io.Writer, o *options) error {
 	if err != nil {
 		return err
 	}
-	access := broker.Access{UIDs: o.uids, GIDs: o.gids, DenyRoot: o.denyRoot}
+	access := broker.Access{UIDs: o.uids, GIDs: o.gids, DenyRoot: o.denyRoot, Trusted: o.trusted}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, bdf := range bdfs {
