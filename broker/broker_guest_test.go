@@ -883,3 +883,21 @@ func TestGuestTrustedCostAndRestart(t *testing.T) {
 		t.Fatalf("I/O on the restarted broker: %v", err)
 	}
 }
+
+// TestGuestSupplementaryGroup: a process whose uid and primary gid are
+// not listed but one of whose supplementary groups is may open a session
+// and do I/O.
+func TestGuestSupplementaryGroup(t *testing.T) {
+	guest.Require(t)
+	s, _, bdf := guestServer(t, 0o666, Access{GIDs: []uint32{777}})
+	c := startChild(t, "session", s.cfg.Socket, bdf, 0x4d, 128, 1, &syscall.Credential{Uid: 4242, Gid: 4242, Groups: []uint32{99, 777}})
+	ci := c.info(t)
+	if len(ci.Queues) != 1 {
+		t.Fatalf("child in group 777: %+v", ci)
+	}
+	c.io(t)
+	st := s.Status()
+	if len(st) != 1 || st[0].UID != 4242 || st[0].GID != 4242 {
+		t.Fatalf("status %+v", st)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -143,6 +144,10 @@ func TestAccess(t *testing.T) {
 			t.Errorf("%+v allows(%d, %d) = %v", tc.a, tc.uid, tc.gid, got)
 		}
 	}
+	// Supplementary groups count as the primary one does.
+	if !a.allows(1001, 51, 7, 50) || a.allows(1001, 51, 7, 8) {
+		t.Error("supplementary groups not taken into account")
+	}
 }
 
 // TestPeerCred checks SO_PEERCRED over a socketpair: the peer is this
@@ -169,6 +174,22 @@ func TestPeerCred(t *testing.T) {
 	}
 	if int(cred.Pid) != os.Getpid() || int(cred.Uid) != os.Getuid() || int(cred.Gid) != os.Getgid() {
 		t.Fatalf("peer pid %d uid %d gid %d; this process is %d, %d, %d", cred.Pid, cred.Uid, cred.Gid, os.Getpid(), os.Getuid(), os.Getgid())
+	}
+	groups, err := peerGroups(conns[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := os.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(groups) != len(mine) {
+		t.Fatalf("SO_PEERGROUPS %v, this process's groups %v", groups, mine)
+	}
+	for _, g := range mine {
+		if !slices.Contains(groups, uint32(g)) {
+			t.Fatalf("SO_PEERGROUPS %v lacks group %d of %v", groups, g, mine)
+		}
 	}
 }
 

@@ -53,12 +53,17 @@ type Access struct {
 }
 
 // allows reports whether a peer with these credentials may use the
-// device. Only the peer's primary gid (what SO_PEERCRED reports) counts.
-func (a Access) allows(uid, gid uint32) bool {
+// device: its uid, its primary gid (SO_PEERCRED) or one of its
+// supplementary groups (SO_PEERGROUPS), all as the kernel recorded them
+// when it connected.
+func (a Access) allows(uid, gid uint32, groups ...uint32) bool {
 	if uid == 0 && !a.DenyRoot {
 		return true
 	}
-	return slices.Contains(a.UIDs, uid) || slices.Contains(a.GIDs, gid)
+	if slices.Contains(a.UIDs, uid) || slices.Contains(a.GIDs, gid) {
+		return true
+	}
+	return slices.ContainsFunc(groups, func(g uint32) bool { return slices.Contains(a.GIDs, g) })
 }
 
 // writeTimeout bounds how long a response may wait for the client to
@@ -207,6 +212,9 @@ func (s *Server) handle(uc *net.UnixConn) {
 		uc.Close()
 		return
 	}
+	// Without SO_PEERGROUPS (before Linux 4.13) only the primary gid
+	// counts.
+	groups, _ := peerGroups(uc)
 	s.mu.Lock()
 	if s.closed || len(s.conns) >= s.cfg.MaxClients {
 		s.mu.Unlock()
@@ -214,7 +222,7 @@ func (s *Server) handle(uc *net.UnixConn) {
 		return
 	}
 	s.nextID++
-	c := &conn{s: s, uc: uc, id: s.nextID, cred: *cred}
+	c := &conn{s: s, uc: uc, id: s.nextID, cred: *cred, groups: groups}
 	s.conns[c.id] = c
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -273,7 +281,7 @@ func (s *Server) Status() []ClientStatus {
 // others.
 func (s *Server) statusFor(c *conn) []ClientStatus {
 	all := s.Status()
-	if slices.ContainsFunc(s.Devices(c.cred.Uid, c.cred.Gid), func(d DeviceInfo) bool { return d.Allowed }) {
+	if slices.ContainsFunc(s.devices4(c.cred.Uid, c.cred.Gid, c.groups), func(d DeviceInfo) bool { return d.Allowed }) {
 		return all
 	}
 	return slices.DeleteFunc(all, func(st ClientStatus) bool { return st.ID != c.id })
@@ -281,7 +289,10 @@ func (s *Server) statusFor(c *conn) []ClientStatus {
 
 // Devices describes the served devices as a peer with uid and gid sees
 // them.
-func (s *Server) Devices(uid, gid uint32) []DeviceInfo {
+func (s *Server) Devices(uid, gid uint32) []DeviceInfo { return s.devices4(uid, gid, nil) }
+
+// devices4 is Devices for a peer with supplementary groups too.
+func (s *Server) devices4(uid, gid uint32, groups []uint32) []DeviceInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]DeviceInfo, 0, len(s.order))
@@ -290,7 +301,7 @@ func (s *Server) Devices(uid, gid uint32) []DeviceInfo {
 		info := d.info
 		info.Namespaces = slices.Clone(info.Namespaces)
 		info.FreeQueues = info.MaxQueues - d.held
-		info.Allowed = d.access.allows(uid, gid)
+		info.Allowed = d.access.allows(uid, gid, groups...)
 		out = append(out, info)
 	}
 	return out
@@ -334,10 +345,11 @@ func (s *Server) Close() error {
 
 // conn is one client connection and the session it opened, if any.
 type conn struct {
-	s    *Server
-	uc   *net.UnixConn
-	id   uint64
-	cred unix.Ucred
+	s      *Server
+	uc     *net.UnixConn
+	id     uint64
+	cred   unix.Ucred
+	groups []uint32 // supplementary groups at connect
 
 	mu       sync.Mutex // guards sess for status readers
 	hello    bool
@@ -487,7 +499,7 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 		c.s.mu.Unlock()
 		return nil, nil, errorf(CodeNoDevice, "open: the broker serves no device %q", req.Device)
 	}
-	if !d.access.allows(c.cred.Uid, c.cred.Gid) {
+	if !d.access.allows(c.cred.Uid, c.cred.Gid, c.groups...) {
 		c.s.mu.Unlock()
 		return nil, nil, errorf(CodePermission, "open: uid %d gid %d may not use %s", c.cred.Uid, c.cred.Gid, req.Device)
 	}
