@@ -516,7 +516,10 @@ func FuzzDispatch(f *testing.F) {
 		{Op: OpIO, IO: &IORequest{Opcode: "write", NSID: 1, LBA: 1023, Blocks: 1, Offset: 65024}},
 		{Op: OpIO, IO: &IORequest{Opcode: "flush", NSID: 0xffffffff}},
 		{Op: OpOpen, Device: "0000:00:03.0", Queues: 1, Depth: 8, PoolBytes: 4096},
+		{Op: OpOpen, Device: "0000:00:03.0", Queues: 1, Depth: 8, PoolBytes: 4096, Mode: ModeTrusted},
 		{Op: OpStatus},
+		{Op: OpCmd, Cmd: &CommandRequest{Opcode: 2, NSID: 1, CDW: [6]uint32{0, 0, 15}, PRP1: 0x1200, PRP2: 0x3000}},
+		{Op: OpCmd, Cmd: &CommandRequest{Opcode: 1, NSID: 1, CDW: [6]uint32{1000, 0, 7}, PRP1: 0x1000}},
 	} {
 		b, _ := encodeFrame(&r, MaxFrame)
 		f.Add(b[4:])

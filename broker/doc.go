@@ -24,37 +24,65 @@
 // hugepages return once the client's mapping is gone too) and frees its
 // vectors. Guest tests measure this at tens of milliseconds.
 //
-// # How a client does I/O (this slice: mediated)
+// # How a client does I/O
 //
-// The client writes data into its pool and asks the broker for a command
-// (Session.Read, Write, Flush: an "io" request naming a queue pair, the
-// namespace, LBA, block count and pool offset). The broker builds the
-// command itself, with the data buffer inside the client's window, submits
-// it on the client's queue pair and replies with the completion status.
-// The data moves by DMA straight between the device and the client's pool
-// (no copy), but every command is a round trip over the socket, and only
-// Read, Write and Flush are allowed. The eventfds are signalled on each of
-// the client's completions; the broker itself completes by polling.
+// A session is mediated (the default) or trusted (Access.Trusted).
 //
-// Not done yet: the trusted mode, where the client maps BAR0 (from the
-// VFIO device fd) and drives its queue pairs itself. It needs the queue
-// rings in the client's pool and an nvmelike.QueuePair constructible over
-// rings and doorbells it did not create; neither exists in this slice.
+// Mediated: the client asks the broker for each command. Either by pool
+// offset (Session.Read, Write, Flush: an "io" request naming a queue pair,
+// the namespace, LBA, block count and pool offset; the broker builds the
+// command), or as a command the client encoded itself, PRPs included
+// (Session.Exec, a "cmd" request). The broker checks every field of a
+// "cmd" before the device sees it: the opcode is Read, Write, Compare,
+// Flush or Write Zeroes; the namespace exists and the LBA range is inside
+// it; CDW12 sets only NLB, FUA, LR (and Deallocate for Write Zeroes),
+// CDW14-15 are 0; every PRP entry lies inside the client's window, and
+// a PRP list is read once, must fit in its page and must continue the
+// buffer page by page. The broker then submits a command built from the
+// checked range, whose PRPs (and PRP list, in the broker's own memory)
+// the engine writes anew: what the device reads is what was checked,
+// whatever the client writes into its pool afterwards. Data moves by DMA
+// straight between the device and the client's pool, but every command
+// is a round trip over the socket.
+//
+// Trusted: the broker places each queue pair's rings in a second shared
+// memory (a sealed hugetlb memfd, mapped into the client's window too),
+// creates the queues over them (nvmelike.Controller.CreateRemoteQueue)
+// and sends, besides the pool and the eventfds, the rings and a duplicate
+// of the VFIO device descriptor. The client maps BAR0 from it and attaches
+// a *umd.QueuePair to each queue (umd.AttachQueuePair): the same type and
+// I/O path as a local queue pair, with the broker off the I/O path. The
+// broker still creates and deletes the queues, so a dead client's queues
+// go as a mediated one's do.
 //
 // # What is isolated
 //
-// Clients cannot name each other's memory: a mediated command's data is
-// always inside the asking client's own window, so the device never reads
-// or writes another client's pool on a client's behalf. All clients of a
-// device share its IOMMU domain (one VFIO container), so isolation between
-// them is the broker's validation, not hardware's.
+// Clients cannot name each other's memory in mediated mode: every
+// command's data is inside the asking client's own window, so the device
+// never reads or writes another client's pool on a client's behalf. All
+// clients of a device share its IOMMU domain (one VFIO container), so
+// that isolation is the broker's validation, not hardware's.
+//
+// A trusted client is isolated from nothing: with the device descriptor
+// it can write any register (reset the controller, ring other clients'
+// doorbells) and point DMA at any IOVA of the domain, other clients' pools
+// and the broker's memory included. Trust it as you would the broker.
+//
+// Hardware isolation needs separate IOMMU groups: an SR-IOV virtual
+// function per client (not served by this package yet).
+//
+// When the broker goes away, Client.Done is closed. A trusted client must
+// then stop its I/O and Close: the device stays busy (a new broker cannot
+// open it) while any process holds its descriptor or a BAR mapping.
 //
 // # Who may connect
 //
 // The socket's mode is the first gate. Each peer is identified by the
-// kernel (SO_PEERCRED: pid, uid, gid at connect time) and may open a
-// session on a device only if the device's Access allows its uid or
-// primary gid (root is allowed unless DenyRoot). Quotas per client bound
+// kernel (SO_PEERCRED: pid, uid, gid; SO_PEERGROUPS: supplementary
+// groups; all as at connect time) and may open a session on a device only
+// if the device's Access allows its uid or one of its groups (root is
+// allowed unless DenyRoot); a trusted session also needs Access.Trusted.
+// Quotas per client bound
 // the queue pairs and pool bytes; the server bounds the connections. A
 // peer not allowed on any device sees only itself in a status.
 //
@@ -70,10 +98,12 @@
 // and an error matching ErrVersion. Then:
 //
 //	{"op":"list"}                                  → devices
-//	{"op":"open","device":BDF,"queues":N,"depth":D,"pool_bytes":B}
+//	{"op":"open","device":BDF,"queues":N,"depth":D,"pool_bytes":B,"mode":"trusted"}
 //	                                               → layout + fds
 //	{"op":"io","io":{"queue":Q,"opcode":"read","nsid":1,"lba":L,"blocks":K,"offset":O}}
 //	                                               → status
+//	{"op":"cmd","cmd":{"queue":Q,"opcode":2,"nsid":1,"cdw":[…6],"prp1":A,"prp2":B}}
+//	                                               → status, dw0
 //	{"op":"status"}                                → clients
 //
 // A failure is {"error":{"code":C,"message":M}}: the client library
