@@ -1,7 +1,8 @@
 package dmabuf
 
 // Kernel ABI: the structs and ioctl numbers of <linux/dma-buf.h>,
-// <linux/udmabuf.h> and the module's own kmod/umd_dmabuf/umd_dmabuf.h,
+// <linux/udmabuf.h>, <linux/dma-heap.h> (used by the tests only, as a
+// third exporter) and the module's own kmod/umd_dmabuf/umd_dmabuf.h,
 // in the kernel's spellings. abi_test.go compares every size, offset and
 // number here with the C headers, compiled by gcc.
 
@@ -36,6 +37,15 @@ type udmabufCreate struct {
 	Size   uint64
 }
 
+// dmaHeapAllocationData mirrors struct dma_heap_allocation_data of
+// <linux/dma-heap.h>.
+type dmaHeapAllocationData struct {
+	Len       uint64
+	Fd        uint32
+	FdFlags   uint32
+	HeapFlags uint64
+}
+
 // umdDmabufExport mirrors struct umd_dmabuf_export of
 // kmod/umd_dmabuf/umd_dmabuf.h.
 type umdDmabufExport struct {
@@ -47,12 +57,34 @@ type umdDmabufExport struct {
 	Reserved uint32
 }
 
+// umdDmabufInspect mirrors struct umd_dmabuf_inspect of
+// kmod/umd_dmabuf/umd_dmabuf.h.
+type umdDmabufInspect struct {
+	Fd       int32
+	Flags    uint32
+	Pfns     uint64 // user address of a []uint64
+	MaxPfns  uint64
+	Size     uint64
+	NrPfns   uint64
+	SgBytes  uint64
+	DmaBytes uint64
+	Checksum uint64
+	SgNents  uint32
+	DmaNents uint32
+	Exporter uint32
+	Attached uint32
+	Mapped   uint32
+	Reserved uint32
+}
+
 // Sizes of the structs above, as C's sizeof gives them.
 const (
 	sizeofDmaBufSync           = 8
 	sizeofDmaBufExportSyncFile = 8
 	sizeofUdmabufCreate        = 24
+	sizeofDmaHeapAllocation    = 24
 	sizeofUmdDmabufExport      = 32
+	sizeofUmdDmabufInspect     = 88
 )
 
 // <linux/dma-buf.h>
@@ -74,10 +106,19 @@ const (
 	UDMABUF_CREATE        = iocWrite<<iocDirShift | 'u'<<iocTypeShift | 0x42<<iocNRShift | sizeofUdmabufCreate<<iocSizeShift
 )
 
+// <linux/dma-heap.h>
+const (
+	DMA_HEAP_IOCTL_ALLOC = (iocRead|iocWrite)<<iocDirShift | 'H'<<iocTypeShift | 0<<iocNRShift | sizeofDmaHeapAllocation<<iocSizeShift
+)
+
 // kmod/umd_dmabuf/umd_dmabuf.h
 const (
 	UMD_DMABUF_FLAG_CLOEXEC = 0x1
 	UMD_DMABUF_FLAG_RDWR    = 0x2
 	UMD_DMABUF_FLAGS_ALL    = UMD_DMABUF_FLAG_CLOEXEC | UMD_DMABUF_FLAG_RDWR
 	UMD_DMABUF_IOCTL_EXPORT = (iocRead|iocWrite)<<iocDirShift | 'u'<<iocTypeShift | 0x40<<iocNRShift | sizeofUmdDmabufExport<<iocSizeShift
+
+	UMD_DMABUF_INSPECT_FLAG_WRITE = 0x1
+	UMD_DMABUF_INSPECT_OWN        = 0x1
+	UMD_DMABUF_IOCTL_INSPECT      = (iocRead|iocWrite)<<iocDirShift | 'u'<<iocTypeShift | 0x41<<iocNRShift | sizeofUmdDmabufInspect<<iocSizeShift
 )

@@ -34,8 +34,15 @@ var abiStructs = []cStruct{
 		[][2]string{{"flags", "Flags"}, {"fd", "Fd"}}},
 	{"udmabuf_create", reflect.TypeFor[udmabufCreate](), sizeofUdmabufCreate,
 		[][2]string{{"memfd", "Memfd"}, {"flags", "Flags"}, {"offset", "Offset"}, {"size", "Size"}}},
+	{"dma_heap_allocation_data", reflect.TypeFor[dmaHeapAllocationData](), sizeofDmaHeapAllocation,
+		[][2]string{{"len", "Len"}, {"fd", "Fd"}, {"fd_flags", "FdFlags"}, {"heap_flags", "HeapFlags"}}},
 	{"umd_dmabuf_export", reflect.TypeFor[umdDmabufExport](), sizeofUmdDmabufExport,
 		[][2]string{{"memfd", "Memfd"}, {"flags", "Flags"}, {"offset", "Offset"}, {"size", "Size"}, {"fd", "Fd"}, {"reserved", "Reserved"}}},
+	{"umd_dmabuf_inspect", reflect.TypeFor[umdDmabufInspect](), sizeofUmdDmabufInspect,
+		[][2]string{{"fd", "Fd"}, {"flags", "Flags"}, {"pfns", "Pfns"}, {"max_pfns", "MaxPfns"},
+			{"size", "Size"}, {"nr_pfns", "NrPfns"}, {"sg_bytes", "SgBytes"}, {"dma_bytes", "DmaBytes"},
+			{"checksum", "Checksum"}, {"sg_nents", "SgNents"}, {"dma_nents", "DmaNents"},
+			{"exporter", "Exporter"}, {"attached", "Attached"}, {"mapped", "Mapped"}, {"reserved", "Reserved"}}},
 }
 
 var abiConsts = map[string]uint64{
@@ -49,15 +56,19 @@ var abiConsts = map[string]uint64{
 	"DMA_BUF_IOCTL_EXPORT_SYNC_FILE": DMA_BUF_IOCTL_EXPORT_SYNC_FILE,
 	"UDMABUF_FLAGS_CLOEXEC":          UDMABUF_FLAGS_CLOEXEC,
 	"UDMABUF_CREATE":                 UDMABUF_CREATE,
+	"DMA_HEAP_IOCTL_ALLOC":           DMA_HEAP_IOCTL_ALLOC,
 	"UMD_DMABUF_FLAG_CLOEXEC":        UMD_DMABUF_FLAG_CLOEXEC,
 	"UMD_DMABUF_FLAG_RDWR":           UMD_DMABUF_FLAG_RDWR,
 	"UMD_DMABUF_FLAGS_ALL":           UMD_DMABUF_FLAGS_ALL,
 	"UMD_DMABUF_IOCTL_EXPORT":        UMD_DMABUF_IOCTL_EXPORT,
+	"UMD_DMABUF_INSPECT_FLAG_WRITE":  UMD_DMABUF_INSPECT_FLAG_WRITE,
+	"UMD_DMABUF_INSPECT_OWN":         UMD_DMABUF_INSPECT_OWN,
+	"UMD_DMABUF_IOCTL_INSPECT":       UMD_DMABUF_IOCTL_INSPECT,
 }
 
 func cProgram() string {
 	var b strings.Builder
-	b.WriteString("#include <stddef.h>\n#include <stdio.h>\n#include <linux/dma-buf.h>\n#include <linux/udmabuf.h>\n#include \"umd_dmabuf.h\"\n\n")
+	b.WriteString("#include <stddef.h>\n#include <stdio.h>\n#include <linux/dma-buf.h>\n#include <linux/udmabuf.h>\n#include <linux/dma-heap.h>\n#include \"umd_dmabuf.h\"\n\n")
 	b.WriteString("#define P(key, v) printf(\"%s %llu\\n\", key, (unsigned long long)(v))\n\nint main(void) {\n")
 	for _, s := range abiStructs {
 		fmt.Fprintf(&b, "\tP(\"sizeof %s\", sizeof(struct %s));\n", s.c, s.c)
@@ -81,7 +92,7 @@ func cValues(t *testing.T) map[string]uint64 {
 	if err != nil {
 		t.Fatalf("this test compiles a C program against <linux/dma-buf.h> and needs gcc: install it with `apt-get install gcc` (%v)", err)
 	}
-	for _, h := range []string{"/usr/include/linux/dma-buf.h", "/usr/include/linux/udmabuf.h"} {
+	for _, h := range []string{"/usr/include/linux/dma-buf.h", "/usr/include/linux/udmabuf.h", "/usr/include/linux/dma-heap.h"} {
 		if _, err := os.Stat(h); err != nil {
 			t.Fatalf("this test needs the kernel UAPI header %s: install it with `apt-get install linux-libc-dev` (%v)", h, err)
 		}

@@ -18,6 +18,10 @@
 //     exported (Region.Free returns ErrExported), so a pool's allocator
 //     never hands memory a peer still uses to another owner.
 //   - Importing: Import maps a dma-buf received from elsewhere.
+//   - Inspect: a diagnostic that runs the umd_dmabuf module's kernel
+//     importer on any dma-buf (attach, map, begin/end CPU access, vmap, as
+//     a device driver would) and reports its scatter-gather table, page
+//     frames and a checksum of the contents.
 //   - Passing descriptors between processes: SendFds and ReceiveFds
 //     (SCM_RIGHTS over a unix socket).
 //   - The kernel ABI of <linux/dma-buf.h>, <linux/udmabuf.h> and

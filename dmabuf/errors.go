@@ -47,6 +47,9 @@ var (
 	// ErrExported means a region cannot be freed: a dma-buf of it is
 	// still alive.
 	ErrExported = errors.New("region is exported")
+	// ErrNotDmaBuf means a descriptor given to Inspect is not a
+	// dma-buf.
+	ErrNotDmaBuf = errors.New("not a dma-buf")
 	// ErrClosed is returned by the methods of a closed Buffer, Mapping
 	// or Exporter.
 	ErrClosed = errors.New("closed")

@@ -40,7 +40,8 @@ const moduleDir = "/sys/module/umd_dmabuf"
 
 // setup prepares a guest test: it watches the kernel log for the test's
 // duration and loads umd_dmabuf, unloading it at the end if it was not
-// loaded before; it fails the test if dma-bufs or pinned pages are left.
+// loaded before; it fails the test if dma-bufs, pinned pages, device
+// attachments or kernel mappings are left.
 func setup(t *testing.T) {
 	t.Helper()
 	guest.Require(t)
@@ -59,6 +60,7 @@ func setup(t *testing.T) {
 		if n, p := counter(t, "live_exports"), counter(t, "pinned_pages"); n != 0 || p != 0 {
 			t.Errorf("the test left %d dma-bufs and %d pinned pages behind", n, p)
 		}
+		checkImporterCounters(t)
 	})
 }
 

@@ -22,6 +22,20 @@ func ioctlUmdExport(fd int, arg *umdDmabufExport) unix.Errno {
 	return errno
 }
 
+// ioctlUmdInspect passes pfns (which may be empty) as arg's array; the
+// kernel fills at most len(pfns) entries.
+func ioctlUmdInspect(fd int, arg *umdDmabufInspect, pfns []uint64) unix.Errno {
+	arg.Pfns, arg.MaxPfns = 0, 0
+	if len(pfns) > 0 {
+		arg.Pfns = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(pfns))))
+		arg.MaxPfns = uint64(len(pfns))
+	}
+	errno := ioctlPtr(fd, UMD_DMABUF_IOCTL_INSPECT, unsafe.Pointer(arg))
+	runtime.KeepAlive(arg)
+	runtime.KeepAlive(pfns)
+	return errno
+}
+
 func ioctlUdmabufCreate(fd int, arg *udmabufCreate) (int, unix.Errno) {
 	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), UDMABUF_CREATE, uintptr(unsafe.Pointer(arg)))
 	runtime.KeepAlive(arg)

@@ -99,4 +99,16 @@ func TestNVMeDataSharedWithoutCopy(t *testing.T) {
 		t.Fatalf("the child's mapping has other pages than the DMA buffer:\nours  %v\nchild %v", head(ours), head(childPFNs))
 	}
 	t.Logf("%d KiB read by DMA from %s, shared with a child process: same %d pages (PFN %#x..), same bytes", size>>10, bdf, len(ours), ours[0])
+
+	// A kernel importer of the dma-buf gets the same pages and bytes.
+	ins, err := Inspect(b.Fd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ins.PFNs, ours) {
+		t.Fatalf("the kernel importer's sg_table has other pages than the DMA buffer:\nours     %v\nsg_table %v", head(ours), head(ins.PFNs))
+	}
+	if want := fnv64a(dst.Bytes); ins.Checksum != want {
+		t.Fatalf("the kernel importer's vmap checksum is %#x, the DMA buffer's bytes hash to %#x", ins.Checksum, want)
+	}
 }

@@ -12,7 +12,9 @@
  *  - Linux 6.11 and newer: memfd_pin_folios() pins them (FOLL_PIN, with
  *    the long-term semantics: pages in ZONE_MOVABLE or CMA are migrated
  *    first), for shmem and hugetlb memfds alike, allocating any page not
- *    yet there; unpin_folios() lets them go.
+ *    yet there; unpin_folios() lets them go. (What differs between
+ *    kernels is found in their headers by Kbuild, which defines the
+ *    UMD_HAVE_* macros; no version numbers are compared.)
  *  - Older kernels (Debian's 6.1) export no such call. A shmem page is
  *    looked up (or allocated) with shmem_read_mapping_page(), a hugetlb
  *    folio with filemap_get_folio() on the memfd's mapping; both return
@@ -30,9 +32,15 @@
  * undone after it passed. Only memfds can hold F_SEAL_SHRINK (every
  * other shmem or hugetlbfs inode starts with F_SEAL_SEAL), so the check
  * also refuses tmpfs and hugetlbfs files that are not memfds.
+ *
+ * Importer self-test. UMD_DMABUF_IOCTL_INSPECT imports any dma-buf as a
+ * device driver would, with the misc device as the device, so that the
+ * exporter callbacks only drivers reach (attach, map, CPU access, vmap)
+ * are exercised in tests; see umd_ioctl_inspect().
  */
 
 #include <linux/atomic.h>
+#include <linux/capability.h>
 #include <linux/dma-buf.h>
 #include <linux/dma-mapping.h>
 #include <linux/fcntl.h>
@@ -50,9 +58,9 @@
 #include <linux/pfn_t.h>
 #include <linux/scatterlist.h>
 #include <linux/shmem_fs.h>
+#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
-#include <linux/version.h>
 #include <linux/vmalloc.h>
 
 #include "umd_dmabuf.h"
@@ -67,6 +75,8 @@ MODULE_PARM_DESC(max_exports, "Most dma-bufs alive at once (default 4096)");
 
 static atomic_long_t live_exports = ATOMIC_LONG_INIT(0);
 static atomic_long_t pinned_pages = ATOMIC_LONG_INIT(0);
+static atomic_long_t live_attachments = ATOMIC_LONG_INIT(0);
+static atomic_long_t live_vmaps = ATOMIC_LONG_INIT(0);
 
 static int counter_get(char *buf, const struct kernel_param *kp)
 {
@@ -81,6 +91,11 @@ module_param_cb(live_exports, &counter_ops, &live_exports, 0444);
 MODULE_PARM_DESC(live_exports, "dma-bufs alive now (read-only)");
 module_param_cb(pinned_pages, &counter_ops, &pinned_pages, 0444);
 MODULE_PARM_DESC(pinned_pages, "Pages held by live dma-bufs (read-only)");
+module_param_cb(live_attachments, &counter_ops, &live_attachments, 0444);
+MODULE_PARM_DESC(live_attachments,
+		 "Device attachments to our dma-bufs now (read-only)");
+module_param_cb(live_vmaps, &counter_ops, &live_vmaps, 0444);
+MODULE_PARM_DESC(live_vmaps, "Kernel mappings of our dma-bufs now (read-only)");
 
 struct umd_buf {
 	struct file *memfd;	/* held for the dma-buf's life */
@@ -88,6 +103,7 @@ struct umd_buf {
 	pgoff_t nr_pages;
 	struct folio **folios;	/* the folio pins (or references) held */
 	unsigned long nr_folios;
+	bool writable;		/* exported with UMD_DMABUF_FLAG_RDWR */
 	struct mutex lock;	/* guards attachments */
 	struct list_head attachments;
 };
@@ -101,7 +117,7 @@ struct umd_attachment {
 
 static void umd_buf_unpin(struct umd_buf *buf)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+#ifdef UMD_HAVE_MEMFD_PIN_FOLIOS
 	unpin_folios(buf->folios, buf->nr_folios);
 #else
 	unsigned long i;
@@ -112,7 +128,7 @@ static void umd_buf_unpin(struct umd_buf *buf)
 	buf->nr_folios = 0;
 }
 
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+#ifdef UMD_HAVE_MEMFD_PIN_FOLIOS
 
 /* At most this many pages are pinned per call, to bound its allocation. */
 #define UMD_PIN_CHUNK	1024UL
@@ -236,6 +252,7 @@ static int umd_attach(struct dma_buf *dmabuf, struct dma_buf_attachment *attach)
 	mutex_lock(&buf->lock);
 	list_add(&a->node, &buf->attachments);
 	mutex_unlock(&buf->lock);
+	atomic_long_inc(&live_attachments);
 	return 0;
 }
 
@@ -249,6 +266,7 @@ static void umd_detach(struct dma_buf *dmabuf,
 	list_del(&a->node);
 	mutex_unlock(&buf->lock);
 	kfree(a);
+	atomic_long_dec(&live_attachments);
 }
 
 static struct sg_table *umd_map(struct dma_buf_attachment *attach,
@@ -260,6 +278,9 @@ static struct sg_table *umd_map(struct dma_buf_attachment *attach,
 	unsigned long size;
 	int ret;
 
+	/* Devices may read a read-only dma-buf, never write it. */
+	if (dir != DMA_TO_DEVICE && !buf->writable)
+		return ERR_PTR(-EACCES);
 	sgt = kzalloc(sizeof(*sgt), GFP_KERNEL);
 	if (!sgt)
 		return ERR_PTR(-ENOMEM);
@@ -394,7 +415,7 @@ static int umd_mmap(struct dma_buf *dmabuf, struct vm_area_struct *vma)
 	if (check_add_overflow(vma->vm_pgoff, vma_pages(vma), &end) ||
 	    end > buf->nr_pages)
 		return -EINVAL;
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+#ifdef UMD_HAVE_VM_FLAGS_SET
 	vm_flags_set(vma, VM_MIXEDMAP | VM_DONTEXPAND | VM_DONTDUMP);
 #else
 	vma->vm_flags |= VM_MIXEDMAP | VM_DONTEXPAND | VM_DONTDUMP;
@@ -415,6 +436,7 @@ static int umd_vmap(struct dma_buf *dmabuf, struct iosys_map *map)
 	if (!vaddr)
 		return -ENOMEM;
 	iosys_map_set_vaddr(map, vaddr);
+	atomic_long_inc(&live_vmaps);
 	return 0;
 }
 
@@ -423,6 +445,7 @@ static void umd_vunmap(struct dma_buf *dmabuf, struct iosys_map *map)
 	struct umd_buf *buf = dmabuf->priv;
 
 	vm_unmap_ram(map->vaddr, buf->nr_pages);
+	atomic_long_dec(&live_vmaps);
 }
 
 static void umd_buf_free(struct umd_buf *buf)
@@ -506,6 +529,7 @@ static struct dma_buf *umd_export(const struct umd_dmabuf_export *arg)
 	if (ret)
 		goto err;
 
+	buf->writable = arg->flags & UMD_DMABUF_FLAG_RDWR;
 	buf->nr_pages = arg->size >> PAGE_SHIFT;
 	buf->pages = kvmalloc_array(buf->nr_pages, sizeof(*buf->pages),
 				    GFP_KERNEL_ACCOUNT);
@@ -577,11 +601,193 @@ static long umd_ioctl_export(struct umd_dmabuf_export __user *uarg)
 	return 0;
 }
 
+/*
+ * The kernel importer behind UMD_DMABUF_IOCTL_INSPECT. It uses any
+ * dma-buf (this module's, udmabuf's, a heap's) as a device driver would,
+ * with the misc device as the importing device, so that attach, map,
+ * begin/end CPU access and vmap of an exporter run as they would for a
+ * real device, and reports what it saw. It reads the pages of the
+ * sg_table, which a real importer must not do (the table is for DMA), to
+ * show that they are the pages the exporter pinned; CONFIG_DMABUF_DEBUG
+ * scrambles them, so there it refuses.
+ */
+
+/* 64-bit FNV-1a, the checksum reported by UMD_DMABUF_IOCTL_INSPECT. */
+#define UMD_FNV_OFFSET	0xcbf29ce484222325ULL
+#define UMD_FNV_PRIME	0x100000001b3ULL
+
+static u64 umd_fnv1a(u64 hash, const u8 *p, size_t n)
+{
+	while (n--) {
+		hash ^= *p++;
+		hash *= UMD_FNV_PRIME;
+	}
+	return hash;
+}
+
+static int umd_vmap_unlocked(struct dma_buf *dmabuf, struct iosys_map *map)
+{
+#ifdef UMD_HAVE_DMA_BUF_VMAP_UNLOCKED
+	return dma_buf_vmap_unlocked(dmabuf, map);
+#else
+	/* Before 6.2 dma_buf_vmap() takes the dma-buf's own lock. */
+	return dma_buf_vmap(dmabuf, map);
+#endif
+}
+
+static void umd_vunmap_unlocked(struct dma_buf *dmabuf, struct iosys_map *map)
+{
+#ifdef UMD_HAVE_DMA_BUF_VMAP_UNLOCKED
+	dma_buf_vunmap_unlocked(dmabuf, map);
+#else
+	dma_buf_vunmap(dmabuf, map);
+#endif
+}
+
+/* umd_inspect_sgt - count the table's entries and report its pages. */
+static int umd_inspect_sgt(struct sg_table *sgt,
+			   struct umd_dmabuf_inspect *arg)
+{
+	u64 __user *out = u64_to_user_ptr(arg->pfns);
+	struct scatterlist *sg;
+	unsigned int i;
+
+	for_each_sgtable_sg(sgt, sg, i) {
+		struct page *page = sg_page(sg);
+		unsigned long pfn, n;
+
+		if (!page)
+			return -EOPNOTSUPP;
+		pfn = page_to_pfn(page) + (sg->offset >> PAGE_SHIFT);
+		n = DIV_ROUND_UP(offset_in_page(sg->offset) + sg->length,
+				 PAGE_SIZE);
+		arg->sg_bytes += sg->length;
+		for (; n; n--, pfn++, arg->nr_pfns++)
+			if (arg->nr_pfns < arg->max_pfns &&
+			    put_user((u64)pfn, out + arg->nr_pfns))
+				return -EFAULT;
+		cond_resched();
+	}
+	arg->sg_nents = sgt->orig_nents;
+	for_each_sgtable_dma_sg(sgt, sg, i)
+		arg->dma_bytes += sg_dma_len(sg);
+	arg->dma_nents = sgt->nents;
+	return 0;
+}
+
+/* umd_inspect_own - what this module, as exporter, sees of the import. */
+static void umd_inspect_own(struct dma_buf *dmabuf,
+			    struct umd_dmabuf_inspect *arg)
+{
+	struct umd_buf *buf = dmabuf->priv;
+	struct umd_attachment *a;
+
+	if (dmabuf->ops != &umd_dmabuf_ops)
+		return;
+	arg->exporter = UMD_DMABUF_INSPECT_OWN;
+	mutex_lock(&buf->lock);
+	list_for_each_entry(a, &buf->attachments, node) {
+		arg->attached++;
+		if (a->sgt)
+			arg->mapped++;
+	}
+	mutex_unlock(&buf->lock);
+}
+
+/* umd_inspect_contents - checksum the contents through a kernel mapping. */
+static int umd_inspect_contents(struct dma_buf *dmabuf, u64 *sum)
+{
+	struct iosys_map map;
+	u8 chunk[256];
+	size_t off, n;
+	int ret, end;
+
+	ret = dma_buf_begin_cpu_access(dmabuf, DMA_FROM_DEVICE);
+	if (ret)
+		return ret;
+	ret = umd_vmap_unlocked(dmabuf, &map);
+	if (ret)
+		goto end_access;
+	*sum = UMD_FNV_OFFSET;
+	for (off = 0; off < dmabuf->size; off += n) {
+		n = min_t(size_t, dmabuf->size - off, sizeof(chunk));
+		/* Handles I/O memory too, which some exporters map. */
+		iosys_map_memcpy_from(chunk, &map, off, n);
+		*sum = umd_fnv1a(*sum, chunk, n);
+		if (!(off & (SZ_1M - 1)))
+			cond_resched();
+	}
+	umd_vunmap_unlocked(dmabuf, &map);
+end_access:
+	end = dma_buf_end_cpu_access(dmabuf, DMA_FROM_DEVICE);
+	return ret ? ret : end;
+}
+
+static long umd_ioctl_inspect(struct device *dev,
+			      struct umd_dmabuf_inspect __user *uarg)
+{
+	struct umd_dmabuf_inspect in, arg = {};
+	struct dma_buf_attachment *attach;
+	enum dma_data_direction dir;
+	struct dma_buf *dmabuf;
+	struct sg_table *sgt;
+	int ret;
+
+	/* Physical addresses are for root only, as in /proc/PID/pagemap. */
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	if (IS_ENABLED(CONFIG_DMABUF_DEBUG))
+		return -EOPNOTSUPP;
+	if (copy_from_user(&in, uarg, sizeof(in)))
+		return -EFAULT;
+	if (in.flags & ~UMD_DMABUF_INSPECT_FLAG_WRITE || in.reserved)
+		return -EINVAL;
+	dir = (in.flags & UMD_DMABUF_INSPECT_FLAG_WRITE) ?
+	      DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
+	arg.fd = in.fd;
+	arg.flags = in.flags;
+	arg.pfns = in.pfns;
+	arg.max_pfns = in.pfns ? in.max_pfns : 0;
+
+	dmabuf = dma_buf_get(in.fd);
+	if (IS_ERR(dmabuf))
+		return PTR_ERR(dmabuf);
+	arg.size = dmabuf->size;
+	attach = dma_buf_attach(dmabuf, dev);
+	if (IS_ERR(attach)) {
+		ret = PTR_ERR(attach);
+		goto put;
+	}
+	sgt = dma_buf_map_attachment_unlocked(attach, dir);
+	if (IS_ERR(sgt)) {
+		ret = PTR_ERR(sgt);
+		goto detach;
+	}
+	umd_inspect_own(dmabuf, &arg);
+	ret = umd_inspect_sgt(sgt, &arg);
+	if (!ret)
+		ret = umd_inspect_contents(dmabuf, &arg.checksum);
+	dma_buf_unmap_attachment_unlocked(attach, sgt, dir);
+detach:
+	dma_buf_detach(dmabuf, attach);
+put:
+	dma_buf_put(dmabuf);
+	if (!ret && copy_to_user(uarg, &arg, sizeof(arg)))
+		ret = -EFAULT;
+	return ret;
+}
+
 static long umd_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
+	/* misc_open() points private_data at the miscdevice. */
+	struct miscdevice *misc = file->private_data;
+
 	switch (cmd) {
 	case UMD_DMABUF_IOCTL_EXPORT:
 		return umd_ioctl_export((void __user *)arg);
+	case UMD_DMABUF_IOCTL_INSPECT:
+		return umd_ioctl_inspect(misc->this_device,
+					 (void __user *)arg);
 	}
 	return -ENOTTY;
 }
@@ -598,7 +804,31 @@ static struct miscdevice umd_misc = {
 	.fops = &umd_fops,
 };
 
-module_misc_device(umd_misc);
+static int __init umd_init(void)
+{
+	int ret;
+
+	ret = misc_register(&umd_misc);
+	if (ret)
+		return ret;
+	/*
+	 * The misc device is the importing device of
+	 * UMD_DMABUF_IOCTL_INSPECT: without a DMA mask no exporter could map
+	 * a dma-buf for it.
+	 */
+	ret = dma_coerce_mask_and_coherent(umd_misc.this_device,
+					   DMA_BIT_MASK(64));
+	if (ret)
+		misc_deregister(&umd_misc);
+	return ret;
+}
+module_init(umd_init);
+
+static void __exit umd_exit(void)
+{
+	misc_deregister(&umd_misc);
+}
+module_exit(umd_exit);
 
 MODULE_DESCRIPTION("Export ranges of sealed memfds as dma-bufs");
 MODULE_AUTHOR("The umd authors");
