@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/umdkit/umd/hugepage"
-	"github.com/umdkit/umd/internal/mmio"
 	"github.com/umdkit/umd/iommu"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/vfio"
@@ -39,21 +38,27 @@ type Options struct {
 	Sysfs string
 }
 
-// Device is an NVMe-like controller owned through VFIO.
+// Device is an NVMe-like controller owned through VFIO. A Device from Open
+// is a set of one (see Set): it owns its container, group and DMA pool. A
+// Device of a Set shares those with the set's other devices.
 type Device struct {
-	bdf       string
-	container *vfio.Container
-	group     *vfio.Group
-	dev       *vfio.Device
-	bar       *vfio.Mapping
-	pool      *hugepage.Pool
-	space     *iommu.Space
-	dma       *dmaPool
-	ctrl      *nvmelike.Controller
-	msix      int // MSI-X vectors the device has
+	bdf   string
+	node  int // NUMA node; hugepage.AnyNode when the platform does not say
+	set   *Set
+	alone bool // opened by Open: closing the device closes its set
+
+	group *vfio.Group // shared with the devices of the same IOMMU group
+	dev   *vfio.Device
+	bar   *vfio.Mapping
+	pool  *hugepage.Pool // the pool of the device's node, shared in a set
+	space *iommu.Space   // the set's one DMA address space
+	dma   *dmaPool
+	ctrl  *nvmelike.Controller
+	msix  int // MSI-X vectors the device has
 
 	mu      sync.Mutex
 	vectors []*vfio.Interrupt // by MSI-X vector; nil when free (0 is never used)
+	queues  int               // queue pairs created and not yet closed
 	closed  bool
 }
 
@@ -66,64 +71,50 @@ const (
 )
 
 // Open takes the PCI function bdf (bound to vfio-pci) and brings its
-// controller up.
-func Open(ctx context.Context, bdf string, o *Options) (_ *Device, err error) {
+// controller up. It is OpenSet for a set of one device: the Device owns
+// the set, and its Close closes it.
+func Open(ctx context.Context, bdf string, o *Options) (*Device, error) {
 	if o == nil {
 		o = &Options{}
 	}
-	d := &Device{bdf: bdf}
-	defer func() {
-		if err != nil {
-			d.release()
-		}
-	}()
-	if err := d.openVFIO(); err != nil {
-		return nil, err
-	}
-	if err := d.openDMA(o); err != nil {
-		return nil, err
-	}
-	d.ctrl, err = nvmelike.Open(ctx, mmio.New(d.bar.Bytes()), d.dma, &o.Controller)
+	m, err := memberOf(o.Sysfs, bdf)
 	if err != nil {
-		return nil, fmt.Errorf("bringing up the controller of %s: %w", bdf, err)
+		return nil, err
 	}
+	if o.NUMANode != nil {
+		m.node, m.strict = *o.NUMANode, true
+	}
+	s, err := openSet(ctx, []member{m}, setConfig{
+		poolSize: o.PoolSize, pageSize: o.HugepageSize, allowSmall: o.AllowSmallPages,
+		controller: o.Controller, sysfs: o.Sysfs, poolName: func(int) string { return "umd " + bdf },
+	})
+	if err != nil {
+		return nil, err
+	}
+	d := s.devices[0]
+	d.alone = true
 	return d, nil
 }
 
-// openVFIO opens container, group and device, turns bus mastering on and
-// maps BAR0.
+// openVFIO opens the device of its group (already set to the set's
+// container), turns bus mastering on and maps BAR0.
 func (d *Device) openVFIO() error {
-	n, err := vfio.GroupOf(d.bdf)
-	if err != nil {
-		return fmt.Errorf("opening %s: %w", d.bdf, err)
-	}
-	if d.container, err = vfio.OpenContainer(); err != nil {
-		return fmt.Errorf("opening %s: %w", d.bdf, err)
-	}
-	if d.group, err = vfio.OpenGroup(n); err != nil {
-		return fmt.Errorf("opening %s: %w", d.bdf, err)
-	}
-	if err := d.group.SetContainer(d.container); err != nil {
-		return fmt.Errorf("opening %s: %w", d.bdf, err)
-	}
-	if err := d.container.SetIOMMU(vfio.Type1v2IOMMU); err != nil {
-		return fmt.Errorf("opening %s: %w", d.bdf, err)
-	}
+	var err error
 	if d.dev, err = d.group.Device(d.bdf); err != nil {
-		return fmt.Errorf("opening %s: %w", d.bdf, err)
+		return err
 	}
 	if err := d.setBusMaster(true); err != nil {
 		return err
 	}
 	info, err := d.dev.RegionInfo(vfio.RegionBAR0)
 	if err != nil {
-		return fmt.Errorf("opening %s: %w", d.bdf, err)
+		return err
 	}
 	if info.Size < 0x1000 {
-		return fmt.Errorf("opening %s: BAR0 is 0x%x bytes, too small for NVMe registers", d.bdf, info.Size)
+		return fmt.Errorf("BAR0 is 0x%x bytes, too small for NVMe registers", info.Size)
 	}
 	if d.bar, err = d.dev.Mmap(vfio.RegionBAR0, 0, info.Size); err != nil {
-		return fmt.Errorf("opening %s: %w", d.bdf, err)
+		return err
 	}
 	irq, err := d.dev.IRQInfo(vfio.IRQMSIX)
 	if err == nil {
@@ -152,46 +143,6 @@ func (d *Device) setBusMaster(on bool) error {
 	return nil
 }
 
-// openDMA makes the pool and maps it whole into the device's IOMMU domain.
-func (d *Device) openDMA(o *Options) error {
-	size := o.PoolSize
-	if size == 0 {
-		size = 64 << 20
-	}
-	page := o.HugepageSize
-	if page == 0 {
-		page = 2 << 20
-	}
-	size = (size + page - 1) / page * page
-	node := hugepage.AnyNode
-	if o.NUMANode != nil {
-		node = *o.NUMANode
-	} else if n, ok := numaNode(o.Sysfs, d.bdf); ok {
-		node = n
-	}
-	var err error
-	d.pool, err = hugepage.New(hugepage.Options{
-		Size: size, PageSize: page, NUMANode: node, NUMAPreferred: o.NUMANode == nil,
-		AllowFallback: o.AllowSmallPages, Name: "umd " + d.bdf,
-	})
-	if err != nil {
-		return fmt.Errorf("making the DMA pool of %s: %w", d.bdf, err)
-	}
-	mapper, err := iommu.NewVFIO(d.container)
-	if err != nil {
-		return fmt.Errorf("mapping the DMA pool of %s: %w", d.bdf, err)
-	}
-	if d.space, err = iommu.New(mapper, iommu.Options{}); err != nil {
-		return fmt.Errorf("mapping the DMA pool of %s: %w", d.bdf, err)
-	}
-	m, err := d.space.MapPool(d.pool.Bytes(), iommu.Owner{Name: "DMA pool", Tag: d.bdf}, iommu.MapOptions{Align: uint64(d.pool.PageSize())})
-	if err != nil {
-		return fmt.Errorf("mapping the DMA pool of %s: %w", d.bdf, err)
-	}
-	d.dma = &dmaPool{pool: d.pool, mapping: m, live: map[uint64]hugepage.Buffer{}}
-	return nil
-}
-
 // numaNode reads the device's NUMA node from sysfs.
 func numaNode(sysfs, bdf string) (int, bool) {
 	if sysfs == "" {
@@ -211,11 +162,21 @@ func numaNode(sysfs, bdf string) (int, bool) {
 // BDF returns the PCI address the device was opened at.
 func (d *Device) BDF() string { return d.bdf }
 
+// NUMANode returns the NUMA node the device is attached to, or
+// hugepage.AnyNode (-1) when the platform does not say.
+func (d *Device) NUMANode() int { return d.node }
+
+// Set returns the set the device belongs to; a Device from Open is the
+// only device of its own set.
+func (d *Device) Set() *Set { return d.set }
+
 // Controller returns the protocol engine driving the device: Identify
 // data, namespaces, admin commands.
 func (d *Device) Controller() *nvmelike.Controller { return d.ctrl }
 
 // PoolInfo describes the DMA pool: page size, NUMA placement, fallback.
+// In a set it is the pool of the device's node, which the set's devices
+// on that node share.
 func (d *Device) PoolInfo() hugepage.Info { return d.pool.Info() }
 
 // Pool returns the device's DMA pool, for sharing its memory (its fd) with
@@ -234,25 +195,17 @@ func (d *Device) PoolOffset(b nvmelike.Buffer) (int, bool) {
 }
 
 // Space returns the device's DMA address space, whose ledger names what
-// every IOVA belongs to (for fault attribution).
+// every IOVA belongs to (for fault attribution). The devices of a set
+// share one.
 func (d *Device) Space() *iommu.Space { return d.space }
 
 // Alloc returns size bytes of zeroed DMA memory, aligned to 4 KiB (or to
 // the next power of two of size, for smaller sizes), with its IOVA.
-func (d *Device) Alloc(size int) (nvmelike.Buffer, error) {
-	align := 4096
-	if size < align {
-		align = 512
-		for align < size {
-			align <<= 1
-		}
-	}
-	return d.dma.Alloc(size, align)
-}
+func (d *Device) Alloc(size int) (nvmelike.Buffer, error) { return allocAligned(d.dma, size) }
 
-// Free returns a buffer from Alloc to the pool. The device must be done
-// with it.
-func (d *Device) Free(b nvmelike.Buffer) error { return d.dma.Free(b) }
+// Free returns a buffer from Alloc (or, in a set, from any pool of the
+// set) to its pool. The device must be done with it.
+func (d *Device) Free(b nvmelike.Buffer) error { return d.set.Free(b) }
 
 // QueueOptions configure CreateQueuePair.
 type QueueOptions struct {
@@ -270,6 +223,7 @@ type QueuePair struct {
 	dev    *Device
 	vector int
 	irq    *vfio.Interrupt
+	gone   bool // closed: no longer counted in the device's queues
 }
 
 // CreateQueuePair creates an I/O queue pair.
@@ -288,6 +242,9 @@ func (d *Device) CreateQueuePair(ctx context.Context, o QueueOptions) (*QueuePai
 		d.unwireVector(q.vector)
 		return nil, fmt.Errorf("creating a queue pair on %s: %w", d.bdf, err)
 	}
+	d.mu.Lock()
+	d.queues++
+	d.mu.Unlock()
 	return q, nil
 }
 
@@ -431,12 +388,33 @@ func (q *QueuePair) Close() error {
 		return q.closeAttached()
 	}
 	err := q.dev.ctrl.DeleteQueuePair(context.Background(), q.QueuePair)
+	q.dev.mu.Lock()
+	if !q.gone {
+		q.gone = true
+		q.dev.queues--
+	}
+	q.dev.mu.Unlock()
 	return errors.Join(err, q.dev.unwireVector(q.vector))
 }
 
-// Close shuts the controller down and releases everything Open took. It
-// is safe to call twice.
+// Device returns the device the queue pair belongs to; nil for an
+// attached queue pair.
+func (q *QueuePair) Device() *Device { return q.dev }
+
+// Close shuts the controller down and releases what the device holds. A
+// Device from Open closes its set too: container, group and pool. A
+// device of a Set releases only its own (controller, interrupts, BAR,
+// device fd); Set.Close releases the rest. It is safe to call twice.
 func (d *Device) Close() error {
+	if d.alone {
+		return d.set.Close()
+	}
+	return d.close()
+}
+
+// close marks the device closed and undoes what openVFIO and the engine
+// took, once.
+func (d *Device) close() error {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -447,8 +425,10 @@ func (d *Device) Close() error {
 	return d.release()
 }
 
-// release undoes Open, in order: no more DMA, then interrupts, mappings,
-// memory and the VFIO objects.
+// release undoes the device's part of opening, in order: no more DMA
+// (controller shutdown, bus mastering off), then interrupts, the BAR and
+// the device fd. The set's DMA mappings, pools, groups and container
+// outlive it.
 func (d *Device) release() error {
 	var errs []error
 	keep := func(err error) {
@@ -471,23 +451,11 @@ func (d *Device) release() error {
 			d.vectors[i] = nil
 		}
 	}
-	if d.space != nil {
-		keep(d.space.Close())
-	}
-	if d.pool != nil {
-		keep(d.pool.Close())
-	}
 	if d.bar != nil {
 		keep(d.bar.Close())
 	}
 	if d.dev != nil {
 		keep(d.dev.Close())
-	}
-	if d.group != nil {
-		keep(d.group.Close())
-	}
-	if d.container != nil {
-		keep(d.container.Close())
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("closing %s: %w", d.bdf, errors.Join(errs...))

@@ -15,6 +15,7 @@ import (
 type dmaPool struct {
 	pool    *hugepage.Pool
 	mapping *iommu.Mapping
+	node    int // the NUMA node the pool was made for; hugepage.AnyNode for none
 
 	mu   sync.Mutex
 	live map[uint64]hugepage.Buffer // by IOVA, to find the pool's buffer on Free
@@ -52,4 +53,23 @@ func (p *dmaPool) Free(b nvmelike.Buffer) error {
 		return fmt.Errorf("freeing DMA memory at IOVA 0x%x: not allocated from this device's pool", b.IOVA)
 	}
 	return p.pool.Free(hb)
+}
+
+// contains reports whether iova lies in the pool's mapping.
+func (p *dmaPool) contains(iova uint64) bool {
+	base := p.mapping.IOVA()
+	return iova >= base && iova-base < p.mapping.Size()
+}
+
+// allocAligned allocates size bytes aligned to 4 KiB, or to the next power
+// of two of size (at least 512) for smaller sizes.
+func allocAligned(p *dmaPool, size int) (nvmelike.Buffer, error) {
+	align := 4096
+	if size < align {
+		align = 512
+		for align < size {
+			align <<= 1
+		}
+	}
+	return p.Alloc(size, align)
 }

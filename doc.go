@@ -21,6 +21,15 @@
 // (vfio.Interrupt) that a caller waits on instead of spinning.
 //
 // Close undoes all of it in the order the kernel and the device need:
-// controller shutdown (no more DMA), interrupts, IOMMU mapping, pool, BAR,
-// device, group, container. Every failure in Open undoes what was done.
+// controller shutdown (no more DMA), interrupts, BAR, device, IOMMU
+// mapping, pool, group, container. Every failure in Open undoes what was
+// done.
+//
+// OpenSet opens several devices as one Set — a card, a NUMA node, every
+// NVMe bound to vfio-pci, picked with the selectors of package pcie — in
+// one container, so one IOMMU domain and one iommu.Space, with one DMA
+// pool per NUMA node the devices are on, each mapped once and usable by
+// every device. Set.CreateQueuePair places a queue pair on a device of the
+// calling thread's node; Set.Striped spreads each Read or Write over all
+// the devices. Open is OpenSet with one device: the same bring-up code.
 package umd
