@@ -34,28 +34,40 @@ const (
 )
 
 // Command is one command as the caller describes it: the opcode, the
-// command dwords the caller owns and the data buffer. The engine fills in
-// the CID and the data pointer (PRP1/PRP2) when it writes the entry into
-// the SQ slot; the rest is copied there as is. Vendor and computational
-// opcodes are Commands like any other.
+// command dwords the caller owns and the data buffer(s). The engine fills
+// in the CID and the data pointer (PRPs or an SGL, with CDW0's PSDT) when
+// it writes the entry into the SQ slot; the rest is copied there as is.
+// Vendor and computational opcodes are Commands like any other (see Op).
 //
 // A Command is a plain value: build it on the stack, reuse it, copy it.
 type Command struct {
 	Opcode uint8
-	Flags  uint8 // CDW0 bits 15:8: FUSE (9:8) and PSDT (15:14); PSDT must be 0 (PRPs)
-	NSID   uint32
-	CDW2   uint32
-	CDW3   uint32
-	MPTR   uint64 // metadata pointer (CDW4-5), written as is
-	CDW10  uint32
-	CDW11  uint32
-	CDW12  uint32
-	CDW13  uint32
-	CDW14  uint32
-	CDW15  uint32
+	// Flags is CDW0 bits 15:8: FUSE (bits 1:0 here) and PSDT (bits 7:6).
+	// For a command with data the engine sets PSDT to the data pointer it
+	// built (see DataPointer); otherwise Flags is written as it is.
+	Flags uint8
+	NSID  uint32
+	CDW2  uint32
+	CDW3  uint32
+	MPTR  uint64 // metadata pointer (CDW4-5), written as is
+	CDW10 uint32
+	CDW11 uint32
+	CDW12 uint32
+	CDW13 uint32
+	CDW14 uint32
+	CDW15 uint32
 	// Data is the command's data buffer; the zero Buffer for none. The
-	// engine builds PRPs for it; the device reads or writes it.
+	// engine builds PRPs or an SGL for it; the device reads or writes it.
 	Data Buffer
+	// Buffers, when not empty, is the command's data as several buffers,
+	// moved in order as if they were one (scatter/gather); Data must then
+	// be empty. The slice is the caller's: the engine keeps a reference
+	// until the command completes and never copies it, so the caller
+	// must not change it meanwhile. With an SGL each buffer is one Data
+	// Block descriptor; with PRPs the buffers must meet at memory page
+	// boundaries (ErrPRPBoundary). A command with Buffers is never split
+	// at the transfer limit: above it, it fails with ErrTransferTooLarge.
+	Buffers []Buffer
 	// PRP1 and PRP2 are written to the data pointer as they are when Data
 	// is empty: for commands that pass an address rather than data, such
 	// as Create I/O SQ/CQ with a queue's base address.

@@ -35,6 +35,11 @@ type Options struct {
 	// IOFormat is the I/O queues' entry format (admin queues are always
 	// NVMe); nil means NVMe. It sets CC.IOSQES and CC.IOCQES.
 	IOFormat Format
+	// DataPointer is how I/O queue pairs describe command data: PRPs
+	// (the zero value), SGLs, or each command's better fit (see
+	// DataPointer; QueuePair.SetDataPointer changes it per queue pair).
+	// The admin queue always uses PRPs.
+	DataPointer DataPointer
 }
 
 // Controller is an NVMe-like controller brought up by Open: its admin queue
@@ -52,6 +57,7 @@ type Controller struct {
 	readyTimeout time.Duration
 	adminTimeout time.Duration
 	ioFormat     Format
+	dataPointer  DataPointer // for I/O queue pairs (sgl.go)
 
 	id          *IdentifyController
 	nsids       []uint32
@@ -89,6 +95,7 @@ func Open(ctx context.Context, regs Registers, dma DMA, o *Options) (*Controller
 		o = &Options{}
 	}
 	c := &Controller{regs: regs, dma: dma, reg: o.Registry, ioFormat: o.IOFormat, adminTimeout: o.AdminTimeout, faults: new(faultLog)}
+	c.dataPointer = o.DataPointer
 	if c.adminTimeout == 0 {
 		c.adminTimeout = 60 * time.Second
 	}
@@ -424,7 +431,7 @@ func (c *Controller) CreateQueuePair(ctx context.Context, o QueueOptions) (*Queu
 		id: uint16(qid), depth: depth, format: c.ioFormat, regs: c.regs, dma: c.dma,
 		ops: &c.reg.io, health: c.Check, dstrd: c.dstrd,
 		pageSize: c.pageSize, maxTransfer: c.maxTransfer, lbaShift: c.lbaShift, faults: c.faults,
-		abort: c.requestAbort,
+		abort: c.requestAbort, sgls: c.id.SGLS, dataPointer: c.dataPointer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating I/O queue pair: %w", err)

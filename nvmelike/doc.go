@@ -37,6 +37,14 @@
 //     controller offers Doorbell Buffer Config), per-queue preallocated trackers with CID =
 //     generation + tracker index, PRP and PRP list building with list pages
 //     preallocated per tracker.
+//   - Data pointers (DataPointer): PRPs by default; SGLs when the
+//     controller offers them (Identify SGLS) and Options.DataPointer or
+//     QueuePair.SetDataPointer asks: a contiguous buffer at any byte
+//     offset is one Data Block in the entry, and a command's several
+//     Buffers (scatter/gather) are Data Blocks in the tracker's list
+//     pages behind a Last Segment, chained with Segments past a page.
+//     With PRPs, several Buffers must meet at page boundaries. Admin
+//     commands always use PRPs.
 //   - Execution: Exec (synchronous, with a context), Submit + Ring + Poll
 //     (asynchronous, with callbacks), SubmitBatch, SubmitWait, typed NVMe
 //     status errors (*StatusError and sentinels such as
@@ -49,9 +57,12 @@
 //     the tracer's error, keeping their memory held until the device
 //     completes them. Poll pays one atomic load for it.
 //   - The opcode registry: NVM Read/Write/Flush and vendor or computational
-//     opcodes are all Commands and take the same path; the entry layout
-//     itself is a Format, so a device with its own ring layout is a new
-//     Format, not a fork.
+//     opcodes are all Commands and take the same path. Op[Req, Resp] is a
+//     typed command (encoder, decoder, registry entry) that a package
+//     outside this one defines and runs through a QueuePair (Exec, or
+//     Command + Submit + Result) without allocating; nvmelike/compute is
+//     an example. The entry layout itself is a Format, so a device with
+//     its own ring layout is a new Format, not a fork.
 //
 // # What it never does
 //
@@ -65,7 +76,7 @@
 //
 //	buf := <DMA memory from the caller's pool>             // already mapped
 //	cmd := nvmelike.ReadCommand(nsid, lba, blocks, buf)    // a plain value
-//	q.Submit(&cmd, done)  // tracker popped, PRPs built, entry written in the SQ slot
+//	q.Submit(&cmd, done)  // tracker popped, PRPs (or SGL) built, entry written in the SQ slot
 //	q.Ring()              // one MMIO write for the batch
 //	q.Poll(0)             // CQE with our phase → tracker by CID → done(...)
 //

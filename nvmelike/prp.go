@@ -1,6 +1,9 @@
 package nvmelike
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+)
 
 // PRPs (physical region page entries) describe a data buffer to an NVMe
 // controller as a list of memory pages:
@@ -80,4 +83,100 @@ func buildPRP(buf Buffer, pageSize int, list Buffer) (prp1, prp2 uint64, err err
 		slot++
 	}
 	return iova, list.IOVA, nil
+}
+
+// prpVectorOK reports whether PRPs can describe the data in bufs: every
+// boundary between two buffers must fall on a memory page boundary (the
+// first may start anywhere dword aligned, the last may end anywhere).
+func prpVectorOK(bufs []Buffer, pageSize int) bool {
+	mask := uint64(pageSize - 1)
+	if bufs[0].IOVA&3 != 0 {
+		return false
+	}
+	for i := range bufs {
+		b := &bufs[i]
+		if len(b.Bytes) == 0 ||
+			(i > 0 && b.IOVA&mask != 0) ||
+			(i < len(bufs)-1 && (b.IOVA+uint64(len(b.Bytes)))&mask != 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// buildPRPVector is buildPRP for data in several buffers (at least one),
+// which must meet at page boundaries (prpVectorOK). PRP1 is the first
+// buffer's first byte; the pages after it, through every buffer, go into
+// PRP2 or the PRP list. It does not allocate.
+func buildPRPVector(bufs []Buffer, pageSize int, list Buffer) (prp1, prp2 uint64, err error) {
+	if len(bufs) == 1 {
+		return buildPRP(bufs[0], pageSize, list)
+	}
+	for i := range bufs {
+		if len(bufs[i].Bytes) == 0 {
+			return 0, 0, fmt.Errorf("buffer %d is empty: %w", i, ErrBadBuffers)
+		}
+	}
+	if bufs[0].IOVA&3 != 0 {
+		return 0, 0, ErrUnalignedBuffer
+	}
+	if !prpVectorOK(bufs, pageSize) {
+		return 0, 0, ErrPRPBoundary
+	}
+	ps := uint64(pageSize)
+	// The pages after PRP1's: the rest of the first buffer's, then all of
+	// the others'.
+	first := bufs[0].IOVA &^ (ps - 1)
+	end := bufs[0].IOVA + uint64(len(bufs[0].Bytes))
+	entries := (end-first+ps-1)/ps - 1
+	for _, b := range bufs[1:] {
+		entries += (uint64(len(b.Bytes)) + ps - 1) / ps
+	}
+	w := prpWriter{list: list, ps: ps, left: entries}
+	if entries == 1 {
+		// The first buffer fits in its first page and the second in one
+		// page: PRP2 is that page.
+		return bufs[0].IOVA, bufs[1].IOVA, nil
+	}
+	for page := first + ps; page < end; page += ps {
+		if err := w.add(page); err != nil {
+			return 0, 0, err
+		}
+	}
+	for _, b := range bufs[1:] {
+		for off := uint64(0); off < uint64(len(b.Bytes)); off += ps {
+			if err := w.add(b.IOVA + off); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+	return bufs[0].IOVA, list.IOVA, nil
+}
+
+// prpWriter appends entries to a PRP list, chaining list pages as
+// buildPRP does.
+type prpWriter struct {
+	list       Buffer
+	ps         uint64
+	left       uint64 // entries still to add
+	page, slot uint64
+}
+
+func (w *prpWriter) add(addr uint64) error {
+	capacity := uint64(len(w.list.Bytes)) / w.ps
+	if w.slot == w.ps/8-1 && w.left > 1 {
+		if w.page+1 >= capacity {
+			return ErrTransferTooLarge
+		}
+		binary.LittleEndian.PutUint64(w.list.Bytes[w.page*w.ps+w.slot*8:], w.list.IOVA+(w.page+1)*w.ps)
+		w.page++
+		w.slot = 0
+	}
+	if w.page >= capacity {
+		return ErrTransferTooLarge
+	}
+	binary.LittleEndian.PutUint64(w.list.Bytes[w.page*w.ps+w.slot*8:], addr)
+	w.slot++
+	w.left--
+	return nil
 }

@@ -119,6 +119,12 @@ type QueuePair struct {
 	interrupts  bool   // CQ created with interrupts enabled
 	vector      uint16 // on this MSI-X vector
 
+	// Data pointer (sgl.go): the mode, the controller's Identify SGLS,
+	// and whether its SGL Data Blocks must be dword aligned.
+	dptr     DataPointer
+	sgls     uint32
+	sglDword bool
+
 	// Shadow doorbells, when the controller has them configured.
 	shadow             bool
 	sqShadow, cqShadow shadowDoorbell
@@ -168,6 +174,10 @@ type queueParams struct {
 	lbaShift    []uint8
 	faults      *faultLog
 	abort       func(sqid, cid uint16)
+	// sgls is Identify Controller SGLS and dataPointer the mode asked
+	// for (sgl.go); zero for PRPs.
+	sgls        uint32
+	dataPointer DataPointer
 	// sq and cq are rings placed by someone else (AttachQueuePair);
 	// zero Buffers mean newQueuePair allocates them from dma.
 	sq, cq Buffer
@@ -202,6 +212,9 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 	}
 	if q.faults != nil {
 		q.seenFault = q.faults.seq.Load() // faults reported before it existed are not its
+	}
+	if err := q.setSGLSupport(p.sgls, p.dataPointer); err != nil {
+		return nil, err
 	}
 	n := p.depth - 1 // a full ring keeps one slot empty
 	q.idxBits = uint(bits.Len(uint(n - 1)))
@@ -311,7 +324,7 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	if q.closed {
 		return nil, ErrClosed
 	}
-	n := len(cmd.Data.Bytes)
+	n := cmd.DataLen()
 	if n > 0 && q.ops[cmd.Opcode].Dir == DirNone {
 		return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data: %w", q.id, cmd.Opcode, n, ErrDirection)
 	}
@@ -334,11 +347,20 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	idx := q.free[len(q.free)-1]
 	t := &q.trackers[idx]
 
-	prp1, prp2 := cmd.PRP1, cmd.PRP2
+	// The data pointer: PRPs or an SGL (sgl.go), and PSDT to match.
+	prp1, prp2, flags := cmd.PRP1, cmd.PRP2, cmd.Flags
 	if n > 0 {
 		var err error
-		if prp1, prp2, err = buildPRP(cmd.Data, q.pageSize, t.list); err != nil {
-			return nil, fmt.Errorf("queue %d: opcode 0x%02x: building PRPs for %d bytes at IOVA 0x%x: %w", q.id, cmd.Opcode, n, cmd.Data.IOVA, err)
+		if q.dptr == DataPointerPRP && len(cmd.Buffers) == 0 { // the default, without a call more
+			if prp1, prp2, err = buildPRP(cmd.Data, q.pageSize, t.list); err != nil {
+				err = prpError(cmd.Data, err)
+			}
+			flags &^= FlagsPSDTMask
+		} else {
+			prp1, prp2, flags, err = q.dataPointer(cmd, n, t.list)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("queue %d: opcode 0x%02x: %w", q.id, cmd.Opcode, err)
 		}
 	}
 	q.free = q.free[:len(q.free)-1]
@@ -350,6 +372,7 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 		t.cid = idx
 	}
 	t.cmd = *cmd
+	t.cmd.Flags = flags
 	t.cb = cb
 	t.state = state
 	t.done = false
@@ -529,6 +552,7 @@ func (q *QueuePair) release(idx uint16) {
 	t.deadline = 0
 	t.cb = nil
 	t.cmd.Data = Buffer{} // drop the references to the caller's memory
+	t.cmd.Buffers = nil
 	t.cmd.Ext = nil
 	q.free = append(q.free, idx)
 }

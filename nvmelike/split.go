@@ -12,7 +12,11 @@ import "fmt"
 // list pages), so a split costs no allocation: a command that needs k
 // parts waits for k free trackers and SQ slots (ErrQueueFull, as for any
 // command, until they are), and one that needs more than the queue has
-// trackers fails with ErrTransferTooLarge.
+// trackers fails with ErrTransferTooLarge. Each part gets the data
+// pointer the queue pair's mode gives its slice (PRPs, or one SGL Data
+// Block). Only a command with its data in one Buffer is split: one with
+// several (Command.Buffers) above the limit fails with
+// ErrTransferTooLarge.
 //
 // The caller sees one command: its callback runs once (or Exec returns
 // once), when every part has completed, with the first part's completion
@@ -23,9 +27,9 @@ import "fmt"
 // splittable reports whether cmd, larger than the transfer limit, can be
 // split: an LBA opcode on a namespace of known LBA size, not fused and
 // without a metadata pointer (whose per-block offsets the engine does not
-// know).
+// know), with its data in one Buffer (not Buffers).
 func (q *QueuePair) splittable(cmd *Command) bool {
-	return q.ops[cmd.Opcode].LBAData &&
+	return len(cmd.Buffers) == 0 && q.ops[cmd.Opcode].LBAData &&
 		int(cmd.NSID) < len(q.lbaShift) && q.lbaShift[cmd.NSID] != 0 &&
 		cmd.Flags&0x3 == 0 && cmd.MPTR == 0
 }
@@ -50,9 +54,9 @@ func (q *QueuePair) submitSplit(cmd *Command, cb Callback, state trackerState) (
 		return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data: %d commands of at most %d bytes, the queue holds %d: %w",
 			q.id, cmd.Opcode, n, parts, q.maxTransfer, len(q.trackers), ErrTransferTooLarge)
 	}
-	if cmd.Data.IOVA&3 != 0 {
+	if cmd.Data.IOVA&3 != 0 && !q.unalignedOK() {
 		// Every part starts a multiple of the block size further on, so
-		// it would be unaligned too.
+		// it would be unaligned too (only SGLs describe that).
 		return nil, fmt.Errorf("queue %d: opcode 0x%02x: building PRPs for %d bytes at IOVA 0x%x: %w", q.id, cmd.Opcode, n, cmd.Data.IOVA, ErrUnalignedBuffer)
 	}
 	if len(q.free) < parts || q.sqFree() < parts {
@@ -67,15 +71,14 @@ func (q *QueuePair) submitSplit(cmd *Command, cb Callback, state trackerState) (
 		off := j * chunk
 		size := min(chunk, n-off)
 		data := cmd.Data.Slice(off, size)
-		prp1, prp2, err := buildPRP(data, q.pageSize, t.list)
+		prp1, prp2, psdt, err := q.bufferPointer(data, t.list)
 		if err != nil {
 			// Nothing is committed: the trackers are still on the free
 			// stack and the SQ tail has not moved.
 			for k := 0; k < j; k++ {
 				q.unclaim(q.free[len(q.free)-1-k])
 			}
-			return nil, fmt.Errorf("queue %d: opcode 0x%02x: building PRPs for part %d of %d (%d bytes at IOVA 0x%x): %w",
-				q.id, cmd.Opcode, j+1, parts, size, data.IOVA, err)
+			return nil, fmt.Errorf("queue %d: opcode 0x%02x: part %d of %d: %w", q.id, cmd.Opcode, j+1, parts, err)
 		}
 		t.gen = (t.gen + 1) & q.genMask
 		t.cid = t.gen<<q.idxBits | idx
@@ -107,6 +110,7 @@ func (q *QueuePair) submitSplit(cmd *Command, cb Callback, state trackerState) (
 		}
 		lba := slba + uint64(off>>shift)
 		part.Data = data
+		part.Flags = cmd.Flags&^FlagsPSDTMask | psdt
 		part.CDW10 = uint32(lba)
 		part.CDW11 = uint32(lba >> 32)
 		part.CDW12 = cmd.CDW12&^0xffff | uint32(size>>shift-1)

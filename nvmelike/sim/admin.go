@@ -33,6 +33,7 @@ func (c *Controller) identifyController() []byte {
 	if c.cfg.VolatileWriteCache {
 		b[525] = nvmelike.NVME_CTRL_VWC_PRESENT
 	}
+	le.PutUint32(b[536:], c.cfg.SGLS)
 	copy(b[768:], "nqn.2026-11.io.umdkit:sim")
 	return b
 }

@@ -18,11 +18,16 @@
 // Create/Delete I/O SQ and CQ (with interrupt vector
 // checks); NVM Read, Write, Flush, Write Zeroes, Compare and Dataset
 // Management (deallocate) against in-memory namespaces with PRPs and PRP
-// lists; and two vendor-specific I/O commands defined here rather than in
-// nvmelike, to show that vendor commands need nothing from the engine but a
-// registry entry: OpcodeCRC32C (a computation over an LBA range, result in
-// completion DW0) and OpcodeInlineCRC32C (data carried inline in 128-byte
-// SQ entries, with Config.WideEntries: a device-specific ring layout).
+// lists, or SGLs on I/O commands when Config.SGLS offers them (Data Block,
+// Segment, Last Segment and Bit Bucket descriptors; malformed SGLs fail
+// with the NVMe SGL statuses, SGLs on admin commands with Invalid Field, as
+// QEMU's nvme does); and two vendor-specific I/O commands defined here
+// rather than in nvmelike, to show that vendor commands need nothing from
+// the engine but a registry entry: OpcodeCRC32C (a computation over an LBA
+// range, result in completion DW0) and OpcodeInlineCRC32C (data carried
+// inline in 128-byte SQ entries, with Config.WideEntries: a
+// device-specific ring layout). Other packages add vendor I/O commands of
+// their own with HandleIO (nvmelike/compute does).
 //
 // Asynchronous events: Asynchronous Event Requests are held (up to
 // Config.AERL+1) until PostAsyncEvent completes the oldest; events with
@@ -31,7 +36,8 @@
 //
 // Fault injection: dropped (I/O or admin), duplicated and garbled
 // completions, delayed completions (posted from another goroutine),
-// arbitrary completions (PostRaw), controller fatal status (CSTS.CFS),
+// arbitrary completions (PostRaw), SGLs rejected with a chosen status
+// (FailSGLs), controller fatal status (CSTS.CFS),
 // surprise removal (registers read as all ones) and a slow or absent
 // CSTS.RDY (Config.ReadyDelay, Config.NeverReady).
 //

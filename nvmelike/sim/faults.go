@@ -17,6 +17,18 @@ type faults struct {
 	garbleXOR uint16
 	delay     time.Duration
 	fatal     bool
+	sgl       int    // SGL transfers to fail
+	sglStatus uint16 // with this status field
+}
+
+// FailSGLs makes the next n I/O commands whose data pointer is an SGL fail
+// with status (a status field, e.g. built with nvmelike.StatusField) before
+// any data moves, as a controller rejecting their SGL would.
+func (c *Controller) FailSGLs(n int, status uint16) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults.sgl = n
+	c.faults.sglStatus = status
 }
 
 // DropCompletions makes the next n I/O completions vanish: the commands

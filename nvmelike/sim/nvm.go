@@ -40,6 +40,11 @@ func RegisterOpcodes(r *nvmelike.Registry) error {
 
 // io executes an I/O (NVM command set or vendor) command.
 func (c *Controller) io(e nvmelike.SQE) (dw0 uint32, status uint16) {
+	if e.Opcode() >= 0x80 {
+		if dw0, status, ok := c.vendorIO(e); ok {
+			return dw0, status
+		}
+	}
 	if e.Opcode() == OpcodeInlineCRC32C {
 		n := int(e.CDW(10))
 		if len(e) < 128 || n > 64 {
@@ -74,20 +79,25 @@ func (c *Controller) io(e nvmelike.SQE) (dw0 uint32, status uint16) {
 		if c.cfg.MDTS != 0 && len(data) > c.ps<<c.cfg.MDTS {
 			return 0, statusInvalidField
 		}
-		prp1, prp2 := e.PRP()
-		switch e.Opcode() {
-		case nvmelike.CmdCompare:
-			return 0, c.compare(prp1, prp2, data)
-		case nvmelike.CmdRead:
-			if status = c.transfer(prp1, prp2, data, true); status == 0 {
-				c.stats.HostReads++
-				c.stats.BytesRead += uint64(len(data))
-			}
+		read := e.Opcode() == nvmelike.CmdRead
+		switch {
+		case e.Opcode() == nvmelike.CmdCompare:
+			return 0, c.compare(e, data)
+		case e.Flags()&nvmelike.FlagsPSDTMask != nvmelike.FlagsPSDTPRP:
+			status = c.transferSGLData(e, data, read)
 		default:
-			if status = c.transfer(prp1, prp2, data, false); status == 0 {
-				c.stats.HostWrites++
-				c.stats.BytesWritten += uint64(len(data))
-			}
+			// PRPs, walked without the call transferData would add.
+			prp1, prp2 := e.PRP()
+			status = c.transfer(prp1, prp2, data, read)
+		}
+		switch {
+		case status != 0:
+		case read:
+			c.stats.HostReads++
+			c.stats.BytesRead += uint64(len(data))
+		default:
+			c.stats.HostWrites++
+			c.stats.BytesWritten += uint64(len(data))
 		}
 		return 0, status
 	}
@@ -96,12 +106,12 @@ func (c *Controller) io(e nvmelike.SQE) (dw0 uint32, status uint16) {
 
 // compare reads the host's data into a scratch copy and compares it with
 // the namespace's.
-func (c *Controller) compare(prp1, prp2 uint64, data []byte) uint16 {
+func (c *Controller) compare(e nvmelike.SQE, data []byte) uint16 {
 	if cap(c.scratch) < len(data) {
 		c.scratch = make([]byte, len(data))
 	}
 	host := c.scratch[:len(data)]
-	if status := c.transfer(prp1, prp2, host, false); status != 0 {
+	if status := c.transferData(e, host, false); status != 0 {
 		return status
 	}
 	if !bytes.Equal(host, data) {
@@ -114,8 +124,7 @@ func (c *Controller) compare(prp1, prp2 uint64, data []byte) uint16 {
 func (c *Controller) datasetManagement(e nvmelike.SQE, ns *namespace) uint16 {
 	nr := int(e.CDW(10)&0xff) + 1
 	ranges := make([]byte, nr*nvmelike.DSMRangeSize)
-	prp1, prp2 := e.PRP()
-	if status := c.transfer(prp1, prp2, ranges, false); status != 0 {
+	if status := c.transferData(e, ranges, false); status != 0 {
 		return status
 	}
 	if e.CDW(11)&nvmelike.NVME_DSMGMT_AD == 0 {

@@ -51,6 +51,12 @@ type Config struct {
 	// AERL is the Asynchronous Event Request Limit in Identify
 	// Controller, 0-based: AERL+1 requests may be outstanding.
 	AERL uint8
+	// SGLS is Identify Controller SGLS: 0 for no SGLs (commands with
+	// PSDT set then fail with Invalid Field), else
+	// nvmelike.NVME_CTRL_SGLS_BYTE_ALIGNED or _DWORD_ALIGNED, optionally
+	// with NVME_CTRL_SGLS_BIT_BUCKET (QEMU 7.2's nvme reports byte
+	// aligned, no bit buckets). SGLs apply to I/O commands only.
+	SGLS uint32
 }
 
 // NamespaceConfig describes one namespace.
@@ -115,6 +121,10 @@ type Controller struct {
 	idCtrl    []byte
 
 	scratch []byte // for Compare
+	// vendor holds the handlers of vendor-specific I/O opcodes
+	// (HandleIO), by opcode-0x80; req is the Request handed to them.
+	vendor [128]IOHandler
+	req    Request
 	// Shadow doorbell and EventIdx buffers, after Doorbell Buffer Config.
 	dbs, eis []byte
 	events   events // asynchronous events and the error log (events.go)
@@ -460,6 +470,8 @@ func (c *Controller) run(s *sq) {
 		var dw0 uint32
 		var status uint16
 		switch {
+		case s.id == 0 && e.Flags()&nvmelike.FlagsPSDTMask != 0:
+			status = statusInvalidField // no SGLs for admin commands over PCIe
 		case s.id == 0 && e.Opcode() == nvmelike.AdminAsyncEvent:
 			var held bool
 			if dw0, status, held = c.asyncEventRequest(e.CID()); held {
