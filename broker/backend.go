@@ -15,15 +15,19 @@ import (
 type backend interface {
 	info() DeviceInfo
 	mapPool(mem []byte, owner iommu.Owner, align uint64) (mapping, error)
-	createQueue(ctx context.Context, depth int) (queue, error)
+	// createQueue creates a queue pair, with an MSI-X vector and eventfd
+	// when irq.
+	createQueue(ctx context.Context, depth int, irq bool) (queue, error)
 	// createRemoteQueue creates a queue pair over rings at the given
 	// IOVAs, for a trusted client to drive.
-	createRemoteQueue(ctx context.Context, depth int, sq, cq uint64) (queue, error)
+	createRemoteQueue(ctx context.Context, depth int, sq, cq uint64, irq bool) (queue, error)
 	// deviceFd returns a new descriptor of the VFIO device, the caller's.
 	deviceFd() (int, error)
 	doorbellStride() int
 	maxTransfer() int
 	pageSize() int
+	// sgls is the controller's Identify Controller SGLS field.
+	sgls() uint32
 	close() error
 }
 
@@ -40,7 +44,7 @@ type queue interface {
 	ID() uint16
 	Depth() int
 	Vector() int
-	EventFd() int
+	EventFd() int // -1 without an interrupt
 	Exec(ctx context.Context, cmd *nvmelike.Command) (nvmelike.Completion, error)
 	Close() error
 }
@@ -84,20 +88,20 @@ func (b *umdBackend) mapPool(mem []byte, owner iommu.Owner, align uint64) (mappi
 	return m, nil
 }
 
-func (b *umdBackend) createQueue(ctx context.Context, depth int) (queue, error) {
-	q, err := b.d.CreateQueuePair(ctx, umd.QueueOptions{Depth: depth, Interrupt: true})
+func (b *umdBackend) createQueue(ctx context.Context, depth int, irq bool) (queue, error) {
+	q, err := b.d.CreateQueuePair(ctx, umd.QueueOptions{Depth: depth, Interrupt: irq})
 	if err != nil {
 		return nil, err
 	}
-	if q.Interrupt() == nil {
+	if irq && q.Interrupt() == nil {
 		q.Close()
 		return nil, errors.New("queue pair created without an interrupt")
 	}
 	return umdQueue{q}, nil
 }
 
-func (b *umdBackend) createRemoteQueue(ctx context.Context, depth int, sq, cq uint64) (queue, error) {
-	r, err := b.d.CreateRemoteQueue(ctx, umd.RemoteQueueOptions{Depth: depth, SQ: sq, CQ: cq, Interrupt: true})
+func (b *umdBackend) createRemoteQueue(ctx context.Context, depth int, sq, cq uint64, irq bool) (queue, error) {
+	r, err := b.d.CreateRemoteQueue(ctx, umd.RemoteQueueOptions{Depth: depth, SQ: sq, CQ: cq, Interrupt: irq})
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +110,7 @@ func (b *umdBackend) createRemoteQueue(ctx context.Context, depth int, sq, cq ui
 
 func (b *umdBackend) deviceFd() (int, error) { return b.d.DupDeviceFd() }
 func (b *umdBackend) pageSize() int          { return b.d.Controller().PageSize() }
+func (b *umdBackend) sgls() uint32           { return b.d.Controller().IdentifyController().SGLS }
 
 func (b *umdBackend) doorbellStride() int { return 4 << b.d.Controller().CAP().DSTRD() }
 func (b *umdBackend) maxTransfer() int    { return b.d.Controller().MaxTransfer() }
@@ -113,10 +118,15 @@ func (b *umdBackend) close() error        { return b.d.Close() }
 
 type umdQueue struct{ q *umd.QueuePair }
 
-func (u umdQueue) ID() uint16   { return u.q.ID() }
-func (u umdQueue) Depth() int   { return u.q.Depth() }
-func (u umdQueue) Vector() int  { return u.q.Vector() }
-func (u umdQueue) EventFd() int { return u.q.Interrupt().Fd() }
+func (u umdQueue) ID() uint16  { return u.q.ID() }
+func (u umdQueue) Depth() int  { return u.q.Depth() }
+func (u umdQueue) Vector() int { return u.q.Vector() }
+func (u umdQueue) EventFd() int {
+	if u.q.Interrupt() == nil {
+		return -1
+	}
+	return u.q.Interrupt().Fd()
+}
 func (u umdQueue) Close() error { return u.q.Close() }
 func (u umdQueue) Exec(ctx context.Context, cmd *nvmelike.Command) (nvmelike.Completion, error) {
 	return u.q.Exec(ctx, cmd)
@@ -124,10 +134,15 @@ func (u umdQueue) Exec(ctx context.Context, cmd *nvmelike.Command) (nvmelike.Com
 
 type remoteQueue struct{ r *umd.RemoteQueue }
 
-func (u remoteQueue) ID() uint16   { return u.r.ID() }
-func (u remoteQueue) Depth() int   { return u.r.Depth() }
-func (u remoteQueue) Vector() int  { return u.r.Vector() }
-func (u remoteQueue) EventFd() int { return u.r.Interrupt().Fd() }
+func (u remoteQueue) ID() uint16  { return u.r.ID() }
+func (u remoteQueue) Depth() int  { return u.r.Depth() }
+func (u remoteQueue) Vector() int { return u.r.Vector() }
+func (u remoteQueue) EventFd() int {
+	if u.r.Interrupt() == nil {
+		return -1
+	}
+	return u.r.Interrupt().Fd()
+}
 func (u remoteQueue) Close() error { return u.r.Close() }
 func (u remoteQueue) Exec(context.Context, *nvmelike.Command) (nvmelike.Completion, error) {
 	return nvmelike.Completion{}, errors.New("the client drives this queue pair")

@@ -227,6 +227,10 @@ type SessionOptions struct {
 	Depth     int    // entries per ring; 0 means 64
 	PoolBytes int64  // the DMA pool's size; 0 means 4 MiB
 	Mode      string // ModeMediated ("" too) or ModeTrusted
+	// Polled asks for queue pairs without interrupts: no MSI-X vectors,
+	// no eventfds. Trusted clients that poll their completions save the
+	// interrupt's cost per I/O.
+	Polled bool
 }
 
 // Session is what the broker gave this connection on a device: a DMA pool
@@ -239,8 +243,9 @@ type Session struct {
 	// reaches at Layout.PoolIOVA + offset.
 	Pool *hugepage.Pool
 	// Interrupts are the queue pairs' completion eventfds, in
-	// Layout.Queues order. The broker completes mediated commands by
-	// polling, so in mediated mode these only count completions.
+	// Layout.Queues order; none for a polled session. The broker
+	// completes mediated commands by polling, so in mediated mode these
+	// only count completions.
 	Interrupts []*vfio.Interrupt
 	// Trusted mode (trusted.go): the client's own queue pairs and what
 	// they stand on.
@@ -262,13 +267,17 @@ func (c *Client) OpenSession(bdf string, o SessionOptions) (_ *Session, err erro
 	if o.Queues < 0 || o.Queues > maxQueuesPerSession {
 		return nil, fmt.Errorf("opening a session: %d queue pairs, at most %d", o.Queues, maxQueuesPerSession)
 	}
-	r, fds, err := c.call(&Request{Op: OpOpen, Device: bdf, Queues: o.Queues, Depth: o.Depth, PoolBytes: o.PoolBytes, Mode: o.Mode}, maxFdsPerMessage)
+	r, fds, err := c.call(&Request{Op: OpOpen, Device: bdf, Queues: o.Queues, Depth: o.Depth, PoolBytes: o.PoolBytes, Mode: o.Mode, Polled: o.Polled}, maxFdsPerMessage)
 	if err != nil {
 		return nil, fmt.Errorf("opening a session on %s: %w", bdf, err)
 	}
 	defer closeFds(fds) // OpenPool dups; InterruptFromFD and DeviceFromFD take ownership (and -1 marks it)
 	trusted := o.Mode == ModeTrusted
-	want := 1 + o.Queues
+	irqs := o.Queues
+	if o.Polled {
+		irqs = 0
+	}
+	want := 1 + irqs
 	if trusted {
 		want += 2 // rings, device
 	}
@@ -278,9 +287,9 @@ func (c *Client) OpenSession(bdf string, o SessionOptions) (_ *Session, err erro
 	if want := cmp.Or(o.Mode, ModeMediated); r.Layout.Mode != want {
 		return nil, fmt.Errorf("opening a session on %s: asked for a %s session, the broker made a %s one", bdf, want, r.Layout.Mode)
 	}
-	irqFds := fds[1 : 1+o.Queues]
+	irqFds := fds[1 : 1+irqs]
 	if trusted {
-		irqFds = fds[2 : 2+o.Queues]
+		irqFds = fds[2 : 2+irqs]
 	}
 	s := &Session{c: c, Layout: *r.Layout}
 	defer func() {
@@ -294,7 +303,7 @@ func (c *Client) OpenSession(bdf string, o SessionOptions) (_ *Session, err erro
 	if int64(s.Pool.Size()) != s.Layout.PoolBytes {
 		return nil, fmt.Errorf("opening a session on %s: the pool has %d bytes, the layout says %d", bdf, s.Pool.Size(), s.Layout.PoolBytes)
 	}
-	for i := range s.Layout.Queues {
+	for i := range irqFds {
 		irq, err := vfio.InterruptFromFD(irqFds[i])
 		if err != nil {
 			return nil, fmt.Errorf("opening a session on %s: %w", bdf, err)

@@ -53,7 +53,7 @@ func (f *fakeDevice) mapPool(mem []byte, owner iommu.Owner, align uint64) (mappi
 	return m, nil
 }
 
-func (f *fakeDevice) createQueue(_ context.Context, depth int) (queue, error) {
+func (f *fakeDevice) createQueue(_ context.Context, depth int, _ bool) (queue, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for id := uint16(1); int(id) <= f.desc.MaxQueues; id++ {
@@ -69,8 +69,8 @@ func (f *fakeDevice) createQueue(_ context.Context, depth int) (queue, error) {
 	return nil, errors.New("fake: no free queue")
 }
 
-func (f *fakeDevice) createRemoteQueue(ctx context.Context, depth int, sq, cq uint64) (queue, error) {
-	q, err := f.createQueue(ctx, depth)
+func (f *fakeDevice) createRemoteQueue(ctx context.Context, depth int, sq, cq uint64, irq bool) (queue, error) {
+	q, err := f.createQueue(ctx, depth, irq)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +84,7 @@ func (f *fakeDevice) createRemoteQueue(ctx context.Context, depth int, sq, cq ui
 // the client refuse it.
 func (f *fakeDevice) deviceFd() (int, error) { return unix.MemfdCreate("fake-vfio", unix.MFD_CLOEXEC) }
 func (f *fakeDevice) pageSize() int          { return 4096 }
+func (f *fakeDevice) sgls() uint32           { return 0 }
 
 func (f *fakeDevice) doorbellStride() int { return 4 }
 func (f *fakeDevice) maxTransfer() int    { return 128 << 10 }

@@ -65,7 +65,8 @@ type Request struct {
 	Queues    int    `json:"queues,omitempty"`
 	Depth     int    `json:"depth,omitempty"`
 	PoolBytes int64  `json:"pool_bytes,omitempty"`
-	Mode      string `json:"mode,omitempty"` // ModeMediated (default) or ModeTrusted
+	Mode      string `json:"mode,omitempty"`   // ModeMediated (default) or ModeTrusted
+	Polled    bool   `json:"polled,omitempty"` // queue pairs without interrupts (no vectors, no eventfds)
 	// IO (mediated): Queue indexes the session's queue pairs.
 	IO *IORequest `json:"io,omitempty"`
 	// Cmd (mediated): a command the client encoded itself.
@@ -138,7 +139,8 @@ type NamespaceInfo struct {
 // the device's IOVA space and which queue pairs are its.
 //
 // Descriptors come with it in this order: the pool; in trusted mode the
-// rings; one eventfd per queue pair; in trusted mode the VFIO device.
+// rings; one eventfd per queue pair (none for a polled session); in
+// trusted mode the VFIO device.
 type Layout struct {
 	Device         string          `json:"device"`
 	Mode           string          `json:"mode"`
@@ -152,6 +154,9 @@ type Layout struct {
 	// PageSize is the controller's memory page size (CC.MPS), the page
 	// size of PRPs.
 	PageSize int `json:"page_size"`
+	// SGLS is the controller's Identify Controller SGLS field: whether
+	// (and how aligned) trusted queue pairs may describe data with SGLs.
+	SGLS uint32 `json:"sgls,omitempty"`
 	// Trusted mode: the queue rings live in a second shared memory
 	// (RingsBytes, mapped at RingsIOVA).
 	RingsBytes int64  `json:"rings_bytes,omitempty"`

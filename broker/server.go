@@ -544,7 +544,7 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	layout := &Layout{
 		Device: d.info.BDF, Mode: mode, PoolBytes: int64(sess.pool.Size()), PoolPageSize: sess.pool.PageSize(),
 		PoolIOVA: sess.mapping.IOVA(), DoorbellStride: d.b.doorbellStride(), MaxTransfer: d.b.maxTransfer(),
-		PageSize: d.b.pageSize(), Namespaces: slices.Clone(d.info.Namespaces),
+		PageSize: d.b.pageSize(), SGLS: d.b.sgls(), Namespaces: slices.Clone(d.info.Namespaces),
 	}
 	var ringOffsets [][2]int64
 	if mode == ModeTrusted {
@@ -557,9 +557,9 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 		var q queue
 		if mode == ModeTrusted {
 			base := sess.ringsMap.IOVA()
-			q, err = d.b.createRemoteQueue(ctx, req.Depth, base+uint64(ringOffsets[i][0]), base+uint64(ringOffsets[i][1]))
+			q, err = d.b.createRemoteQueue(ctx, req.Depth, base+uint64(ringOffsets[i][0]), base+uint64(ringOffsets[i][1]), !req.Polled)
 		} else {
-			q, err = d.b.createQueue(ctx, req.Depth)
+			q, err = d.b.createQueue(ctx, req.Depth, !req.Polled)
 		}
 		cancel()
 		if err != nil {
@@ -596,6 +596,9 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 			qi.SQOffset, qi.CQOffset = ringOffsets[i][0], ringOffsets[i][1]
 		}
 		layout.Queues = append(layout.Queues, qi)
+		if req.Polled {
+			continue
+		}
 		if err := dup(q.EventFd()); err != nil {
 			closeAll()
 			return nil, nil, errorf(CodeDevice, "open: duplicating an eventfd: %v", err)

@@ -76,10 +76,14 @@ func (s *Session) attach(ringsFd int, devFd *int) (err error) {
 		if err != nil {
 			return fmt.Errorf("queue %d: %w", qi.ID, err)
 		}
+		var irq *vfio.Interrupt
+		if i < len(s.Interrupts) {
+			irq = s.Interrupts[i]
+		}
 		q, err := umd.AttachQueuePair(nvmelike.AttachOptions{
 			ID: qi.ID, Depth: qi.Depth, SQ: sq, CQ: cq, Registers: regs, DMA: t.dma,
-			PageSize: l.PageSize, MaxTransfer: l.MaxTransfer, LBASizes: lbas,
-		}, s.Interrupts[i], qi.Vector)
+			PageSize: l.PageSize, MaxTransfer: l.MaxTransfer, LBASizes: lbas, SGLS: l.SGLS,
+		}, irq, qi.Vector)
 		if err != nil {
 			return err
 		}

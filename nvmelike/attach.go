@@ -37,6 +37,11 @@ type AttachOptions struct {
 	Registry *Registry
 	// Format is the I/O entry format; nil means NVMe.
 	Format Format
+	// SGLS is the controller's Identify Controller SGLS field and
+	// DataPointer the data pointer mode to use (PRP, the zero value,
+	// SGL or Auto, as Options.DataPointer); with SGLS 0 only PRPs work.
+	SGLS        uint32
+	DataPointer DataPointer
 	// Timeout is the default timeout of asynchronous commands; 0 means
 	// none. A timed-out command fails with ErrTimeout but is not aborted:
 	// only the controller's owner can send an Abort.
@@ -100,7 +105,7 @@ func AttachQueuePair(o AttachOptions) (*QueuePair, error) {
 		id: o.ID, depth: o.Depth, format: f, regs: regs, dma: o.DMA,
 		ops: &reg.io, health: func() error { return checkCSTS(regs) }, dstrd: cap.DSTRD(),
 		pageSize: o.PageSize, maxTransfer: o.MaxTransfer, lbaShift: lbaShift,
-		sq: o.SQ, cq: o.CQ,
+		sq: o.SQ, cq: o.CQ, sgls: o.SGLS, dataPointer: o.DataPointer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("attaching queue pair: %w", err)

@@ -140,6 +140,10 @@ var statusNames = []struct {
 	name string
 }{
 	{ErrInvalidOpcode, "invalid opcode"},
+	{ErrInvalidSGLSegment, "invalid SGL segment descriptor"},
+	{ErrInvalidSGLCount, "invalid number of SGL descriptors"},
+	{ErrDataSGLLength, "data SGL length invalid"},
+	{ErrSGLDescriptorType, "SGL descriptor type invalid"},
 	{ErrInvalidField, "invalid field in command"},
 	{ErrCIDConflict, "command ID conflict"},
 	{ErrDataTransfer, "data transfer error"},

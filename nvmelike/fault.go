@@ -121,6 +121,18 @@ func (q *QueuePair) references(t *tracker, page uint64) string {
 	overlaps := func(start, n uint64) bool {
 		return n > 0 && start < page+faultPage && page < start+n
 	}
+	if len(t.cmd.Buffers) > 0 {
+		for _, b := range t.cmd.Buffers {
+			if overlaps(b.IOVA, uint64(len(b.Bytes))) {
+				return "data"
+			}
+		}
+		// A scatter list is described in the tracker's list page(s).
+		if overlaps(t.list.IOVA, uint64(len(t.list.Bytes))) {
+			return "SGL or PRP list"
+		}
+		return ""
+	}
 	d := t.cmd.Data
 	n := uint64(len(d.Bytes))
 	if n == 0 {

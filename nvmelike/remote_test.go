@@ -185,3 +185,57 @@ func TestRemoteQueueLostInReset(t *testing.T) {
 		t.Fatalf("Close with a remote queue: %v", err)
 	}
 }
+
+// TestRemoteQueueSGL: an attached queue pair told the controller's SGLS
+// describes a scatter list with SGLs, and a DMA fault in one of its
+// buffers is attributed to the command.
+func TestRemoteQueueSGL(t *testing.T) {
+	r := sglRig(t, nil)
+	sq, cq := r.alloc(t, 16*64), r.alloc(t, 16*16)
+	rq, err := r.ctrl.CreateRemoteQueue(testContext(t), nvmelike.RemoteQueueOptions{Depth: 16, SQ: sq.IOVA, CQ: cq.IOVA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := nvmelike.AttachQueuePair(nvmelike.AttachOptions{
+		ID: rq.ID(), Depth: 16, SQ: sq, CQ: cq, Registers: r.dev, DMA: r.mem,
+		PageSize: r.ctrl.PageSize(), MaxTransfer: r.ctrl.MaxTransfer(),
+		SGLS: r.ctrl.IdentifyController().SGLS, DataPointer: nvmelike.DataPointerSGL,
+	})
+	if err != nil {
+		t.Fatalf("AttachQueuePair with SGLs: %v", err)
+	}
+	defer q.Detach()
+	if q.DataPointer() != nvmelike.DataPointerSGL {
+		t.Fatalf("data pointer %v", q.DataPointer())
+	}
+	parts := []nvmelike.Buffer{r.alloc(t, 4096).Slice(3, 512), r.alloc(t, 4096).Slice(100, 1024), r.alloc(t, 4096).Slice(0, 512)}
+	for i, p := range parts {
+		fill(p.Bytes, byte(i+1))
+	}
+	w := nvmelike.WriteCommand(1, 10, 4, nvmelike.Buffer{})
+	w.Buffers = parts
+	if _, err := q.Exec(testContext(t), &w); err != nil {
+		t.Fatalf("a 3-buffer write through SGLs: %v", err)
+	}
+	back := r.alloc(t, 2048)
+	rd := nvmelike.ReadCommand(1, 10, 4, back)
+	if _, err := q.Exec(testContext(t), &rd); err != nil {
+		t.Fatal(err)
+	}
+	off := 0
+	for i, p := range parts {
+		if !bytes.Equal(back.Bytes[off:off+len(p.Bytes)], p.Bytes) {
+			t.Fatalf("part %d reads back different", i)
+		}
+		off += len(p.Bytes)
+	}
+	// In flight, a fault in the second buffer names the write.
+	r.dev.DropCompletions(1)
+	if err := q.Submit(&w, nil); err != nil {
+		t.Fatal(err)
+	}
+	q.Ring()
+	if c, ok := q.InFlight(parts[1].IOVA + 200); !ok || c.Opcode != nvmelike.CmdWrite || c.Ref != "data" {
+		t.Fatalf("InFlight(second buffer) = %+v, %t", c, ok)
+	}
+}
