@@ -13,7 +13,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 UMDVM := bin/umdvm
 export TOPOLOGY KERNEL DRIVER RUN
 
-.PHONY: all build test test-host test-guest demo vm lint bench deps fetch clean umdvm
+.PHONY: all build test test-host test-guest demo vm lint bench bench-compare deps fetch clean umdvm
 
 all: build
 
@@ -69,6 +69,16 @@ lint: umdvm
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# umdbench (vfio-pci, polled and interrupts) against fio (the kernel's
+# nvme driver: io_uring, io_uring polled, libaio) in one boot of the
+# `single` topology, one table with the ratios and doorbell writes per
+# I/O; a few minutes, not part of `make test`. See docs/performance.md.
+BENCH_KERNEL ?= 6.1
+BENCH_ARGS   ?=
+bench-compare: deps
+	@$(UMDVM) deps -with fio
+	@$(UMDVM) bench-compare -kernel $(BENCH_KERNEL) -topology single $(BENCH_ARGS)
 
 clean:
 	rm -rf bin

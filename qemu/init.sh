@@ -5,6 +5,7 @@
 #   ttyS0  kernel console: kept in console.log on the host
 #   ttyS1  the output (stdout and stderr) of the command being run
 #   ttyS2  status lines for the harness: "stage NAME UPTIME",
+#          "mark TEXT" (written by benchmark scripts, see TraceCounter),
 #          "ready UPTIME", "exit CODE",
 #          "setup-failed"
 # /umd/config (from the per-run archive) sets UMD_* variables;

@@ -44,6 +44,10 @@ type Config struct {
 	Cache string
 	// QEMU is the emulator binary (default qemu-system-x86_64).
 	QEMU string
+	// Trace, when set, enables its QEMU trace events for the run and
+	// counts them; "mark TEXT" lines the guest writes to its status port
+	// (ttyS2) are stamped into it.
+	Trace *TraceCounter
 }
 
 // Result is the outcome of a run that booted.
@@ -172,15 +176,36 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		"-serial", "chardev:status",
 	}
 	args = append(args, devArgs...)
+	var traceR, traceW *os.File
+	if cfg.Trace != nil {
+		events := filepath.Join(dir, "trace-events")
+		if err := os.WriteFile(events, []byte(strings.Join(cfg.Trace.Events, "\n")+"\n"), 0o644); err != nil {
+			return Result{}, err
+		}
+		if traceR, traceW, err = os.Pipe(); err != nil {
+			return Result{}, err
+		}
+		defer traceR.Close()
+		// The log backend writes trace lines to -D's file: fd 5, the
+		// third of ExtraFiles.
+		args = append(args, "-trace", "events="+events, "-msg", "timestamp=on", "-D", "/dev/fd/5")
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cfg.QEMU, args...)
 	consolePR, consolePW, err := os.Pipe()
 	if err != nil {
+		statusW.Close()
+		if traceW != nil {
+			traceW.Close()
+		}
 		return Result{}, err
 	}
 	cmd.ExtraFiles = []*os.File{consolePW, statusW}
+	if traceW != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, traceW)
+	}
 	cmd.Stdout = cfg.Stdout
 	var qemuErr bytes.Buffer
 	cmd.Stderr = &qemuErr
@@ -192,10 +217,23 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		consolePR.Close()
 		consolePW.Close()
 		statusW.Close()
+		if traceW != nil {
+			traceW.Close()
+		}
 		return Result{}, fmt.Errorf("starting %s (install qemu-system-x86): %w", cfg.QEMU, err)
 	}
 	consolePW.Close()
 	statusW.Close()
+	traceDone := make(chan struct{})
+	if traceW != nil {
+		traceW.Close()
+		go func() {
+			defer close(traceDone)
+			cfg.Trace.consume(traceR)
+		}()
+	} else {
+		close(traceDone)
+	}
 
 	// Copy the console to its log (and to cfg.Console).
 	consoleDone := make(chan struct{})
@@ -236,6 +274,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				}
 			case "setup-failed":
 				setupFailed = true
+			case "mark":
+				if cfg.Trace != nil {
+					_, text, _ := strings.Cut(sc.Text(), " ")
+					cfg.Trace.mark(text, time.Now())
+				}
 			}
 		}
 	}()
@@ -244,6 +287,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.Total = time.Since(start)
 	<-statusDone
 	<-consoleDone
+	<-traceDone
 	console.Sync()
 
 	guestErr := func(reason string) error {

@@ -94,3 +94,41 @@ func TestRunTimesOut(t *testing.T) {
 	}
 	os.RemoveAll(strings.TrimSuffix(ge.ConsoleLog, "/console.log"))
 }
+
+// TestRunCountsTraceEvents: the guest reads 64 blocks with O_DIRECT
+// through the kernel's nvme driver between two marks, idle before and
+// after; the counter sees at least one SQ and one CQ doorbell write per
+// read inside the marks, and none in a second, idle, phase.
+func TestRunCountsTraceEvents(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, `mark() { echo "mark $*" > /dev/ttyS2; }
+sleep 0.3
+mark begin io
+dd if=/dev/nvme0n1 of=/dev/null bs=4096 count=64 iflag=direct 2>/dev/null || exit 3
+mark end io
+sleep 0.3
+mark begin idle
+sleep 0.2
+mark end idle`)
+	cfg.Driver = "nvme"
+	cfg.Trace = &TraceCounter{Events: DoorbellEvents}
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("exit code %d", res.ExitCode)
+	}
+	ph := cfg.Trace.Phases()
+	if len(ph) != 2 || ph[0].Name != "io" || ph[1].Name != "idle" {
+		t.Fatalf("phases %+v, want io and idle", ph)
+	}
+	for i, want := range []uint64{64, 0} {
+		sq := cfg.Trace.Count(DoorbellEvents[0], ph[i].Begin, ph[i].End)
+		cq := cfg.Trace.Count(DoorbellEvents[1], ph[i].Begin, ph[i].End)
+		t.Logf("%s: %d SQ and %d CQ doorbell writes", ph[i].Name, sq, cq)
+		if (want > 0 && (sq < want || cq < want || sq > 4*want)) || (want == 0 && sq+cq != 0) {
+			t.Errorf("%s: %d SQ and %d CQ doorbell writes, want about %d each", ph[i].Name, sq, cq, want)
+		}
+	}
+}

@@ -69,8 +69,9 @@ type device struct {
 }
 
 // openDevice opens bdf with a DMA pool big enough for numjobs jobs of w
-// and checks namespace nsid.
-func openDevice(ctx context.Context, bdf string, nsid uint32, w bench.Workload, numjobs int) (*device, error) {
+// and checks namespace nsid. With shadow, the I/O queues use shadow
+// doorbells, and a controller that does not offer them is an error.
+func openDevice(ctx context.Context, bdf string, nsid uint32, w bench.Workload, numjobs int, shadow bool) (*device, error) {
 	// Per job: IODepth data buffers (each 4 KiB-aligned), the two rings
 	// and a PRP list page per tracker; plus the admin queue's share.
 	perBuf := (w.BlockSize + 4095) &^ 4095
@@ -79,13 +80,17 @@ func openDevice(ctx context.Context, bdf string, nsid uint32, w bench.Workload, 
 	pool := numjobs*perJob + 4<<20
 	dev, err := umd.Open(ctx, bdf, &umd.Options{
 		PoolSize:   pool,
-		Controller: nvmelike.Options{IOQueues: max(numjobs, 1)},
+		Controller: nvmelike.Options{IOQueues: max(numjobs, 1), ShadowDoorbells: shadow},
 	})
 	if err != nil {
 		return nil, err
 	}
 	d := &device{dev: dev}
 	ctrl := dev.Controller()
+	if id := ctrl.IdentifyController(); shadow && !id.DoorbellBufferConfig() {
+		dev.Close()
+		return nil, fmt.Errorf("--shadow_doorbells on: %s does not offer shadow doorbells (Doorbell Buffer Config)", bdf)
+	}
 	found := false
 	for _, n := range ctrl.Namespaces() {
 		found = found || n == nsid

@@ -8,7 +8,8 @@
 // The workload engine is internal/bench; this command parses flags,
 // selects and opens devices (pcie selectors, as umdprobe takes them),
 // draws the progress line and writes the results (a table, or JSON in
-// fio's layout). `umdbench --help` explains every flag with examples.
+// fio's layout, and with --plot an SVG of the latency histogram and IOPS
+// over time). `umdbench --help` explains every flag with examples.
 //
 // Exit status: 0 success; 1 the run failed (I/O error, verify mismatch,
 // device that could not be opened); 2 usage error; 3 the selectors

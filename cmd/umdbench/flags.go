@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +81,28 @@ func (f *verifyFlag) Set(s string) error {
 
 func (f *verifyFlag) IsBoolFlag() bool { return true }
 
+// onOffFlag is a switch written on or off (also 1/0, true/false).
+type onOffFlag struct{ on bool }
+
+func (f *onOffFlag) String() string {
+	if f != nil && f.on {
+		return "on"
+	}
+	return "off"
+}
+
+func (f *onOffFlag) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "on", "1", "true":
+		f.on = true
+	case "off", "0", "false":
+		f.on = false
+	default:
+		return fmt.Errorf("%q: want on or off", s)
+	}
+	return nil
+}
+
 // options are the parsed command line.
 type options struct {
 	rw         string
@@ -98,12 +121,14 @@ type options struct {
 	verifyPass uint
 	completion string
 	pollSpins  int
+	shadowDB   onOffFlag
 	nsid       uint
 	disableLat bool
 	traceFault bool
 	seed       uint64
 	format     string
 	outFile    string
+	plot       string
 	sysfs      string
 
 	sim     bool
@@ -143,6 +168,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.UintVar(&o.verifyPass, "verify_pass", 1, "")
 	fs.StringVar(&o.completion, "completion", "poll", "")
 	fs.IntVar(&o.pollSpins, "poll_spins", 1000, "")
+	fs.Var(&o.shadowDB, "shadow_doorbells", "")
 	fs.UintVar(&o.nsid, "nsid", 1, "")
 	fs.BoolVar(&o.disableLat, "disable_lat", false, "")
 	fs.BoolVar(&o.traceFault, "trace_faults", false, "")
@@ -150,6 +176,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.format, "o", "text", "")
 	fs.StringVar(&o.format, "output-format", "text", "")
 	fs.StringVar(&o.outFile, "output", "", "")
+	fs.StringVar(&o.plot, "plot", "", "")
 	fs.StringVar(&o.sysfs, "sysfs", "", "")
 	fs.BoolVar(&o.sim, "sim", false, "")
 	fs.Var(&o.simSize, "sim_size", "")
@@ -248,6 +275,9 @@ func (o *options) workload() (bench.Workload, error) {
 	case o.format != "text" && o.format != "json" && o.format != "normal":
 		return w, usageError{fmt.Errorf("--output-format %q: want text or json", o.format)}
 	}
+	if err := checkPlotName(o.plot); err != nil {
+		return w, usageError{err}
+	}
 	// Size 0 is defaulted from the namespace; check the rest.
 	check := w
 	if check.Size == 0 {
@@ -257,4 +287,18 @@ func (o *options) workload() (bench.Workload, error) {
 		return w, usageError{err}
 	}
 	return w, nil
+}
+
+// checkPlotName accepts an empty --plot (no plot) or a name ending in
+// .svg. PNG is refused by name: umdbench draws SVG only, and any browser
+// shows it or rsvg-convert turns it into a PNG.
+func checkPlotName(name string) error {
+	switch ext := strings.ToLower(filepath.Ext(name)); {
+	case name == "" || ext == ".svg":
+		return nil
+	case ext == ".png":
+		return fmt.Errorf("--plot %s: umdbench draws SVG only; name the file .svg (rsvg-convert -o plot.png plot.svg makes a PNG of it)", name)
+	default:
+		return fmt.Errorf("--plot %s: unknown plot format %q; name the file .svg", name, ext)
+	}
 }

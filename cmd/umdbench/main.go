@@ -72,6 +72,12 @@ Workload (fio's names; fio's --name=value spelling works too):
                       irq: sleep on the queue pair's MSI-X interrupt when nothing is there;
                       adaptive: spin --poll_spins times, then sleep (default poll)
   --poll_spins N      empty polls before adaptive sleeps (default 1000)
+  --shadow_doorbells on|off
+                      on: the I/O queues write new tails and heads to shadow doorbells in
+                      memory (NVMe Doorbell Buffer Config) and to the MMIO doorbell only when
+                      the controller's event index asks; a device that does not offer them
+                      fails the run. off: an MMIO write per ring and per poll that consumed
+                      completions (default off). --sim offers them when on
   --randseed N        seed of random offsets and of the mix; job i uses N+i
 
 Verify:
@@ -90,6 +96,9 @@ Output:
   -o, --output-format FMT  text (a table; the default) or json (fio's --output-format=json
                       layout, with umdbench's own figures under "umd" keys)
   --output FILE       write the results to FILE instead of standard output
+  --plot FILE.svg     also draw the run as SVG: the latency histogram (log latency axis)
+                      and IOPS over time, per 100 ms (coarser on long runs), in total and
+                      per job
   --disable_lat       take no per-I/O timestamps: no latency figures, slightly less cost.
                       Each I/O otherwise reads the clock once (its completion time is the
                       next I/O's start): ~20 ns on a host with a TSC clocksource, ~0.2 µs in
@@ -198,7 +207,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		if w.Completion != bench.Poll {
 			return usageError{errors.New("--sim runs polled: the software controller completes commands inside the doorbell write and signals no interrupts")}
 		}
-		d, err := bench.OpenSim(ctx, bench.SimOptions{LBASize: o.simLBA, Bytes: o.simSize.v})
+		d, err := bench.OpenSim(ctx, bench.SimOptions{LBASize: o.simLBA, Bytes: o.simSize.v, ShadowDoorbells: o.shadowDB.on})
 		if err != nil {
 			return usageError{err}
 		}
@@ -225,7 +234,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 			}
 		}()
 		for _, bdf := range bdfs {
-			d, err := openDevice(ctx, bdf, uint32(o.nsid), w, o.numjobs)
+			d, err := openDevice(ctx, bdf, uint32(o.nsid), w, o.numjobs, o.shadowDB.on)
 			if err != nil {
 				return err
 			}
@@ -263,6 +272,9 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	if o.sim {
 		title += " (software controller)"
 	}
+	if o.shadowDB.on {
+		title += ", shadow doorbells"
+	}
 	if o.format == "json" {
 		err = bench.WriteJSON(out, result, o.given)
 	} else {
@@ -271,11 +283,32 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	if err != nil {
 		return err
 	}
+	if o.plot != "" {
+		if err := writePlot(o.plot, result, title); err != nil {
+			return err
+		}
+	}
 	if rerr := result.Err(); rerr != nil {
 		return rerr
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted: the figures above cover the run until then")
+	}
+	return nil
+}
+
+// writePlot draws the result into the SVG file name.
+func writePlot(name string, r *bench.Result, title string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return fmt.Errorf("--plot: %w", err)
+	}
+	if err := bench.WriteSVG(f, r, title); err != nil {
+		f.Close()
+		return fmt.Errorf("--plot: writing %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--plot: writing %s: %w", name, err)
 	}
 	return nil
 }

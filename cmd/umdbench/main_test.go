@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"os"
 	"path/filepath"
@@ -129,6 +130,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bogus=1"}, "bad selector \"bogus=1\""},
 		{[]string{"--sim", "--sim_lba", "1000"}, "LBA size 1000"},
 		{[]string{"--sim", "--trace_faults"}, "--trace_faults needs a device"},
+		{[]string{"--sim", "--plot", "run.png"}, "name the file .svg"},
+		{[]string{"--sim", "--shadow_doorbells", "maybe"}, "want on or off"},
+		{[]string{"--sim", "--plot", "run.pdf"}, "unknown plot format \".pdf\""},
 	} {
 		code, _, errOut := umdbench(t, c.args...)
 		if code != exitUsage || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "--help") {
@@ -254,5 +258,39 @@ func TestSimTextAndOutputFile(t *testing.T) {
 	}
 	if errOut != "" {
 		t.Errorf("stderr is not a terminal, yet umdbench wrote %q", errOut)
+	}
+}
+
+// TestSimPlot draws a --sim run: the SVG parses as XML and holds the
+// latency histogram of the reads and the IOPS of the one job.
+func TestSimPlot(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "run.svg")
+	code, _, errOut := umdbench(t, "--sim", "--rw", "randread", "--iodepth", "4", "--runtime", "300ms", "--plot", file, "-o", "json")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Panels []struct {
+			Lines []struct {
+				Name   string `xml:"data-name,attr"`
+				Points string `xml:"points,attr"`
+			} `xml:"polyline"`
+		} `xml:"g"`
+	}
+	if err := xml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("--plot wrote no XML: %v", err)
+	}
+	if len(doc.Panels) != 2 {
+		t.Fatalf("%d panels, want latency and IOPS", len(doc.Panels))
+	}
+	for i, want := range []string{"read", "total"} {
+		l := doc.Panels[i].Lines
+		if len(l) != 1 || l[0].Name != want || len(strings.Fields(l[0].Points)) < 2 {
+			t.Errorf("panel %d: series %+v, want one named %s with points", i, l, want)
+		}
 	}
 }

@@ -21,8 +21,11 @@
 //   - The verify block format: every logical block written carries its
 //     LBA, a pass number and a CRC-32C; a mismatch becomes a *VerifyError
 //     naming device, namespace, LBA, expected and found.
-//   - Results: per job and total, written as a text table or as JSON in
-//     fio's --output-format=json layout.
+//   - Timeline: completions per interval of each job's measured window, in
+//     a fixed array (intervals double when it fills), for IOPS over time.
+//   - Results: per job and total, written as a text table, as JSON in
+//     fio's --output-format=json layout, or drawn as SVG (WriteSVG: the
+//     latency histogram on a log axis and IOPS over time).
 //   - A software target: the same jobs against nvmelike/sim in
 //     instant-completion mode, with doorbell writes counted, to measure the
 //     host's own cost per I/O.

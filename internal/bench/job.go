@@ -61,6 +61,9 @@ type JobResult struct {
 	QID    uint16
 	Read   DirStats
 	Write  DirStats
+	// Timeline counts the measured window's completions (reads and
+	// writes) per interval, for IOPS over time.
+	Timeline Timeline
 	// Runtime is the measured window: from the end of the ramp to the
 	// last completion of the workload (the verify read-back excluded).
 	Runtime time.Duration
@@ -153,6 +156,7 @@ type Job struct {
 	stopping    bool
 	err         error
 	dirs        [2]DirStats // read, write
+	timeline    Timeline
 	verified    uint64
 
 	abort     atomic.Bool
@@ -264,6 +268,7 @@ func (j *Job) Run(ctx context.Context) *JobResult {
 		QID:              j.q.ID(),
 		Read:             j.dirs[0],
 		Write:            j.dirs[1],
+		Timeline:         j.timeline,
 		Runtime:          time.Duration(max(end-j.rampEnd, 0)),
 		UserCPU:          tvDiff(ru1.Utime, ru0.Utime),
 		SysCPU:           tvDiff(ru1.Stime, ru0.Stime),
@@ -442,6 +447,7 @@ func (j *Job) complete(cmd *nvmelike.Command, _ nvmelike.Completion, err error) 
 			}
 			d.IOs++
 			d.Bytes += uint64(j.w.BlockSize)
+			j.timeline.Record(now - j.rampEnd)
 			if !j.w.NoLatency {
 				d.Lat.Record(uint64(now - s.start))
 			}

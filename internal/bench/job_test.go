@@ -236,3 +236,27 @@ func BenchmarkJob4KiBRandRead(b *testing.B) {
 		})
 	}
 }
+
+// TestSimShadowDoorbells: with ShadowDoorbells the software controller
+// offers Doorbell Buffer Config, and jobs still complete and verify.
+func TestSimShadowDoorbells(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		d, err := OpenSim(context.Background(), SimOptions{ShadowDoorbells: on, Bytes: 4 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id := d.Ctrl.IdentifyController(); id.DoorbellBufferConfig() != on {
+			t.Errorf("ShadowDoorbells %v: the controller offers shadow doorbells: %v", on, id.DoorbellBufferConfig())
+		}
+		w := Workload{RW: RandWrite, BlockSize: 4096, IODepth: 16, Size: 4 << 20, NumberIOs: 2000, Verify: true, VerifyPass: 1}
+		jobs, err := d.NewJobs(context.Background(), w, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := ExecuteSim(context.Background(), d, w, jobs, ExecOptions{})
+		if err := r.Err(); err != nil || r.Total.Verified == 0 {
+			t.Errorf("ShadowDoorbells %v: %v, %d blocks verified", on, err, r.Total.Verified)
+		}
+		d.Close()
+	}
+}

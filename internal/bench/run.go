@@ -139,6 +139,7 @@ func Merge(name string, jobs []*JobResult) JobResult {
 			d.to.Bytes += d.from.Bytes
 			d.to.Lat.Merge(&d.from.Lat)
 		}
+		t.Timeline.Merge(&j.Timeline)
 		t.Runtime = max(t.Runtime, j.Runtime)
 		t.UserCPU += j.UserCPU
 		t.SysCPU += j.SysCPU

@@ -64,6 +64,9 @@ type SimOptions struct {
 	LBASize int
 	// Bytes is the namespace's size; 0 means 64 MiB. It is held in memory.
 	Bytes int64
+	// ShadowDoorbells makes the controller offer shadow doorbells
+	// (Doorbell Buffer Config) and the driver use them.
+	ShadowDoorbells bool
 }
 
 // OpenSim makes a software controller and brings it up.
@@ -82,9 +85,9 @@ func OpenSim(ctx context.Context, o SimOptions) (*SimDevice, error) {
 	}
 	blocks := uint64(o.Bytes) / uint64(o.LBASize)
 	mem := sim.NewMemory()
-	s := sim.New(mem, sim.Config{Namespaces: []sim.NamespaceConfig{{Blocks: blocks, LBASize: o.LBASize}}})
+	s := sim.New(mem, sim.Config{DoorbellBufferConfig: o.ShadowDoorbells, Namespaces: []sim.NamespaceConfig{{Blocks: blocks, LBASize: o.LBASize}}})
 	regs := &CountingRegisters{Registers: s}
-	ctrl, err := nvmelike.Open(ctx, regs, mem, nil)
+	ctrl, err := nvmelike.Open(ctx, regs, mem, &nvmelike.Options{ShadowDoorbells: o.ShadowDoorbells})
 	if err != nil {
 		return nil, fmt.Errorf("bringing up the software controller: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,7 +25,9 @@ Usage:
   umdvm run  [flags] [--] COMMAND...   run a shell command in the guest
   umdvm test [flags] [PACKAGES...]     run the guest tests (//go:build guest)
   umdvm fetch [-kernel K]              download the guest kernels into the cache
-  umdvm deps                           install the host tools the guest needs
+  umdvm deps [-with fio]               install the host tools the guest needs
+  umdvm bench-compare [flags]          umdbench against fio on the kernel's nvme driver,
+                                       in one boot on one emulated NVMe (make bench-compare)
   umdvm topologies                     list the topologies
 
 The project's commands (everything under cmd/) are built static and are on
@@ -36,6 +39,7 @@ Examples:
   umdvm run -topology cards -- ls /dev/vfio
   umdvm run -kernel 6.1 -driver nvme -- 'cat /sys/block/nvme0n1/size'
   umdvm test -kernel 6.1 ./vfio/ ./pcie/
+  umdvm run -with fio -driver nvme -- 'fio --name=r --filename=/dev/nvme0n1 --direct=1 --rw=randread --runtime=3'
 
 Flags:
 `
@@ -61,7 +65,9 @@ func main() {
 	case "fetch":
 		err = cmdFetch(os.Args[2:])
 	case "deps":
-		err = qemu.EnsureHostTools(os.Stderr)
+		err = cmdDeps(os.Args[2:])
+	case "bench-compare":
+		code, err = cmdBenchCompare(ctx, os.Args[2:])
 	case "topologies":
 		for _, n := range qemu.TopologyNames() {
 			t := qemu.Topologies[n]
@@ -90,6 +96,7 @@ type options struct {
 	huge     int
 	console  bool
 	verbose  bool
+	with     string
 }
 
 func newFlags(name string) *flag.FlagSet { return parseOptions(name).fs }
@@ -104,7 +111,19 @@ func parseOptions(name string) *options {
 	o.fs.IntVar(&o.huge, "hugepages", 128, "2 MiB hugepages reserved in the guest")
 	o.fs.BoolVar(&o.console, "console", false, "copy the kernel console to stderr as it comes")
 	o.fs.BoolVar(&o.verbose, "v", false, "verbose: show every test's output")
+	o.fs.StringVar(&o.with, "with", "", "host programs to carry into the guest with their shared libraries, comma-separated: fio (installed on the host first when missing)")
 	return o
+}
+
+// withPrograms returns the names given to -with.
+func (o *options) withPrograms() []string {
+	var names []string
+	for _, n := range strings.Split(o.with, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 func envOr(key, def string) string {
@@ -170,6 +189,16 @@ func (o *options) prepare() (qemu.Config, string, error) {
 		return cfg, "", err
 	}
 	files := map[string]string{"umd/bin": bin}
+	for _, name := range o.withPrograms() {
+		if err := qemu.EnsureHostProgram(os.Stderr, name); err != nil {
+			return cfg, bin, err
+		}
+		more, err := qemu.HostProgramFiles(name, bin)
+		if err != nil {
+			return cfg, bin, err
+		}
+		maps.Copy(files, more)
+	}
 	if dirs, err := qemu.KernelModuleDirs(root); err != nil {
 		return cfg, bin, err
 	} else if len(dirs) > 0 {
@@ -239,6 +268,22 @@ func cmdRun(ctx context.Context, args []string) (int, error) {
 	fmt.Fprintf(os.Stderr, "umdvm: %s on %s (%s): guest ready in %.1fs, exit status %d after %.1fs\n",
 		o.topology, cfg.Kernel.Release, o.driver, res.Boot.Seconds(), res.ExitCode, res.Total.Seconds())
 	return res.ExitCode, nil
+}
+
+func cmdDeps(args []string) error {
+	o := parseOptions("deps")
+	if err := o.fs.Parse(args); err != nil {
+		return err
+	}
+	if err := qemu.EnsureHostTools(os.Stderr); err != nil {
+		return err
+	}
+	for _, name := range o.withPrograms() {
+		if err := qemu.EnsureHostProgram(os.Stderr, name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func cmdFetch(args []string) error {

@@ -1,0 +1,469 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/umdkit/umd/qemu"
+)
+
+// umdvm bench-compare runs umdbench (user space, vfio-pci) and fio (the
+// kernel's nvme driver) on the same emulated NVMe controller in one boot,
+// and prints one table of both with their ratios and QEMU's count of
+// doorbell writes per I/O.
+
+// compareWorkload is a row group of the table.
+type compareWorkload struct {
+	name string
+	rw   string // fio's and umdbench's --rw
+	bs   string
+	qd   int
+}
+
+var compareWorkloads = []compareWorkload{
+	{"4k randread qd1", "randread", "4k", 1},
+	{"4k randread qd8", "randread", "4k", 8},
+	{"4k randread qd32", "randread", "4k", 32},
+	{"4k randread qd128", "randread", "4k", 128},
+	{"128k read qd1", "read", "128k", 1},
+	{"128k read qd32", "read", "128k", 32},
+}
+
+// compareEngine is a row of a group: umdbench in a completion mode, or fio
+// with an ioengine.
+type compareEngine struct {
+	name       string
+	completion string // umdbench's --completion; "" for fio
+	ioengine   string // fio's --ioengine
+	hipri      bool   // fio io_uring's polled completions
+}
+
+var compareEngines = []compareEngine{
+	{name: "umd poll", completion: "poll"},
+	{name: "umd irq", completion: "irq"},
+	{name: "fio io_uring", ioengine: "io_uring"},
+	{name: "fio io_uring hipri", ioengine: "io_uring", hipri: true},
+	{name: "fio libaio", ioengine: "libaio"},
+}
+
+func (e compareEngine) umd() bool { return e.completion != "" }
+
+// phaseID names the run of workload w on engine e in marks and output.
+func phaseID(w, e int) string { return fmt.Sprintf("w%d-e%d", w, e) }
+
+// compareScript is the guest's script: every umdbench phase on vfio-pci,
+// then the function rebound to the kernel's nvme driver (with poll queues,
+// for hipri) and every fio phase. Each phase is framed on stdout by
+// "@@phase ID" and "@@end ID STATUS" and on the status port by "mark
+// begin ID" and "mark end ID", after a quiet gap so the host can tell the
+// phases' doorbell writes apart by time.
+// Only phases selected (nil: all) are run.
+func compareScript(runtime, ramp time.Duration, selected func(w, e int) bool) string {
+	if selected == nil {
+		selected = func(int, int) bool { return true }
+	}
+	var b strings.Builder
+	secs := func(d time.Duration) string { return fmt.Sprintf("%g", d.Seconds()) }
+	b.WriteString(`set -u
+mark() { echo "mark $*" > /dev/ttyS2; }
+phase() {
+	id=$1
+	shift
+	sleep 0.3
+	echo "@@phase $id"
+	mark begin "$id"
+	"$@"
+	rc=$?
+	mark end "$id"
+	echo "@@end $id $rc"
+}
+bdf=$(ls /sys/bus/pci/drivers/vfio-pci | grep -m1 :)
+[ -n "$bdf" ] || { echo "bench-compare: no NVMe function on vfio-pci"; exit 1; }
+echo "@@device $bdf"
+`)
+	for wi, w := range compareWorkloads {
+		for ei, e := range compareEngines {
+			if !e.umd() || !selected(wi, ei) {
+				continue
+			}
+			fmt.Fprintf(&b, "phase %s umdbench --rw %s --bs %s --iodepth %d --runtime %ss --ramp_time %ss --completion %s -o json \"$bdf\"\n",
+				phaseID(wi, ei), w.rw, w.bs, w.qd, secs(runtime), secs(ramp), e.completion)
+		}
+	}
+	b.WriteString(`# To the kernel's nvme driver, with polled queues for io_uring's hipri.
+echo "$bdf" > /sys/bus/pci/drivers/vfio-pci/unbind
+echo > "/sys/bus/pci/devices/$bdf/driver_override"
+modprobe nvme poll_queues=2 || { echo "bench-compare: modprobe nvme failed"; exit 1; }
+echo "$bdf" > /sys/bus/pci/drivers_probe 2>/dev/null
+i=0
+while [ -z "$(ls -d /sys/bus/pci/devices/$bdf/nvme/nvme*/nvme*n1 2>/dev/null)" ] && [ $i -lt 200 ]; do
+	sleep 0.05
+	i=$((i + 1))
+done
+blk=$(ls -d /sys/bus/pci/devices/$bdf/nvme/nvme*/nvme*n1 2>/dev/null | head -n1)
+[ -n "$blk" ] || { echo "bench-compare: no namespace appeared on the nvme driver"; exit 1; }
+dev=/dev/${blk##*/}
+i=0
+while [ ! -b "$dev" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+echo "@@nvme $dev poll_queues=$(cat /sys/module/nvme/parameters/poll_queues) io_poll=$(cat /sys/block/${blk##*/}/queue/io_poll)"
+# fiophase ID CMD...: a phase, then the reads the block device completed
+# in it, ramp included (the first field of its stat file): fio reports
+# only those after the ramp.
+reads() { read -r n _ < "/sys/block/${blk##*/}/stat"; echo "$n"; }
+fiophase() {
+	r0=$(reads)
+	phase "$@"
+	echo "@@ios $1 $(($(reads) - r0))"
+}
+`)
+	for wi, w := range compareWorkloads {
+		for ei, e := range compareEngines {
+			if e.umd() || !selected(wi, ei) {
+				continue
+			}
+			hipri := ""
+			if e.hipri {
+				hipri = " --hipri=1"
+			}
+			fmt.Fprintf(&b, "fiophase %s fio --name=%s --filename=\"$dev\" --direct=1 --rw=%s --bs=%s --iodepth=%d --ioengine=%s%s --runtime=%s --ramp_time=%s --time_based --lat_percentiles=1 --output-format=json\n",
+				phaseID(wi, ei), strings.ReplaceAll(w.name, " ", "-"), w.rw, w.bs, w.qd, e.ioengine, hipri, secs(runtime), secs(ramp))
+		}
+	}
+	return b.String()
+}
+
+// phaseSplitter takes the guest's output line by line: it keeps each
+// phase's output, shows progress on log, and passes every line to raw.
+type phaseSplitter struct {
+	raw, log io.Writer
+	mu       sync.Mutex
+	partial  []byte
+	current  string
+	outputs  map[string]*bytes.Buffer
+	status   map[string]string
+	ios      map[string]uint64 // "@@ios ID N": I/Os the kernel counted
+	lines    []string          // other "@@" lines outside phases
+}
+
+func newPhaseSplitter(raw, log io.Writer) *phaseSplitter {
+	return &phaseSplitter{raw: raw, log: log, outputs: map[string]*bytes.Buffer{}, status: map[string]string{}, ios: map[string]uint64{}}
+}
+
+func (p *phaseSplitter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, err := p.raw.Write(b); err != nil {
+		return 0, err
+	}
+	p.partial = append(p.partial, b...)
+	for {
+		i := bytes.IndexByte(p.partial, '\n')
+		if i < 0 {
+			break
+		}
+		p.line(string(bytes.TrimRight(p.partial[:i], "\r")))
+		p.partial = p.partial[i+1:]
+	}
+	return len(b), nil
+}
+
+func (p *phaseSplitter) line(l string) {
+	f := strings.Fields(l)
+	switch {
+	case len(f) >= 2 && f[0] == "@@phase":
+		p.current = f[1]
+		p.outputs[p.current] = &bytes.Buffer{}
+		fmt.Fprintf(p.log, "bench-compare: %s\n", phaseTitle(f[1]))
+	case len(f) >= 3 && f[0] == "@@end":
+		p.status[f[1]] = f[2]
+		p.current = ""
+	case p.current != "":
+		p.outputs[p.current].WriteString(l + "\n")
+	case len(f) == 3 && f[0] == "@@ios":
+		if n, err := strconv.ParseUint(f[2], 10, 64); err == nil {
+			p.ios[f[1]] = n
+		}
+	case strings.HasPrefix(l, "@@"):
+		p.lines = append(p.lines, strings.TrimPrefix(l, "@@"))
+		fmt.Fprintf(p.log, "bench-compare: %s\n", strings.TrimPrefix(l, "@@"))
+	default:
+		fmt.Fprintf(p.log, "guest: %s\n", l)
+	}
+}
+
+// phaseTitle turns "w2-e3" into "4k randread qd32, fio io_uring hipri".
+func phaseTitle(id string) string {
+	var w, e int
+	if _, err := fmt.Sscanf(id, "w%d-e%d", &w, &e); err != nil || w >= len(compareWorkloads) || e >= len(compareEngines) {
+		return id
+	}
+	return compareWorkloads[w].name + ", " + compareEngines[e].name
+}
+
+// phaseResult is what the table shows of one phase. umdbench's JSON
+// follows fio's layout, so one parser reads both.
+type phaseResult struct {
+	IOPS     float64
+	MiBps    float64
+	MeanUS   float64
+	P99US    float64
+	IOs      uint64 // every I/O of the phase (ramp included, where known)
+	SQ, CQ   uint64 // doorbell MMIO writes QEMU traced during the phase
+	Err      string
+	HaveData bool
+}
+
+// fioJSON is the part of fio's --output-format=json (and umdbench's -o
+// json) the table reads.
+type fioJSON struct {
+	Jobs []struct {
+		Error int `json:"error"`
+		Read  struct {
+			IOPS     float64 `json:"iops"`
+			BWBytes  float64 `json:"bw_bytes"`
+			TotalIOs uint64  `json:"total_ios"`
+			LatNS    struct {
+				Mean       float64            `json:"mean"`
+				Percentile map[string]float64 `json:"percentile"`
+			} `json:"lat_ns"`
+		} `json:"read"`
+		UMD *struct {
+			IOs uint64 `json:"ios"`
+		} `json:"umd"`
+	} `json:"jobs"`
+}
+
+// parsePhase reads one phase's output: everything from the first "{" is
+// the JSON document (fio and umdbench may print warnings before it).
+func parsePhase(out []byte) (phaseResult, error) {
+	var r phaseResult
+	i := bytes.IndexByte(out, '{')
+	if i < 0 {
+		return r, fmt.Errorf("no JSON in the output: %s", firstLine(out))
+	}
+	var doc fioJSON
+	if err := json.NewDecoder(bytes.NewReader(out[i:])).Decode(&doc); err != nil {
+		return r, fmt.Errorf("reading the JSON: %w", err)
+	}
+	if len(doc.Jobs) == 0 {
+		return r, errors.New("the JSON has no jobs")
+	}
+	var ramped uint64
+	for _, j := range doc.Jobs {
+		if j.Error != 0 {
+			r.Err = fmt.Sprintf("job error %d", j.Error)
+		}
+		r.IOPS += j.Read.IOPS
+		r.MiBps += j.Read.BWBytes / (1 << 20)
+		if j.UMD != nil {
+			ramped += j.UMD.IOs
+		} else {
+			ramped += j.Read.TotalIOs
+		}
+	}
+	j := doc.Jobs[0]
+	r.MeanUS = j.Read.LatNS.Mean / 1000
+	r.P99US = j.Read.LatNS.Percentile["99.000000"] / 1000
+	// umdbench's umd.ios covers the ramp; fio's total_ios does not, so
+	// the caller replaces it with the block device's own count.
+	r.IOs = ramped
+	r.HaveData = true
+	return r, nil
+}
+
+func firstLine(b []byte) string {
+	l, _, _ := bytes.Cut(bytes.TrimSpace(b), []byte("\n"))
+	if len(l) == 0 {
+		return "(nothing)"
+	}
+	return string(l)
+}
+
+// compareTable writes the table: a row per workload and engine run (or
+// selected; nil selects all), with the ratio of umd's IOPS (polled and
+// interrupt-driven) to each fio row's.
+func compareTable(out io.Writer, results map[string]phaseResult, selected func(w, e int) bool) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "WORKLOAD\tENGINE\tIOPS\tMiB/s\tMEAN µs\tP99 µs\tDOORBELLS/IO\tUMD POLL/THIS\tUMD IRQ/THIS\t")
+	for wi, w := range compareWorkloads {
+		umdIOPS := map[string]float64{}
+		for ei, e := range compareEngines {
+			if r := results[phaseID(wi, ei)]; e.umd() && r.HaveData {
+				umdIOPS[e.completion] = r.IOPS
+			}
+		}
+		for ei, e := range compareEngines {
+			r, ok := results[phaseID(wi, ei)]
+			if !ok && selected != nil && !selected(wi, ei) {
+				continue
+			}
+			if !ok || !r.HaveData {
+				why := "not run"
+				if ok && r.Err != "" {
+					why = r.Err
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\n", w.name, e.name, why)
+				continue
+			}
+			db := "-"
+			if r.IOs > 0 {
+				db = fmt.Sprintf("%.3f", float64(r.SQ+r.CQ)/float64(r.IOs))
+			}
+			ratio := func(mode string) string {
+				u, ok := umdIOPS[mode]
+				if e.umd() || !ok || r.IOPS == 0 {
+					return ""
+				}
+				return fmt.Sprintf("%.2f", u/r.IOPS)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t\n",
+				w.name, e.name, r.IOPS, r.MiBps, r.MeanUS, r.P99US, db, ratio("poll"), ratio("irq"))
+		}
+	}
+	return tw.Flush()
+}
+
+func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
+	o := parseOptions("bench-compare")
+	runtime := o.fs.Duration("runtime", 5*time.Second, "measured time of each phase")
+	ramp := o.fs.Duration("ramp", time.Second, "unmeasured ramp before each phase")
+	run := o.fs.String("run", "", "run only the phases whose \"WORKLOAD, ENGINE\" matches this regular expression (e.g. 'qd32, umd')")
+	doorbells := o.fs.Bool("doorbells", true, "count doorbell writes with QEMU's trace events (each costs QEMU a log line)")
+	outDir := o.fs.String("o", "", "directory for the table, the guest's output and each phase's JSON (default bin/bench-compare/TIME)")
+	if err := o.fs.Parse(args); err != nil {
+		return 2, nil
+	}
+	if o.fs.NArg() > 0 {
+		return 2, fmt.Errorf("bench-compare takes no arguments (got %q)", o.fs.Args())
+	}
+	re, err := regexp.Compile(*run)
+	if err != nil {
+		return 2, fmt.Errorf("-run: %w", err)
+	}
+	selected := func(w, e int) bool { return re.MatchString(phaseTitle(phaseID(w, e))) }
+	phases := 0
+	for w := range compareWorkloads {
+		for e := range compareEngines {
+			if selected(w, e) {
+				phases++
+			}
+		}
+	}
+	if phases == 0 {
+		return 2, fmt.Errorf("-run %q selects no phase", *run)
+	}
+	o.with = "fio"
+	o.driver = "vfio-pci"
+	cfg, bin, err := o.prepare()
+	if bin != "" {
+		defer os.RemoveAll(bin)
+	}
+	if err != nil {
+		return 125, err
+	}
+	if *outDir == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return 125, err
+		}
+		*outDir = filepath.Join(root, "bin", "bench-compare", time.Now().Format("20060102-150405"))
+	}
+	if err := os.MkdirAll(filepath.Join(*outDir, "phases"), 0o755); err != nil {
+		return 125, err
+	}
+	guestLog, err := os.Create(filepath.Join(*outDir, "guest.log"))
+	if err != nil {
+		return 125, err
+	}
+	defer guestLog.Close()
+	split := newPhaseSplitter(guestLog, os.Stderr)
+	trace := &qemu.TraceCounter{Events: qemu.DoorbellEvents}
+	cfg.Stdout = split
+	if *doorbells {
+		cfg.Trace = trace
+	}
+	cfg.Script = "#!/bin/sh\n" + compareScript(*runtime, *ramp, selected)
+	cfg.Timeout = 3*time.Minute + time.Duration(phases)*(*runtime+*ramp+20*time.Second)
+	fmt.Fprintf(os.Stderr, "bench-compare: %d phases of %v (+%v ramp) on %s, kernel %s; output in %s\n",
+		phases, *runtime, *ramp, o.topology, cfg.Kernel.Release, *outDir)
+	res, err := qemu.Run(ctx, cfg)
+	if err != nil {
+		return 125, err
+	}
+
+	results := map[string]phaseResult{}
+	var problems []string
+	marks := map[string]qemu.Phase{}
+	for _, p := range trace.Phases() {
+		marks[p.Name] = p
+	}
+	for id, buf := range split.outputs {
+		if err := os.WriteFile(filepath.Join(*outDir, "phases", id+".out"), buf.Bytes(), 0o644); err != nil {
+			return 125, err
+		}
+		r, perr := parsePhase(buf.Bytes())
+		if st := split.status[id]; st != "0" {
+			r.Err = "exit status " + st
+			problems = append(problems, fmt.Sprintf("%s: exit status %s: %s", phaseTitle(id), st, firstLine(buf.Bytes())))
+		} else if perr != nil {
+			r.Err = "no result"
+			problems = append(problems, fmt.Sprintf("%s: %v", phaseTitle(id), perr))
+		}
+		if n, ok := split.ios[id]; ok {
+			r.IOs = n
+		}
+		if m, ok := marks[id]; ok && *doorbells {
+			r.SQ = trace.Count(qemu.DoorbellEvents[0], m.Begin, m.End)
+			r.CQ = trace.Count(qemu.DoorbellEvents[1], m.Begin, m.End)
+		} else {
+			r.IOs = 0 // no marks, no doorbell figure
+		}
+		results[id] = r
+	}
+	var table bytes.Buffer
+	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver, one boot of the %q topology (QEMU nvme, TCG), kernel %s\n",
+		"3.33", o.topology, cfg.Kernel.Release)
+	fmt.Fprintf(&table, "each phase %v after a %v ramp; latency from submission to completion; ", *runtime, *ramp)
+	if *doorbells {
+		table.WriteString("doorbells are QEMU's MMIO doorbell trace events (SQ + CQ) per I/O, ramp included\n\n")
+	} else {
+		table.WriteString("doorbells not counted (-doorbells=false)\n\n")
+	}
+	if err := compareTable(&table, results, selected); err != nil {
+		return 125, err
+	}
+	for _, l := range split.lines {
+		fmt.Fprintf(&table, "\n%s", l)
+	}
+	if all, other := trace.Lines(); all > 0 {
+		fmt.Fprintf(&table, "\ntrace: %d lines read, %d not counted", all, other)
+	}
+	table.WriteString("\n")
+	for _, p := range problems {
+		fmt.Fprintf(&table, "problem: %s\n", p)
+	}
+	os.Stdout.Write(table.Bytes())
+	if err := os.WriteFile(filepath.Join(*outDir, "table.txt"), table.Bytes(), 0o644); err != nil {
+		return 125, err
+	}
+	fmt.Fprintf(os.Stderr, "bench-compare: guest ready in %.1fs, done after %.1fs; table in %s\n", res.Boot.Seconds(), res.Total.Seconds(), filepath.Join(*outDir, "table.txt"))
+	switch {
+	case res.ExitCode != 0:
+		return res.ExitCode, fmt.Errorf("the guest script failed (exit status %d); see %s", res.ExitCode, guestLog.Name())
+	case len(problems) > 0:
+		return 1, fmt.Errorf("%d phase(s) failed", len(problems))
+	}
+	return 0, nil
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+const fioOut = `fio: some warning before the JSON
+{
+  "fio version" : "fio-3.33",
+  "jobs" : [
+    {
+      "jobname" : "4k-randread-qd1",
+      "error" : 0,
+      "read" : {
+        "bw_bytes" : 2097152,
+        "iops" : 512.0,
+        "total_ios" : 512,
+        "lat_ns" : {
+          "mean" : 1950.5,
+          "percentile" : { "50.000000" : 1800, "99.000000" : 4096 }
+        }
+      }
+    }
+  ],
+  "disk_util" : [ { "name" : "nvme0n1", "read_ios" : 400 } ]
+}
+`
+
+const umdOut = `{
+  "umdbench version": "umdbench-1",
+  "jobs": [
+    {"jobname": "0000:00:01.0/0", "error": 0,
+     "read": {"bw_bytes": 4194304, "iops": 1024, "total_ios": 1024,
+              "lat_ns": {"mean": 1000, "percentile": {"99.000000": 2000}}},
+     "umd": {"ios": 1500}}
+  ]
+}
+`
+
+func TestParsePhase(t *testing.T) {
+	r, err := parsePhase([]byte(fioOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.IOPS != 512 || r.MiBps != 2 || r.MeanUS != 1.9505 || r.P99US != 4.096 || r.IOs != 512 || !r.HaveData {
+		t.Errorf("fio: %+v", r)
+	}
+	r, err = parsePhase([]byte(umdOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.IOPS != 1024 || r.MiBps != 4 || r.IOs != 1500 {
+		t.Errorf("umdbench: %+v (want its umd.ios, ramp included)", r)
+	}
+	if _, err := parsePhase([]byte("fio: engine io_uring not loadable\n")); err == nil || !strings.Contains(err.Error(), "not loadable") {
+		t.Errorf("no JSON: %v", err)
+	}
+}
+
+func TestPhaseSplitter(t *testing.T) {
+	var raw, log bytes.Buffer
+	p := newPhaseSplitter(&raw, &log)
+	in := "@@device 0000:00:01.0\n@@phase w0-e2\n" + fioOut + "@@end w0-e2 0\n@@ios w0-e2 777\nmodprobe: oops\n"
+	// In odd pieces, as a serial port delivers it.
+	for len(in) > 0 {
+		n := min(len(in), 7)
+		if _, err := io.WriteString(p, in[:n]); err != nil {
+			t.Fatal(err)
+		}
+		in = in[n:]
+	}
+	if raw.String() != "@@device 0000:00:01.0\n@@phase w0-e2\n"+fioOut+"@@end w0-e2 0\n@@ios w0-e2 777\nmodprobe: oops\n" {
+		t.Errorf("raw output changed")
+	}
+	if got := p.outputs["w0-e2"].String(); got != fioOut {
+		t.Errorf("phase output %q", got)
+	}
+	if p.status["w0-e2"] != "0" || p.ios["w0-e2"] != 777 {
+		t.Errorf("status %q, ios %d", p.status["w0-e2"], p.ios["w0-e2"])
+	}
+	if len(p.lines) != 1 || p.lines[0] != "device 0000:00:01.0" {
+		t.Errorf("lines %q", p.lines)
+	}
+	for _, want := range []string{"4k randread qd1, fio io_uring", "guest: modprobe: oops"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("progress lacks %q:\n%s", want, log.String())
+		}
+	}
+}
+
+func TestCompareTable(t *testing.T) {
+	results := map[string]phaseResult{
+		phaseID(0, 0): {IOPS: 3000, MiBps: 11.7, MeanUS: 300, P99US: 500, IOs: 1000, SQ: 1000, CQ: 1000, HaveData: true},
+		phaseID(0, 1): {IOPS: 1500, IOs: 100, SQ: 100, CQ: 100, HaveData: true},
+		phaseID(0, 2): {IOPS: 1000, IOs: 100, SQ: 100, CQ: 120, HaveData: true},
+		phaseID(0, 4): {Err: "exit status 1"},
+	}
+	var b bytes.Buffer
+	if err := compareTable(&b, results, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")
+	row := func(engine string) []string {
+		for _, l := range lines {
+			f := strings.Fields(l)
+			e := strings.Fields(engine)
+			if len(f) > 3+len(e) && strings.Join(f[:3], " ") == "4k randread qd1" && strings.Join(f[3:3+len(e)], " ") == engine && f[3+len(e)] != "hipri" {
+				return f
+			}
+		}
+		t.Fatalf("no row for %s:\n%s", engine, b.String())
+		return nil
+	}
+	// "4k randread qd1 fio io_uring 1000 ... 2.200 3.00 1.50"
+	f := row("fio io_uring")
+	if got := f[len(f)-3:]; got[0] != "2.200" || got[1] != "3.00" || got[2] != "1.50" {
+		t.Errorf("io_uring row %q: want 2.200 doorbells/IO and ratios 3.00 (poll) 1.50 (irq)", f)
+	}
+	if f := row("umd poll"); f[len(f)-1] != "2.000" {
+		t.Errorf("umd poll row %q: want 2.000 doorbells/IO and no ratio", f)
+	}
+	if !strings.Contains(b.String(), "exit status 1") || !strings.Contains(b.String(), "not run") {
+		t.Errorf("failed and missing phases are not shown:\n%s", b.String())
+	}
+}
+
+func TestCompareScript(t *testing.T) {
+	s := compareScript(5*time.Second, time.Second, nil)
+	for _, want := range []string{
+		"phase w0-e0 umdbench --rw randread --bs 4k --iodepth 1 --runtime 5s --ramp_time 1s --completion poll -o json",
+		"phase w5-e1 umdbench --rw read --bs 128k --iodepth 32",
+		"--completion irq",
+		"modprobe nvme poll_queues=2",
+		"fiophase w3-e3 fio --name=4k-randread-qd128 --filename=\"$dev\" --direct=1 --rw=randread --bs=4k --iodepth=128 --ioengine=io_uring --hipri=1 --runtime=5 --ramp_time=1",
+		"--ioengine=libaio",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("script lacks %q", want)
+		}
+	}
+	// Every umdbench phase comes before the rebind, every fio one after.
+	rebind := strings.Index(s, "vfio-pci/unbind")
+	if strings.LastIndex(s, "umdbench ") > rebind || strings.Index(s, "fiophase w") < rebind {
+		t.Error("phases out of order around the rebind")
+	}
+	if n := strings.Count(s, "\nphase w") + strings.Count(s, "\nfiophase w"); n != len(compareWorkloads)*len(compareEngines) {
+		t.Errorf("%d phases, want %d", n, len(compareWorkloads)*len(compareEngines))
+	}
+}
+
+func TestCompareSelected(t *testing.T) {
+	only := func(w, e int) bool { return w == 2 && e == 0 }
+	s := compareScript(time.Second, time.Second, only)
+	if n := strings.Count(s, "\nphase w") + strings.Count(s, "\nfiophase w"); n != 1 || !strings.Contains(s, "phase w2-e0 umdbench") {
+		t.Errorf("%d phases in the script, want only w2-e0:\n%s", n, s)
+	}
+	var b bytes.Buffer
+	if err := compareTable(&b, map[string]phaseResult{phaseID(2, 0): {IOPS: 10, HaveData: true}}, only); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); len(lines) != 2 {
+		t.Errorf("table of one phase:\n%s", b.String())
+	}
+}
