@@ -131,6 +131,8 @@ type options struct {
 	plot       string
 	sysfs      string
 
+	broker string
+
 	sim     bool
 	simSize sizeFlag
 	simLBA  int
@@ -179,6 +181,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.plot, "plot", "", "")
 	fs.StringVar(&o.sysfs, "sysfs", "", "")
 	fs.BoolVar(&o.sim, "sim", false, "")
+	fs.StringVar(&o.broker, "broker", "", "")
 	fs.Var(&o.simSize, "sim_size", "")
 	fs.IntVar(&o.simLBA, "sim_lba", 512, "")
 	fs.BoolVar(&o.help, "h", false, "")

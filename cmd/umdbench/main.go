@@ -33,6 +33,9 @@ Usage:
   umdbench [flags] SELECTOR...    run the workload on every NVMe function selected
   umdbench --sim [flags]          run it on the in-process software controller, to
                                   measure the host's own cost per I/O
+  umdbench --broker PATH [flags] [BDF...]
+                                  run it as a client of the broker (umdd) at PATH, on
+                                  queue pairs of a trusted session (umdd --trusted)
 
 Examples:
   umdbench --rw randread --bs 4k --iodepth 32 --runtime 10s 0000:03:00.0
@@ -47,6 +50,8 @@ Examples:
         random reads of the same region against them
   umdbench --sim --rw randread --bs 4k --iodepth 32 --runtime 5s
         ns, CPU ns, allocations and doorbell writes per I/O, with no device
+  umdbench --broker /run/umdd.sock --rw randread --iodepth 32 --runtime 5s
+        the same through the broker, on every device it lets this user use
   umdbench --rw randread --runtime 5s -o json 03:00.0 > run.json
         fio's JSON layout: fio's tools read jobs[].read.iops, bw, clat_ns.percentile…
 
@@ -121,6 +126,14 @@ Software controller:
                       heap allocations, doorbell (MMIO) writes
   --sim_size SIZE     its namespace, held in memory (default 64m)
   --sim_lba N         its LBA size, 512 or 4096 (default 512)
+
+Broker:
+  --broker PATH       open each device as a trusted session of the broker at PATH: umdd
+                      creates the queue pairs over rings shared with umdbench, which then
+                      submits and completes on them itself (same code path as a device
+                      opened here). Devices are named by PCI address; with none, every
+                      device the broker lets this user use. Polled runs ask for queue
+                      pairs without interrupts
 
 Other:
   --sysfs DIR         read sysfs from DIR (for selectors) instead of /sys
@@ -201,6 +214,9 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		if len(sels) > 0 {
 			return usageError{fmt.Errorf("--sim takes no selectors (got %q)", sels)}
 		}
+		if o.broker != "" {
+			return usageError{errors.New("--sim and --broker exclude each other: the software controller runs in this process")}
+		}
 		if o.traceFault {
 			return usageError{errors.New("--trace_faults needs a device: the software controller has no IOMMU")}
 		}
@@ -220,6 +236,10 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		}
 		devices = 1
 		result = bench.ExecuteSim(ctx, d, w, jobs, bench.ExecOptions{Tick: tick.fn})
+	} else if o.broker != "" {
+		if result, devices, err = runBroker(ctx, o, sels, &w, tick); err != nil {
+			return err
+		}
 	} else {
 		bdfs, err := selectDevices(o.sysfs, sels)
 		if err != nil {
@@ -271,6 +291,9 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	title := "umdbench: " + w.Describe(o.numjobs, devices)
 	if o.sim {
 		title += " (software controller)"
+	}
+	if o.broker != "" {
+		title += " (through the broker at " + o.broker + ")"
 	}
 	if o.shadowDB.on {
 		title += ", shadow doorbells"

@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/umdkit/umd"
+	"github.com/umdkit/umd/broker"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/qemu/guest"
 )
@@ -293,5 +295,76 @@ func TestGuestShadowDoorbells(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestGuestBroker runs umdbench as a client of a broker serving one
+// device: verified I/O on a trusted session's queue pairs, polled and on
+// interrupts, JSON as usual; the broker holds nothing afterwards. A
+// broker that does not allow trusted sessions is refused with a hint.
+func TestGuestBroker(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	serve := func(trusted bool) (*broker.Server, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 8 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(t.TempDir(), "umdd.sock")
+		s, err := broker.NewServer(broker.Config{Socket: sock})
+		if err != nil {
+			dev.Close()
+			t.Fatal(err)
+		}
+		if err := s.AddDevice(ctx, dev, broker.Access{Trusted: trusted}); err != nil {
+			dev.Close()
+			t.Fatal(err)
+		}
+		if err := s.Listen(); err != nil {
+			s.Close()
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Serve() }()
+		t.Cleanup(func() {
+			s.Close()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+		return s, sock
+	}
+	s, sock := serve(true)
+	for _, mode := range []string{"poll", "irq"} {
+		doc := umdbenchJSON(t, "--broker", sock, "--rw", "randrw", "--bs", "4k", "--iodepth", "8", "--numjobs", "2",
+			"--runtime", "2s", "--size", "8m", "--time_based", "--verify", "--completion", mode)
+		if len(doc.Jobs) != 2 {
+			t.Fatalf("%s: %d jobs, want 2", mode, len(doc.Jobs))
+		}
+		for _, j := range doc.Jobs {
+			if j.Error != 0 || j.UMD.Device != bdf || j.UMD.Verified == 0 {
+				t.Errorf("%s: error %d, device %q, %d blocks verified", mode, j.Error, j.UMD.Device, j.UMD.Verified)
+			}
+			checkDir(t, mode+" read", j.Read)
+		}
+		t.Logf("through the broker, %s: %.0f read + %.0f write IOPS per job", mode, doc.Jobs[0].Read.IOPS, doc.Jobs[0].Write.IOPS)
+		// The broker notices closed connections on its own goroutines.
+		for start := time.Now(); len(s.Status()) != 0; time.Sleep(10 * time.Millisecond) {
+			if time.Since(start) > time.Second {
+				t.Fatalf("the broker still holds %+v 1 s after umdbench ended", s.Status())
+			}
+		}
+	}
+	code, _, errOut := umdbench(t, "--broker", sock, "--rw", "read", "--runtime", "1s", "0000:99:00.0")
+	if code != exitNoMatch || !strings.Contains(errOut, "0000:99:00.0") {
+		t.Errorf("an unknown device through the broker: exit %d, %s", code, errOut)
+	}
+	s.Close() // the device is the next broker's
+	_, sock2 := serve(false)
+	code, _, errOut = umdbench(t, "--broker", sock2, "--rw", "read", "--runtime", "1s")
+	if code == exitOK || !strings.Contains(errOut, "--trusted") {
+		t.Errorf("a broker without trusted sessions: exit %d, %s", code, errOut)
 	}
 }
