@@ -50,6 +50,34 @@ type Controller struct {
 	// BlockSizes lists each namespace's logical block size in bytes, in
 	// NSID order; a missing or zero entry means 512.
 	BlockSizes []int
+	// SRIOV, when set, makes the controller an SR-IOV physical function
+	// (QEMU's sriov_max_vfs) in an NVMe subsystem of its own, which SR-IOV
+	// needs. Its Namespaces are then private to it; the subsystem also
+	// holds SRIOV.VFNamespaces, attached to no controller at boot.
+	SRIOV *SRIOV
+}
+
+// SRIOV describes the virtual functions of an SR-IOV controller. The
+// secondary (VF) controllers start offline with no resources; the primary
+// controller hands them queues and interrupt vectors from its flexible
+// pools (Virtualization Management) before setting them online.
+type SRIOV struct {
+	// MaxVFs is the number of virtual functions the PF offers
+	// (TotalVFs).
+	MaxVFs int
+	// FlexibleQueues and FlexibleVectors are the flexible queue and
+	// interrupt resources shared out to the VFs: QEMU wants at least two
+	// queues (admin and one I/O) and one vector per VF, and takes them
+	// from the PF's own max_ioqpairs and msix_qsize.
+	FlexibleQueues  int
+	FlexibleVectors int
+	// MaxQueuesPerVF and MaxVectorsPerVF cap what one VF may be given.
+	MaxQueuesPerVF  int
+	MaxVectorsPerVF int
+	// VFNamespaces lists the size in MiB of namespaces (512 B blocks) put
+	// in the subsystem detached, with the NSIDs after the controller's own
+	// namespaces, for Namespace Attachment to a VF.
+	VFNamespaces []int
 }
 
 // BlockSize returns the logical block size of the i-th namespace (from 0).
@@ -100,6 +128,19 @@ var Topologies = map[string]Topology{
 				{Serial: "umd-numa1-b", Namespaces: []int{48, 16}},
 			}},
 		},
+	},
+	"sriov": {
+		Name: "sriov",
+		Description: "one SR-IOV NVMe controller (2 VFs, a 64 MiB namespace of its own and two " +
+			"detached 32 MiB ones for the VFs) on a root port with ACS, so each VF has its own IOMMU group",
+		RootPorts: []Controller{{
+			Serial: "umd-sriov0", Namespaces: []int{64},
+			SRIOV: &SRIOV{
+				MaxVFs: 2, FlexibleQueues: 6, FlexibleVectors: 4,
+				MaxQueuesPerVF: 4, MaxVectorsPerVF: 2,
+				VFNamespaces: []int{32, 32},
+			},
+		}},
 	},
 }
 
@@ -179,14 +220,30 @@ func (t Topology) qemuArgs(dir string, memMiB, cpus int) ([]string, []disk) {
 		if bus != "" {
 			dev += ",bus=" + bus
 		}
+		// Namespaces of an SR-IOV controller stay its own (shared=off):
+		// the subsystem would otherwise attach them to every VF too.
+		nsExtra := ""
+		if v := c.SRIOV; v != nil {
+			add("-device", fmt.Sprintf("nvme-subsys,id=%s-subsys,nqn=%s", id, c.Serial))
+			dev += fmt.Sprintf(",subsys=%s-subsys,sriov_max_vfs=%d,sriov_vq_flexible=%d,sriov_vi_flexible=%d,sriov_max_vq_per_vf=%d,sriov_max_vi_per_vf=%d",
+				id, v.MaxVFs, v.FlexibleQueues, v.FlexibleVectors, v.MaxQueuesPerVF, v.MaxVectorsPerVF)
+			nsExtra = ",shared=off"
+		}
 		add("-device", dev)
-		for i, mib := range c.Namespaces {
-			drive := fmt.Sprintf("%s-ns%d", id, i+1)
+		namespace := func(nsid, mib, bs int, extra string) {
+			drive := fmt.Sprintf("%s-ns%d", id, nsid)
 			p := filepath.Join(dir, drive+".img")
 			disks = append(disks, disk{Path: p, MiB: mib})
 			add("-drive", "file="+p+",if=none,format=raw,id="+drive)
-			bs := c.BlockSize(i)
-			add("-device", fmt.Sprintf("nvme-ns,drive=%s,bus=%s,nsid=%d,logical_block_size=%d,physical_block_size=%d", drive, id, i+1, bs, bs))
+			add("-device", fmt.Sprintf("nvme-ns,drive=%s,bus=%s,nsid=%d,logical_block_size=%d,physical_block_size=%d%s", drive, id, nsid, bs, bs, extra))
+		}
+		for i, mib := range c.Namespaces {
+			namespace(i+1, mib, c.BlockSize(i), nsExtra)
+		}
+		if c.SRIOV != nil {
+			for i, mib := range c.SRIOV.VFNamespaces {
+				namespace(len(c.Namespaces)+i+1, mib, 512, ",detached=on")
+			}
 		}
 	}
 

@@ -74,6 +74,9 @@ func checkQEMUArgs(t *testing.T, name string, top Topology, args []string, disks
 	total := 0
 	for _, c := range top.Controllers() {
 		total += len(c.Namespaces)
+		if c.SRIOV != nil {
+			total += len(c.SRIOV.VFNamespaces)
+		}
 	}
 	if nvme != len(top.Controllers()) || ns != total || len(disks) != total {
 		t.Errorf("%s: %d nvme, %d nvme-ns, %d disks; want %d controllers and %d namespaces", name, nvme, ns, len(disks), len(top.Controllers()), total)

@@ -18,11 +18,24 @@ import (
 
 // TestGuestProbeFeatures checks what VFIO_DEVICE_FEATURE answers for a QEMU
 // NVMe controller under plain vfio-pci: the low power features on both
-// kernels (vfio-pci has them since 6.0), and no migration, DMA logging or VF
-// token (no variant driver, no SR-IOV).
+// kernels (vfio-pci has them since 6.0), no migration or DMA logging (no
+// variant driver), and the VF token (set only) exactly when the function
+// is an SR-IOV physical function (the sriov topology's).
 func TestGuestProbeFeatures(t *testing.T) {
 	guest.Require(t)
 	_, d := openFirst(t)
+	_, err := os.Stat(filepath.Join("/sys/bus/pci/devices", d.BDF(), "sriov_totalvfs"))
+	if pf := err == nil; pf {
+		ops, err := d.ProbeFeature(vfio.FeaturePCIVFToken)
+		if err != nil || ops != vfio.FeatureSet {
+			t.Errorf("ProbeFeature(%s) on an SR-IOV PF = %s, %v; want set only", vfio.FeaturePCIVFToken, ops, err)
+		}
+	} else {
+		ops, err := d.ProbeFeature(vfio.FeaturePCIVFToken)
+		if !errors.Is(err, vfio.ErrNotSupported) || !errors.Is(err, unix.ENOTTY) || ops != 0 {
+			t.Errorf("ProbeFeature(%s) = %s, %v; want ErrNotSupported wrapping ENOTTY", vfio.FeaturePCIVFToken, ops, err)
+		}
+	}
 	for _, f := range []vfio.Feature{
 		vfio.FeatureLowPowerEntry, vfio.FeatureLowPowerEntryWithWakeup, vfio.FeatureLowPowerExit,
 	} {
@@ -33,8 +46,7 @@ func TestGuestProbeFeatures(t *testing.T) {
 	}
 	for _, f := range []vfio.Feature{
 		vfio.FeatureMigration, vfio.FeatureMigrationState, vfio.FeatureDMALoggingStart,
-		vfio.FeatureDMALoggingStop, vfio.FeatureDMALoggingReport, vfio.FeaturePCIVFToken,
-		vfio.Feature(1000),
+		vfio.FeatureDMALoggingStop, vfio.FeatureDMALoggingReport, vfio.Feature(1000),
 	} {
 		ops, err := d.ProbeFeature(f)
 		t.Logf("ProbeFeature(%s): %v", f, err)

@@ -153,7 +153,7 @@ func (g *Group) Device(bdf string) (*Device, error) {
 	var fd int
 	err := g.file.control(func(groupFD int) error {
 		var err error
-		fd, err = vfioabi.GroupGetDeviceFD(groupFD, bdf)
+		fd, err = vfioabi.GroupGetDeviceFD(groupFD, deviceName(bdf)) // deviceName: vftoken.go
 		return err
 	})
 	if err != nil {
