@@ -48,6 +48,9 @@ test-guest: deps
 		$(UMDVM) test -kernel $$k -topology cards || rc=1; \
 	done; \
 	$(UMDVM) test -kernel 6.12 -topology numa || rc=1; \
+	for k in $(TEST_KERNELS); do \
+		$(UMDVM) test -kernel $$k -topology sriov ./sriov/ ./vfio/ ./broker/ || rc=1; \
+	done; \
 	$(UMDVM) test -kernel 6.1 -topology single -driver nvme ./qemu/... || rc=1; \
 	exit $$rc
 

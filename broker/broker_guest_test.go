@@ -23,7 +23,9 @@ import (
 
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/nvmelike"
+	"github.com/umdkit/umd/qemu"
 	"github.com/umdkit/umd/qemu/guest"
+	"github.com/umdkit/umd/sriov"
 )
 
 // The test binary re-executes itself as a broker client: with childEnv set
@@ -53,6 +55,10 @@ type childInfo struct {
 	Queues   []uint16 `json:"queues"`
 	Eventfds int      `json:"eventfds"`
 	LBASize  int      `json:"lba_size"`
+	// A leased VF.
+	VF    string `json:"vf,omitempty"`
+	Group int    `json:"group,omitempty"`
+	NSID  uint32 `json:"nsid,omitempty"`
 }
 
 func pattern(seed byte, i int) byte { return seed ^ byte(i*7) ^ byte(i>>9) }
@@ -86,6 +92,9 @@ func childMain(mode string) int {
 		}
 		say("err open: %v", err)
 		return 1
+	}
+	if mode == "vf" {
+		return vfChild(c, dev, say)
 	}
 	queues, _ := strconv.Atoi(os.Getenv(queuesEnv))
 	seed, _ := strconv.Atoi(os.Getenv(seedEnv))
@@ -949,4 +958,171 @@ func TestGuestSupplementaryGroup(t *testing.T) {
 	if len(st) != 1 || st[0].UID != 4242 || st[0].GID != 4242 {
 		t.Fatalf("status %+v", st)
 	}
+}
+
+// vfChild leases a VF of the PF dev, opens it in its own container and
+// serves "io" lines with verified I/O on the VF's namespace.
+func vfChild(c *Client, dev string, say func(string, ...any)) int {
+	seed, _ := strconv.Atoi(os.Getenv(seedEnv))
+	lease, err := c.LeaseVF(dev)
+	if err != nil {
+		say("err %v", err)
+		return 1
+	}
+	ctx := context.Background()
+	d, err := lease.Open(ctx, &umd.Options{PoolSize: 8 << 20})
+	if err != nil {
+		say("err %v", err)
+		return 1
+	}
+	defer d.Close()
+	nss := d.Controller().Namespaces()
+	if len(nss) != 1 {
+		say("err VF %s sees namespaces %v", lease.BDF, nss)
+		return 1
+	}
+	q, err := d.CreateQueuePair(ctx, umd.QueueOptions{Depth: 16})
+	if err != nil {
+		say("err %v", err)
+		return 1
+	}
+	defer q.Close()
+	ns, err := d.Controller().IdentifyNamespace(ctx, nss[0])
+	if err != nil {
+		say("err %v", err)
+		return 1
+	}
+	n := 8 * ns.LBASize
+	w, err := d.Alloc(n)
+	if err != nil {
+		say("err %v", err)
+		return 1
+	}
+	r, err := d.Alloc(n)
+	if err != nil {
+		say("err %v", err)
+		return 1
+	}
+	b, _ := json.Marshal(childInfo{PID: os.Getpid(), VF: lease.BDF, Group: lease.IOMMUGroup, NSID: nss[0], LBASize: ns.LBASize})
+	say("info %s", b)
+	in := bufio.NewScanner(os.Stdin)
+	for round := 0; in.Scan(); round++ {
+		switch in.Text() {
+		case "io":
+			for i := range w.Bytes {
+				w.Bytes[i] = pattern(byte(seed+round), i)
+			}
+			clear(r.Bytes)
+			wc := nvmelike.WriteCommand(nss[0], 0, 8, w)
+			rc := nvmelike.ReadCommand(nss[0], 0, 8, r)
+			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := q.Exec(tctx, &wc)
+			if err == nil {
+				_, err = q.Exec(tctx, &rc)
+			}
+			cancel()
+			switch {
+			case err != nil:
+				say("err %v", err)
+			case !bytes.Equal(r.Bytes, w.Bytes):
+				say("err read back differs")
+			default:
+				say("ok")
+			}
+		case "exit":
+			return 0
+		}
+	}
+	return 0
+}
+
+// TestGuestVFLease (topology sriov): the broker enables two VFs of the
+// PF it serves and leases them whole: two client processes each open
+// theirs in a container of their own (a different IOMMU group from the
+// PF's and from each other's) and do verified I/O on namespaces only they
+// see; a third client finds none free; kill -9 of a holder gives its VF
+// back within a second, recycled, and the next holder's I/O works.
+func TestGuestVFLease(t *testing.T) {
+	guest.Require(t)
+	top, err := qemu.LookupTopology(guest.Topology())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pfc *qemu.Controller
+	for _, c := range top.Controllers() {
+		if c.SRIOV != nil {
+			pfc = &c
+		}
+	}
+	if pfc == nil {
+		t.Skipf("topology %s has no SR-IOV controller (run with -topology sriov)", top.Name)
+	}
+	s, dev, bdf := guestServer(t, 0o660, Access{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pf, err := sriov.Enable(ctx, dev, sriov.Options{VFs: 2, IOQueues: 1, Vectors: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vfs := pf.VFs()
+	for i, vf := range vfs {
+		if err := pf.AttachNamespace(ctx, uint32(len(pfc.Namespaces)+1+i), vf); err != nil {
+			pf.Disable(ctx)
+			t.Fatal(err)
+		}
+	}
+	if err := s.AddVFs(pf, Access{}); err != nil {
+		pf.Disable(ctx)
+		t.Fatal(err)
+	}
+	if d := s.Devices(0, 0)[0]; d.VFs != 2 || d.FreeVFs != 2 {
+		t.Fatalf("device %s lists %d VFs, %d free", d.BDF, d.VFs, d.FreeVFs)
+	}
+	pfGroup, err := vfioGroupOf(bdf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startChild(t, "vf", s.cfg.Socket, bdf, 0x10, 0, 0, nil)
+	b := startChild(t, "vf", s.cfg.Socket, bdf, 0x20, 0, 0, nil)
+	ai, bi := a.info(t), b.info(t)
+	if ai.VF == bi.VF || ai.Group == bi.Group || ai.Group == pfGroup || bi.Group == pfGroup || ai.NSID == bi.NSID {
+		t.Fatalf("leases %+v and %+v (PF group %d): not two VFs of their own", ai, bi, pfGroup)
+	}
+	a.io(t)
+	b.io(t)
+	c, err := Dial(s.cfg.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.LeaseVF(bdf); !errors.Is(err, ErrQuota) {
+		t.Fatalf("a third lease of 2 VFs: %v, want ErrQuota", err)
+	}
+	c.Close()
+	if st := s.Status(); !slices.ContainsFunc(st, func(c ClientStatus) bool { return c.VF == ai.VF }) {
+		t.Fatalf("status %+v does not show VF %s", st, ai.VF)
+	}
+	start := time.Now()
+	a.kill(t)
+	a.cmd.Wait()
+	waitFor(t, "the killed client's VF free again", func() bool { return s.Devices(0, 0)[0].FreeVFs == 1 })
+	t.Logf("VF %s recycled and free %v after kill -9", ai.VF, time.Since(start))
+	b.io(t)
+	a2 := startChild(t, "vf", s.cfg.Socket, bdf, 0x30, 0, 0, nil)
+	if a2i := a2.info(t); a2i.VF != ai.VF {
+		t.Fatalf("the next client got %s, the free VF is %s", a2i.VF, ai.VF)
+	}
+	a2.io(t)
+	io.WriteString(a2.stdin, "exit\n")
+	io.WriteString(b.stdin, "exit\n")
+	a2.cmd.Wait()
+	b.cmd.Wait()
+	waitFor(t, "both VFs free", func() bool { return s.Devices(0, 0)[0].FreeVFs == 2 })
+}
+
+func vfioGroupOf(bdf string) (int, error) {
+	link, err := os.Readlink(filepath.Join("/sys/bus/pci/devices", bdf, "iommu_group"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(filepath.Base(link))
 }

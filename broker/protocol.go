@@ -34,6 +34,7 @@ const (
 	OpStatus = "status"
 	OpIO     = "io"
 	OpCmd    = "cmd"
+	OpVF     = "vf"
 )
 
 // Session modes (Request.Mode, Layout.Mode).
@@ -112,6 +113,8 @@ type Response struct {
 	Layout *Layout `json:"layout,omitempty"`
 	// Status
 	Clients []ClientStatus `json:"clients,omitempty"`
+	// VF: the leased virtual function.
+	VF *VFInfo `json:"vf,omitempty"`
 	// IO, Cmd
 	Status uint16 `json:"status,omitempty"` // NVMe status field of the completion
 	DW0    uint32 `json:"dw0,omitempty"`    // the completion's command-specific dword
@@ -123,9 +126,11 @@ type DeviceInfo struct {
 	Serial     string          `json:"serial"`
 	Model      string          `json:"model"`
 	Namespaces []NamespaceInfo `json:"namespaces"`
-	MaxQueues  int             `json:"max_queues"`  // I/O queue pairs the controller granted
-	FreeQueues int             `json:"free_queues"` // not held by any client
-	Allowed    bool            `json:"allowed"`     // whether the asking peer may open sessions on it
+	MaxQueues  int             `json:"max_queues"`         // I/O queue pairs the controller granted
+	FreeQueues int             `json:"free_queues"`        // not held by any client
+	VFs        int             `json:"vfs,omitempty"`      // SR-IOV VFs the broker leases whole
+	FreeVFs    int             `json:"free_vfs,omitempty"` // of those, not leased
+	Allowed    bool            `json:"allowed"`            // whether the asking peer may open sessions on it
 }
 
 // NamespaceInfo describes a namespace of a device.
@@ -181,6 +186,7 @@ type ClientStatus struct {
 	GID       uint32      `json:"gid"`
 	Device    string      `json:"device,omitempty"`
 	Mode      string      `json:"mode,omitempty"`
+	VF        string      `json:"vf,omitempty"` // a leased virtual function
 	PoolBytes int64       `json:"pool_bytes,omitempty"`
 	PoolIOVA  uint64      `json:"pool_iova,omitempty"`
 	Queues    []QueueInfo `json:"queues,omitempty"`
@@ -324,6 +330,10 @@ func (r *Request) validate() *Error {
 			return errorf(CodeBadRequest, "open: pool of %d bytes", r.PoolBytes)
 		case r.Mode != "" && r.Mode != ModeMediated && r.Mode != ModeTrusted:
 			return errorf(CodeBadRequest, "open: mode %q, must be %q or %q", r.Mode, ModeMediated, ModeTrusted)
+		}
+	case OpVF:
+		if r.Device == "" || len(r.Device) > maxDeviceName {
+			return errorf(CodeBadRequest, "vf: device name of %d bytes", len(r.Device))
 		}
 	case OpCmd:
 		c := r.Cmd

@@ -84,6 +84,7 @@ type Server struct {
 	devices map[string]*served
 	order   []string
 	conns   map[uint64]*conn
+	vfPools map[string]*vfPool // by PF address (vf.go)
 	nextID  uint64
 	closed  bool
 	wg      sync.WaitGroup
@@ -123,7 +124,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.IOTimeout <= 0 {
 		cfg.IOTimeout = 30 * time.Second
 	}
-	return &Server{cfg: cfg, devices: map[string]*served{}, conns: map[uint64]*conn{}}, nil
+	return &Server{cfg: cfg, devices: map[string]*served{}, conns: map[uint64]*conn{}, vfPools: map[string]*vfPool{}}, nil
 }
 
 // add registers a device backend under its BDF.
@@ -302,6 +303,14 @@ func (s *Server) devices4(uid, gid uint32, groups []uint32) []DeviceInfo {
 		info.Namespaces = slices.Clone(info.Namespaces)
 		info.FreeQueues = info.MaxQueues - d.held
 		info.Allowed = d.access.allows(uid, gid, groups...)
+		if p := s.vfPools[bdf]; p != nil {
+			info.VFs = len(p.vfs)
+			for _, h := range p.held {
+				if h == 0 {
+					info.FreeVFs++
+				}
+			}
+		}
 		out = append(out, info)
 	}
 	return out
@@ -333,6 +342,8 @@ func (s *Server) Close() error {
 		c.uc.Close() // its goroutine sees the error and releases the session
 	}
 	s.wg.Wait()
+	// VFs go before their PF's device.
+	errs = append(errs, s.closeVFs()...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, bdf := range s.order {
@@ -351,9 +362,10 @@ type conn struct {
 	cred   unix.Ucred
 	groups []uint32 // supplementary groups at connect
 
-	mu       sync.Mutex // guards sess for status readers
+	mu       sync.Mutex // guards sess and vf for status readers
 	hello    bool
 	sess     *session
+	vf       *vfLease
 	commands uint64
 }
 
@@ -376,6 +388,10 @@ func (c *conn) status() ClientStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := ClientStatus{ID: c.id, PID: c.cred.Pid, UID: c.cred.Uid, GID: c.cred.Gid, Commands: c.commands}
+	if l := c.vf; l != nil {
+		st.Device = l.pool.pf.BDF()
+		st.VF = l.pool.vfs[l.index].BDF
+	}
 	if s := c.sess; s != nil {
 		st.Device = s.dev.info.BDF
 		st.Mode = s.mode
@@ -471,6 +487,9 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 	case OpIO:
 		status, e := c.io(req.IO)
 		return &Response{Err: e, Status: status}, nil
+	case OpVF:
+		vf, e := c.leaseVF(req.Device)
+		return &Response{Err: e, VF: vf}, nil
 	case OpCmd:
 		cpl, e := c.cmd(req.Cmd)
 		return &Response{Err: e, Status: cpl.Status, DW0: cpl.DW0}, nil
@@ -481,10 +500,10 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 // open makes the connection's session: pool, IOVA window, queue pairs.
 func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	c.mu.Lock()
-	has := c.sess != nil
+	has := c.sess != nil || c.vf != nil
 	c.mu.Unlock()
 	if has {
-		return nil, nil, errorf(CodeState, "open: this connection already has a session")
+		return nil, nil, errorf(CodeState, "open: this connection already has a session or a VF")
 	}
 	cfg := c.s.cfg
 	if req.Queues > cfg.MaxQueuePairs {
@@ -678,11 +697,14 @@ func (c *conn) io(r *IORequest) (uint16, *Error) {
 // release frees what the connection's session holds.
 func (c *conn) release() {
 	c.mu.Lock()
-	sess := c.sess
-	c.sess = nil
+	sess, vf := c.sess, c.vf
+	c.sess, c.vf = nil, nil
 	c.mu.Unlock()
 	if sess != nil {
 		c.releaseSession(sess)
+	}
+	if vf != nil {
+		c.releaseVF(vf)
 	}
 }
 

@@ -415,6 +415,27 @@ func (p *PF) readVF(i int, link string) (VF, error) {
 	return VF{Index: i, BDF: bdf, IOMMUGroup: group}, nil
 }
 
+// Recycle takes vf's controller offline and back online with the
+// resources Enable gave it: its queues, outstanding commands and
+// configuration are gone, and the device stops every DMA it did for its
+// last user. A process still holding the VF finds a controller that is
+// no longer ready. A broker recycles a VF between two clients. The VF's
+// namespace attachments stay.
+func (p *PF) Recycle(ctx context.Context, vf VF) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.disabled {
+		return fmt.Errorf("recycling VF %s: %w", vf.BDF, ErrDisabled)
+	}
+	if err := p.offline(ctx, vf.ControllerID); err != nil {
+		return fmt.Errorf("recycling VF %s: %w", vf.BDF, err)
+	}
+	if err := p.online(ctx, nvmelike.SecondaryController{ID: vf.ControllerID}, vf.IOQueues+1, vf.Vectors); err != nil {
+		return fmt.Errorf("recycling VF %s: %w", vf.BDF, err)
+	}
+	return nil
+}
+
 // BDF returns the PF's PCI address.
 func (p *PF) BDF() string { return p.bdf }
 

@@ -3,7 +3,7 @@
 // and interrupt eventfds over a unix socket, releasing them when the
 // connection ends.
 //
-//	umdd --socket PATH [--mode 0660] [--allow-uid N,…] [--allow-gid N,…] [--trusted] [SELECTOR…]
+//	umdd --socket PATH [--mode 0660] [--allow-uid N,…] [--allow-gid N,…] [--trusted] [--vfs N] [SELECTOR…]
 //	umdd status --socket PATH [-o json]
 //
 // Run `umdd --help` for the details.
@@ -28,6 +28,7 @@ import (
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/broker"
 	"github.com/umdkit/umd/pcie"
+	"github.com/umdkit/umd/sriov"
 )
 
 const usageText = `umdd — the umd device broker
@@ -62,6 +63,15 @@ A session is mediated or trusted:
       anything with the device (reset it, reach every IOVA of the domain):
       allow it only to users you would give the device to.
 
+With --vfs N, umdd also enables N SR-IOV virtual functions on each served
+device that has them (vfio-pci's enable_sriov is turned on for it), gives each
+VF's controller its queues and vectors, brings it online, and leases whole
+VFs to clients: a leased VF is a controller of the client's own in an IOMMU
+group of its own (hardware isolation), opened by the client in its own
+container with the VF token umdd sends. When the client's connection ends,
+umdd takes the VF's controller offline and online again, which stops its
+DMA, before leasing it to anyone else.
+
 Clients are identified by the kernel (SO_PEERCRED). A client may open a
 session only if its uid is in --allow-uid or its primary gid in --allow-gid,
 or it is root (unless --deny-root). The socket's mode is a first gate:
@@ -74,6 +84,10 @@ Options:
   --allow-gid N,…        primary gids allowed to open sessions
   --deny-root            refuse root too unless listed
   --trusted              allow trusted sessions (clients drive the device)
+  --vfs N                enable N SR-IOV VFs per device that has them and lease them whole
+  --vf-queues N          I/O queue pairs of each VF's controller (default 2)
+  --vf-namespaces N,…    attach namespace N[i] of the subsystem to VF i (namespaces the
+                         PF holds detached, for the VFs alone)
   --max-queues N         queue pairs one client may hold (default 4)
   --max-pool BYTES       pool bytes one client may have, with K/M/G suffix (default 64M)
   --max-clients N        connections served at once (default 64)
@@ -118,6 +132,9 @@ type options struct {
 	uids, gids []uint32
 	denyRoot   bool
 	trusted    bool
+	vfs        int
+	vfQueues   int
+	vfNS       []uint32
 	maxQueues  int
 	maxPool    int64
 	maxClients int
@@ -130,7 +147,7 @@ type options struct {
 }
 
 func parseArgs(args []string) (*options, error) {
-	o := &options{mode: 0o660, maxQueues: 4, maxPool: 64 << 20, maxClients: 64, devicePool: 16 << 20}
+	o := &options{mode: 0o660, maxQueues: 4, maxPool: 64 << 20, maxClients: 64, devicePool: 16 << 20, vfQueues: 2}
 	if len(args) > 0 && args[0] == "status" {
 		o.status = true
 		args = args[1:]
@@ -155,6 +172,9 @@ func parseArgs(args []string) (*options, error) {
 		fs.Func("allow-gid", "", func(s string) error { return parseIDs(s, &o.gids) })
 		fs.BoolVar(&o.denyRoot, "deny-root", false, "")
 		fs.BoolVar(&o.trusted, "trusted", false, "")
+		fs.IntVar(&o.vfs, "vfs", 0, "")
+		fs.IntVar(&o.vfQueues, "vf-queues", o.vfQueues, "")
+		fs.Func("vf-namespaces", "", func(s string) error { return parseIDs(s, &o.vfNS) })
 		fs.IntVar(&o.maxQueues, "max-queues", o.maxQueues, "")
 		fs.IntVar(&o.maxClients, "max-clients", o.maxClients, "")
 		fs.Func("max-pool", "", func(s string) (err error) { o.maxPool, err = parseBytes(s); return })
@@ -187,6 +207,12 @@ func parseArgs(args []string) (*options, error) {
 		return nil, usageError{fmt.Errorf("--max-queues %d: want 1 to 64", o.maxQueues)}
 	case o.maxClients < 1:
 		return nil, usageError{fmt.Errorf("--max-clients %d: want at least 1", o.maxClients)}
+	case o.vfs < 0 || o.vfs > 256:
+		return nil, usageError{fmt.Errorf("--vfs %d: want 0 to 256", o.vfs)}
+	case o.vfQueues < 1 || o.vfQueues > 64:
+		return nil, usageError{fmt.Errorf("--vf-queues %d: want 1 to 64", o.vfQueues)}
+	case len(o.vfNS) > 0 && len(o.vfNS) > o.vfs:
+		return nil, usageError{fmt.Errorf("--vf-namespaces names %d namespaces for %d VFs", len(o.vfNS), o.vfs)}
 	case o.maxPool < 4096 && !o.status:
 		return nil, usageError{fmt.Errorf("--max-pool %d: too small", o.maxPool)}
 	}
@@ -268,13 +294,17 @@ func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []b
 		}{devs, clients})
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tSERIAL\tMODEL\tQUEUES FREE\tNAMESPACES")
+	fmt.Fprintln(tw, "DEVICE\tSERIAL\tMODEL\tQUEUES FREE\tVFS FREE\tNAMESPACES")
 	for _, d := range devs {
 		var ns []string
 		for _, n := range d.Namespaces {
 			ns = append(ns, fmt.Sprintf("%d:%dx%d", n.NSID, n.Blocks, n.LBASize))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", d.BDF, d.Serial, d.Model, d.FreeQueues, d.MaxQueues, strings.Join(ns, " "))
+		vfs := "-"
+		if d.VFs > 0 {
+			vfs = fmt.Sprintf("%d/%d", d.FreeVFs, d.VFs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", d.BDF, d.Serial, d.Model, d.FreeQueues, d.MaxQueues, vfs, strings.Join(ns, " "))
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "CLIENT\tPID\tUID\tGID\tDEVICE\tMODE\tPOOL\tIOVA\tQUEUES\tCOMMANDS")
@@ -284,7 +314,10 @@ func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []b
 			qs = append(qs, fmt.Sprintf("%d(x%d,v%d)", q.ID, q.Depth, q.Vector))
 		}
 		dev, mode, pool, iova := "-", "-", "-", "-"
-		if c.Device != "" {
+		switch {
+		case c.VF != "":
+			dev, mode = c.Device, "vf "+c.VF
+		case c.Device != "":
 			dev, mode, pool, iova = c.Device, c.Mode, strconv.FormatInt(c.PoolBytes, 10), fmt.Sprintf("0x%x", c.PoolIOVA)
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", c.ID, c.PID, c.UID, c.GID, dev, mode, pool, iova, strings.Join(qs, " "), c.Commands)
@@ -343,6 +376,11 @@ func serve(stderr io.Writer, o *options) error {
 			return errors.Join(err, dev.Close(), srv.Close())
 		}
 		logger.Printf("serving %s", bdf)
+		if o.vfs > 0 {
+			if err := serveVFs(ctx, logger, srv, dev, access, o); err != nil {
+				return errors.Join(err, srv.Close())
+			}
+		}
 	}
 	if err := srv.Listen(); err != nil {
 		return errors.Join(err, srv.Close())
@@ -360,4 +398,34 @@ func serve(stderr io.Writer, o *options) error {
 	case err := <-done:
 		return errors.Join(err, srv.Close())
 	}
+}
+
+// serveVFs enables o.vfs VFs on dev, attaches the namespaces asked for and
+// lets the server lease them. A device without SR-IOV is served without.
+func serveVFs(ctx context.Context, logger *log.Logger, srv *broker.Server, dev *umd.Device, access broker.Access, o *options) error {
+	pf, err := sriov.Enable(ctx, dev, sriov.Options{VFs: o.vfs, IOQueues: o.vfQueues, Vectors: 2, Sysfs: o.sysfs})
+	if errors.Is(err, sriov.ErrNotSRIOV) {
+		logger.Printf("%s has no SR-IOV: no VFs to lease", dev.BDF())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	vfs := pf.VFs()
+	for i, nsid := range o.vfNS {
+		if err := pf.AttachNamespace(ctx, nsid, vfs[i]); err != nil {
+			return errors.Join(err, pf.Disable(ctx))
+		}
+	}
+	if err := srv.AddVFs(pf, access); err != nil {
+		return errors.Join(err, pf.Disable(ctx))
+	}
+	for i, vf := range vfs {
+		ns := "no namespace attached"
+		if i < len(o.vfNS) {
+			ns = fmt.Sprintf("namespace %d", o.vfNS[i])
+		}
+		logger.Printf("leasing VF %s of %s (IOMMU group %d, %s)", vf.BDF, dev.BDF(), vf.IOMMUGroup, ns)
+	}
+	return nil
 }
