@@ -69,7 +69,12 @@
 // and the broker's memory included. Trust it as you would the broker.
 //
 // Hardware isolation needs separate IOMMU groups: an SR-IOV virtual
-// function per client (not served by this package yet).
+// function per client. Server.AddVFs serves the VFs of a physical
+// function (package sriov) and Client.LeaseVF gives a client a whole VF:
+// a controller of its own, opened in the client's own container, whose
+// DMA the IOMMU confines to the client's mappings. When the connection
+// ends the broker takes the VF's controller offline and online again
+// through the PF, which stops its DMA, before leasing it again.
 //
 // When the broker goes away, Client.Done is closed. A trusted client must
 // then stop its I/O and Close: the device stays busy (a new broker cannot
