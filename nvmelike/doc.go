@@ -46,7 +46,9 @@
 //     With PRPs, several Buffers must meet at page boundaries. Admin
 //     commands always use PRPs.
 //   - Execution: Exec (synchronous, with a context), Submit + Ring + Poll
-//     (asynchronous, with callbacks), SubmitBatch, SubmitWait, typed NVMe
+//     (asynchronous, with callbacks), SubmitBatch, SubmitWait; a full
+//     queue is ErrQueueFull, or, after SetBacklog, a software backlog that
+//     Poll drains into the SQ in order; typed NVMe
 //     status errors (*StatusError and sentinels such as
 //     ErrAbortedSQDeletion); invalid, stale and duplicate completions are
 //     detected (CID generations) and dropped, never misrouted.
@@ -56,6 +58,9 @@
 //     reference the faulting page (QueuePair.InFlight, FailInFlight) with
 //     the tracer's error, keeping their memory held until the device
 //     completes them. Poll pays one atomic load for it.
+//   - Remote queues: CreateRemoteQueue creates I/O queues over rings
+//     another process owns; that process drives them with a QueuePair
+//     from AttachQueuePair (the broker's trusted mode).
 //   - The opcode registry: NVM Read/Write/Flush and vendor or computational
 //     opcodes are all Commands and take the same path. Op[Req, Resp] is a
 //     typed command (encoder, decoder, registry entry) that a package

@@ -33,6 +33,7 @@ type QueueStats struct {
 	DMAFaults   uint64 // commands failed by FailInFlight or a reported DMA fault
 	Timeouts    uint64 // commands failed with ErrTimeout
 	Split       uint64 // commands larger than the transfer limit split into several
+	Backlogged  uint64 // commands Submit queued in software while the queue was full (SetBacklog)
 }
 
 type trackerState uint8
@@ -141,6 +142,12 @@ type QueuePair struct {
 	// tracker keeps the caller's command.
 	splitCmd Command
 	closed   bool
+	// The software backlog (backlog.go): a ring of blLen entries from
+	// blHead.
+	backlog []backlogEntry
+	blHead  int
+	blLen   int
+
 	// attached: made by AttachQueuePair over rings it does not own,
 	// for a controller driven elsewhere (attachDMA frees its lists).
 	attached  bool
@@ -283,7 +290,8 @@ func (q *QueuePair) Stats() QueueStats { return q.stats }
 // Submit writes cmd into the next SQ slot, to complete through cb (which
 // may be nil). The device does not see it until Ring. A full queue returns
 // ErrQueueFull, unwrapped and without allocating: poll and retry, or use
-// SubmitWait.
+// SubmitWait; or, after SetBacklog, the command waits in software and a
+// later Poll submits it and rings.
 //
 // An LBA command (Registry OpcodeInfo.LBAData) with more data than the
 // transfer limit (Controller.MaxTransfer) is split into consecutive
@@ -466,6 +474,9 @@ func (q *QueuePair) Poll(max int) (int, error) {
 		if now := clock(); now >= q.nextDeadline {
 			q.expire(now)
 		}
+	}
+	if q.blLen > 0 {
+		q.drainBacklog()
 	}
 	if consumed > 0 {
 		if !q.shadow || q.cqShadow.update(q.cqHead, oldHead) {
@@ -672,6 +683,7 @@ func (q *QueuePair) SubmitWait(ctx context.Context, cmd *Command, cb Callback) e
 // that were given up on are simply freed.
 func (q *QueuePair) abortAll(err error) {
 	q.inPoll = true
+	q.failBacklog(err)
 	for i := range q.trackers {
 		t := &q.trackers[i]
 		switch t.state {

@@ -44,7 +44,14 @@ func (q *QueuePair) Timeout() time.Duration { return q.timeout }
 // send an Abort for it. d <= 0 means no timeout. Submitting reads the
 // clock once when d > 0.
 func (q *QueuePair) SubmitTimeout(cmd *Command, cb Callback, d time.Duration) error {
+	if q.blLen > 0 && !q.closed {
+		// Behind commands already waiting: keep the order.
+		return q.enqueue(cmd, cb, deadlineAfter(d))
+	}
 	t, err := q.submit(cmd, cb, trackerBusy)
+	if err == ErrQueueFull && len(q.backlog) > 0 {
+		return q.enqueue(cmd, cb, deadlineAfter(d))
+	}
 	if err != nil {
 		return err
 	}
@@ -52,6 +59,14 @@ func (q *QueuePair) SubmitTimeout(cmd *Command, cb Callback, d time.Duration) er
 		q.setDeadline(t, clock()+int64(d))
 	}
 	return nil
+}
+
+// deadlineAfter returns the deadline d from now, 0 for none.
+func deadlineAfter(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return clock() + int64(d)
 }
 
 // setDeadline gives t a deadline (0: none) and keeps nextDeadline at or
