@@ -74,6 +74,12 @@ type JobResult struct {
 	// VolCtxSwitches and InvolCtxSwitches are the thread's context
 	// switches: waits on the interrupt, preemption.
 	VolCtxSwitches, InvolCtxSwitches uint64
+	// Syscalls is the system calls the job's thread entered over the
+	// same span as the CPU time, counted by the kernel (a perf event on
+	// raw_syscalls:sys_enter); SyscallsErr says why not when it could
+	// not be counted.
+	Syscalls    uint64
+	SyscallsErr string
 	// IOs is every I/O the job completed, ramp and verify included (for
 	// per-I/O CPU costs); Read and Write count the measured window only.
 	IOs uint64
@@ -245,6 +251,7 @@ func (j *Job) Run(ctx context.Context) *JobResult {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var ru0, ru1 unix.Rusage
+	sc, scErr := countSyscalls()
 	_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru0)
 
 	j.epoch = time.Now()
@@ -260,8 +267,14 @@ func (j *Job) Run(ctx context.Context) *JobResult {
 		j.drive(ctx)
 	}
 	_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru1)
+	var syscalls uint64
+	if scErr == nil {
+		syscalls, scErr = sc.stop()
+		syscalls = max(syscalls, 2) - 2 // the two getrusage calls
+	}
 
 	r := &JobResult{
+		Syscalls:         syscalls,
 		Name:             j.cfg.Name,
 		Device:           j.cfg.Target.Device,
 		NSID:             j.cfg.Target.NSID,
@@ -278,6 +291,9 @@ func (j *Job) Run(ctx context.Context) *JobResult {
 		Queue:            j.q.Stats(),
 		Verified:         j.verified,
 		Err:              j.err,
+	}
+	if scErr != nil {
+		r.SyscallsErr = scErr.Error()
 	}
 	return r
 }

@@ -145,6 +145,10 @@ func Merge(name string, jobs []*JobResult) JobResult {
 		t.SysCPU += j.SysCPU
 		t.VolCtxSwitches += j.VolCtxSwitches
 		t.InvolCtxSwitches += j.InvolCtxSwitches
+		t.Syscalls += j.Syscalls
+		if t.SyscallsErr == "" {
+			t.SyscallsErr = j.SyscallsErr
+		}
 		t.IOs += j.IOs
 		t.Verified += j.Verified
 		q, s := &t.Queue, j.Queue

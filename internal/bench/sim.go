@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/umdkit/umd/internal/cycles"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/nvmelike/sim"
 )
@@ -12,10 +13,17 @@ import (
 // CountingRegisters counts the register writes that go through it to the
 // Registers underneath: every one, and the doorbell writes (offsets from
 // NVME_REG_DBS on) separately. On a real device each is an MMIO write.
+//
+// It also times the doorbell writes with the CPU's counter (package
+// cycles): the software controller in its instant mode does all of a
+// device's work (fetching entries, moving data, posting completions)
+// inside them, so their time is the simulated device's, and the rest of
+// a job's CPU time is the host's.
 type CountingRegisters struct {
 	nvmelike.Registers
 	writes    atomic.Uint64
 	doorbells atomic.Uint64
+	device    atomic.Uint64 // counter ticks spent inside doorbell writes
 }
 
 // Write32 counts the write and passes it on.
@@ -23,9 +31,17 @@ func (r *CountingRegisters) Write32(off uint64, v uint32) {
 	r.writes.Add(1)
 	if off >= nvmelike.NVME_REG_DBS {
 		r.doorbells.Add(1)
+		t0 := cycles.Now()
+		r.Registers.Write32(off, v)
+		r.device.Add(cycles.Now() - t0)
+		return
 	}
 	r.Registers.Write32(off, v)
 }
+
+// DeviceTicks returns the counter ticks spent inside doorbell writes so
+// far (cycles.Hz converts them to time).
+func (r *CountingRegisters) DeviceTicks() uint64 { return r.device.Load() }
 
 // Write64 counts the write and passes it on.
 func (r *CountingRegisters) Write64(off uint64, v uint64) {
@@ -45,6 +61,11 @@ type SimCost struct {
 	// (the two differ by what bring-up and queue set-up wrote, which is
 	// outside the run).
 	Doorbells, MMIOWrites uint64
+	// DeviceTicks is the counter ticks (cycles.Now) spent inside doorbell
+	// writes, where the instant controller does its work; TicksPerSecond
+	// their rate.
+	DeviceTicks    uint64
+	TicksPerSecond float64
 }
 
 // SimDevice is the software controller (nvmelike/sim) in its
@@ -136,9 +157,11 @@ func (d *SimDevice) Close() error {
 // adds the controller's register write counts to the result.
 func ExecuteSim(ctx context.Context, d *SimDevice, w Workload, jobs []*Job, o ExecOptions) *Result {
 	o.CountAllocs = true
+	hz := cycles.Hz() // calibrated before the run, not during
 	db0, all0 := d.Regs.Writes()
+	dev0 := d.Regs.DeviceTicks()
 	r := Execute(ctx, w, jobs, o)
 	db1, all1 := d.Regs.Writes()
-	r.Sim = &SimCost{Doorbells: db1 - db0, MMIOWrites: all1 - all0}
+	r.Sim = &SimCost{Doorbells: db1 - db0, MMIOWrites: all1 - all0, DeviceTicks: d.Regs.DeviceTicks() - dev0, TicksPerSecond: hz}
 	return r
 }
