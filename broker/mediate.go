@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"slices"
@@ -51,12 +50,7 @@ func (c *conn) cmd(r *CommandRequest) (nvmelike.Completion, *Error) {
 	if e != nil {
 		return nvmelike.Completion{}, e
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.IOTimeout)
-	defer cancel()
-	cpl, err := sess.queues[r.Queue].Exec(ctx, &cmd)
-	c.mu.Lock()
-	c.commands++
-	c.mu.Unlock()
+	cpl, err := c.exec(sess, r.Queue, &cmd)
 	if err != nil {
 		// With an NVMe status, the response carries it too.
 		return cpl, errorf(CodeDevice, "cmd: opcode 0x%02x: %v", r.Opcode, err)

@@ -682,16 +682,23 @@ func (c *conn) io(r *IORequest) (uint16, *Error) {
 			cmd = nvmelike.WriteCommand(r.NSID, r.LBA, uint32(r.Blocks), buf)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.IOTimeout)
-	defer cancel()
-	cpl, err := sess.queues[r.Queue].Exec(ctx, &cmd)
-	c.mu.Lock()
-	c.commands++
-	c.mu.Unlock()
+	cpl, err := c.exec(sess, r.Queue, &cmd)
 	if err != nil {
 		return cpl.Status, errorf(CodeDevice, "io: %s: %v", r.Opcode, err)
 	}
 	return cpl.Status, nil
+}
+
+// exec runs a checked command on the session's queue pair, bounded by the
+// I/O timeout, and counts it.
+func (c *conn) exec(sess *session, queue int, cmd *nvmelike.Command) (nvmelike.Completion, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.IOTimeout)
+	defer cancel()
+	cpl, err := sess.queues[queue].Exec(ctx, cmd)
+	c.mu.Lock()
+	c.commands++
+	c.mu.Unlock()
+	return cpl, err
 }
 
 // release frees what the connection's session holds.

@@ -111,19 +111,7 @@ func nextPow2(n int) int {
 func (d *brokerDevice) newJobs(w bench.Workload) ([]*bench.Job, error) {
 	var jobs []*bench.Job
 	for i, q := range d.s.QueuePairs() {
-		bufs := make([]nvmelike.Buffer, w.IODepth)
-		for k := range bufs {
-			var err error
-			if bufs[k], err = d.s.Alloc(w.BlockSize); err != nil {
-				return nil, fmt.Errorf("allocating %d buffers of %s in the session's pool on %s: %w", w.IODepth, bench.FormatSize(int64(w.BlockSize)), d.target.Device, err)
-			}
-			d.bufs = append(d.bufs, bufs[k])
-		}
-		c := bench.JobConfig{Name: fmt.Sprintf("%s/%d", d.target.Device, i), Target: d.target, Index: i, Queue: q.QueuePair, Buffers: bufs}
-		if irq := q.Interrupt(); irq != nil {
-			c.Wait = waitOn(irq.Fd())
-		}
-		j, err := bench.NewJob(w, c)
+		j, err := newJob(w, d.target, i, q, d.s.Alloc, &d.bufs)
 		if err != nil {
 			return nil, err
 		}

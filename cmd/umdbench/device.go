@@ -122,24 +122,31 @@ func (d *device) newJobs(ctx context.Context, w bench.Workload, numjobs int) ([]
 			return nil, err
 		}
 		d.queues = append(d.queues, q)
-		bufs := make([]nvmelike.Buffer, w.IODepth)
-		for k := range bufs {
-			if bufs[k], err = d.dev.Alloc(w.BlockSize); err != nil {
-				return nil, fmt.Errorf("allocating %d buffers of %s on %s: %w", w.IODepth, bench.FormatSize(int64(w.BlockSize)), d.target.Device, err)
-			}
-			d.bufs = append(d.bufs, bufs[k])
-		}
-		c := bench.JobConfig{Name: fmt.Sprintf("%s/%d", d.target.Device, i), Target: d.target, Index: i, Queue: q.QueuePair, Buffers: bufs}
-		if irq := q.Interrupt(); irq != nil {
-			c.Wait = waitOn(irq.Fd())
-		}
-		j, err := bench.NewJob(w, c)
+		j, err := newJob(w, d.target, i, q, d.dev.Alloc, &d.bufs)
 		if err != nil {
 			return nil, err
 		}
 		jobs = append(jobs, j)
 	}
 	return jobs, nil
+}
+
+// newJob makes job i of w on queue pair q of target, with IODepth buffers
+// from alloc, each also appended to *bufs for the caller to free.
+func newJob(w bench.Workload, target bench.Target, i int, q *umd.QueuePair, alloc func(int) (nvmelike.Buffer, error), bufs *[]nvmelike.Buffer) (*bench.Job, error) {
+	mine := make([]nvmelike.Buffer, w.IODepth)
+	for k := range mine {
+		var err error
+		if mine[k], err = alloc(w.BlockSize); err != nil {
+			return nil, fmt.Errorf("allocating %d buffers of %s for %s: %w", w.IODepth, bench.FormatSize(int64(w.BlockSize)), target.Device, err)
+		}
+		*bufs = append(*bufs, mine[k])
+	}
+	c := bench.JobConfig{Name: fmt.Sprintf("%s/%d", target.Device, i), Target: target, Index: i, Queue: q.QueuePair, Buffers: mine}
+	if irq := q.Interrupt(); irq != nil {
+		c.Wait = waitOn(irq.Fd())
+	}
+	return bench.NewJob(w, c)
 }
 
 // waitOn returns a job's interrupt wait: poll(2) on the queue pair's
