@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -367,4 +368,38 @@ func TestGuestBroker(t *testing.T) {
 	if code == exitOK || !strings.Contains(errOut, "--trusted") {
 		t.Errorf("a broker without trusted sessions: exit %d, %s", code, errOut)
 	}
+}
+
+// TestGuestSimCosts: in the guest (tracefs mounted, root) --sim counts the
+// job threads' system calls with the kernel's perf event, and splits the
+// CPU time into device and host parts.
+func TestGuestSimCosts(t *testing.T) {
+	guest.Require(t)
+	code, out, errOut := umdbench(t, "--sim", "--rw", "randread", "--iodepth", "32", "--runtime", "1s", "--disable_lat", "-o", "json")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var doc struct {
+		UMD struct {
+			Sim struct {
+				Syscalls   string  `json:"syscalls_per_io"`
+				DeviceNS   float64 `json:"device_ns_per_io"`
+				HostNS     float64 `json:"host_ns_per_io"`
+				HostCycles float64 `json:"host_cycles_per_io"`
+				Allocs     float64 `json:"allocs_per_io"`
+			} `json:"sim"`
+		} `json:"umd"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	s := doc.UMD.Sim
+	sc, err := strconv.ParseFloat(s.Syscalls, 64)
+	if err != nil || sc > 0.01 {
+		t.Errorf("syscalls per I/O %q: want a count near 0 (the polled path makes none)", s.Syscalls)
+	}
+	if s.DeviceNS <= 0 || s.HostNS <= 0 || s.HostCycles <= s.HostNS || s.Allocs > 0.001 {
+		t.Errorf("sim costs %+v", s)
+	}
+	t.Logf("guest --sim QD32: device %.0f ns, host %.0f ns = %.0f reference cycles per I/O, %s syscalls per I/O", s.DeviceNS, s.HostNS, s.HostCycles, s.Syscalls)
 }
