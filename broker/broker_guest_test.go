@@ -568,6 +568,7 @@ func TestGuestKillDuringIO(t *testing.T) {
 	waitFor(t, "the steady clients registered", func() bool { return len(s.Status()) == 2 })
 	live, vectors, free, fds := len(dev.Space().Ledger().Live()), dev.VectorsInUse(), freeHugepages(t), brokerFds(t)
 	freeQueues := s.Devices(0, 0)[0].FreeQueues
+	ctrlQueues := dev.Controller().QueuesInUse() // the controller's own count
 	for round := range 50 {
 		mode := "session"
 		if round%2 == 1 {
@@ -585,10 +586,10 @@ func TestGuestKillDuringIO(t *testing.T) {
 		start := time.Now()
 		c.kill(t)
 		c.cmd.Wait()
-		for len(s.Status()) != 2 || len(dev.Space().Ledger().Live()) != live || dev.VectorsInUse() != vectors || freeHugepages(t) != free || brokerFds(t) != fds || s.Devices(0, 0)[0].FreeQueues != freeQueues {
+		for len(s.Status()) != 2 || len(dev.Space().Ledger().Live()) != live || dev.VectorsInUse() != vectors || freeHugepages(t) != free || brokerFds(t) != fds || s.Devices(0, 0)[0].FreeQueues != freeQueues || dev.Controller().QueuesInUse() != ctrlQueues {
 			if time.Since(start) > time.Second {
-				t.Fatalf("round %d (%s), 1 s after kill -9: %d clients, %d live mappings (want %d), %d vectors (want %d), %d free hugepages (want %d), %d open fds (want %d), %d free queue pairs (want %d)",
-					round, mode, len(s.Status()), len(dev.Space().Ledger().Live()), live, dev.VectorsInUse(), vectors, freeHugepages(t), free, brokerFds(t), fds, s.Devices(0, 0)[0].FreeQueues, freeQueues)
+				t.Fatalf("round %d (%s), 1 s after kill -9: %d clients, %d live mappings (want %d), %d vectors (want %d), %d free hugepages (want %d), %d open fds (want %d), %d free queue pairs (want %d), %d controller queues (want %d)",
+					round, mode, len(s.Status()), len(dev.Space().Ledger().Live()), live, dev.VectorsInUse(), vectors, freeHugepages(t), free, brokerFds(t), fds, s.Devices(0, 0)[0].FreeQueues, freeQueues, dev.Controller().QueuesInUse(), ctrlQueues)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}

@@ -426,6 +426,12 @@ func TestProtocolErrors(t *testing.T) {
 	if r, err := roundTrip(t, c, frame(&Request{Op: OpHello, Version: 99})); err != nil || !errors.Is(r.Err, ErrVersion) || r.Version != ProtocolVersion {
 		t.Errorf("hello 99: %+v, %v", r, err)
 	}
+	// A client of the first protocol (no modes, no cmd) is told which
+	// version this broker speaks.
+	if r, err := roundTrip(t, c, frame(&Request{Op: OpHello, Version: 1})); err != nil || !errors.Is(r.Err, ErrVersion) ||
+		!strings.Contains(r.Err.Message, "version 1") || !strings.Contains(r.Err.Message, "speaks 2") {
+		t.Errorf("hello 1 (an old client): %+v, %v", r, err)
+	}
 	if r, err := roundTrip(t, c, frame(&Request{Op: OpList})); err != nil || !errors.Is(r.Err, ErrState) {
 		t.Errorf("list before hello: %+v, %v", r, err)
 	}

@@ -147,6 +147,20 @@ func (c *Controller) deleteRemoteQueue(ctx context.Context, r *RemoteQueue) erro
 	return errors.Join(errs...)
 }
 
+// QueuesInUse returns how many I/O queue IDs are held: by queue pairs of
+// this controller and by remote queues.
+func (c *Controller) QueuesInUse() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for i := 1; i < len(c.pairs); i++ {
+		if c.pairs[i] != nil || c.remote[i] != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Lost reports whether a controller reset removed r. The rings' owner can
 // no longer do I/O on it; DeleteRemoteQueue still frees its queue ID.
 func (c *Controller) Lost(r *RemoteQueue) bool {

@@ -51,6 +51,9 @@ func TestRemoteQueueIO(t *testing.T) {
 	if local2.ID() != 3 {
 		t.Fatalf("local queue pair after a remote queue got ID %d, want 3", local2.ID())
 	}
+	if n := r.ctrl.QueuesInUse(); n != 3 {
+		t.Fatalf("QueuesInUse %d with two local pairs and a remote queue", n)
+	}
 
 	// Write through the attached pair, read back through the local one:
 	// both reach the same controller.
