@@ -63,9 +63,16 @@ func TestGuestTrace(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- run([]string{"trace", "--duration", "5s", "-o", "json"}, &stdout, &stderr) }()
+	// Loading and verifying the eBPF programs can take seconds under a
+	// loaded TCG host: allow 30, but stop at once if trace gave up.
 	for start := time.Now(); !strings.Contains(stderr.String(), "umdprobe: tracing with"); time.Sleep(10 * time.Millisecond) {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("trace did not start: %q", stderr.String())
+		select {
+		case code := <-done:
+			t.Fatalf("trace ended (exit %d) before it started: %q", code, stderr.String())
+		default:
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("trace did not start in 30 s: %q", stderr.String())
 		}
 	}
 
