@@ -224,6 +224,7 @@ type QueuePair struct {
 	vector int
 	irq    *vfio.Interrupt
 	gone   bool // closed: no longer counted in the device's queues
+	spins  int  // empty polls Wait makes before it sleeps (SetPollSpins)
 }
 
 // CreateQueuePair creates an I/O queue pair.
@@ -352,12 +353,19 @@ func (q *QueuePair) UnmaskInterrupt() error {
 	return q.dev.dev.ConnectIRQ(vfio.IRQMSIX, q.vector, q.irq)
 }
 
+// SetPollSpins makes Wait adaptive: it polls up to n times in a row
+// without a completion before it sleeps on the interrupt. 0 (the default)
+// sleeps after the first empty poll; spinning trades a core for the
+// interrupt's latency. Without an interrupt, Wait always spins.
+func (q *QueuePair) SetPollSpins(n int) { q.spins = max(n, 0) }
+
 // Wait polls the queue pair for completions and, when there are none,
 // sleeps until its interrupt fires or ctx is done, then polls again. It
 // returns the number of completions handled. Without an interrupt it
-// polls until at least one completion arrives or ctx is done.
+// polls until at least one completion arrives or ctx is done. With
+// SetPollSpins it polls that many times before each sleep.
 func (q *QueuePair) Wait(ctx context.Context) (int, error) {
-	for {
+	for empty := 0; ; empty++ {
 		n, err := q.Poll(0)
 		if n > 0 || err != nil {
 			return n, err
@@ -365,6 +373,10 @@ func (q *QueuePair) Wait(ctx context.Context) (int, error) {
 		if q.Outstanding() == 0 {
 			return 0, nil
 		}
+		if empty < q.spins {
+			continue
+		}
+		empty = 0
 		if q.irq == nil {
 			if err := ctx.Err(); err != nil {
 				return 0, err

@@ -307,3 +307,61 @@ func TestAsyncEventsAndErrorLog(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestGuestAdaptiveWait: with SetPollSpins a queue pair with an interrupt
+// completes by polling: Wait returns the completion without reading the
+// eventfd, whose count the interrupt left is still there to read. Without
+// spins Wait still completes (sleeping when its first poll finds nothing).
+func TestGuestAdaptiveWait(t *testing.T) {
+	guest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 8, Interrupt: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	nsid := dev.Controller().Namespaces()[0]
+	ns, err := dev.Controller().IdentifyNamespace(ctx, nsid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, err := dev.Alloc(ns.LBASize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Free(buf)
+	read := func() {
+		t.Helper()
+		cmd := nvmelike.ReadCommand(nsid, 0, 1, buf)
+		if err := q.Submit(&cmd, nil); err != nil {
+			t.Fatal(err)
+		}
+		q.Ring()
+		if n, err := q.Wait(ctx); n != 1 || err != nil {
+			t.Fatalf("Wait: %d, %v", n, err)
+		}
+	}
+	q.SetPollSpins(1 << 30)
+	read()
+	// The MSI-X message may land a moment after the CQ entry.
+	var pending uint64
+	for start := time.Now(); pending == 0 && time.Since(start) < 2*time.Second; time.Sleep(time.Millisecond) {
+		k, err := q.Interrupt().TryRead()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending += k
+	}
+	if pending == 0 {
+		t.Fatal("after a spinning Wait, the interrupt's count was not left for the caller")
+	}
+	q.SetPollSpins(0)
+	read()
+}
