@@ -1,0 +1,341 @@
+package dra
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+
+	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/pcie"
+	"github.com/umdkit/umd/pcie/pcietest"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// restore rebuilds one of pcie's captured guest trees and scans it.
+func restore(t *testing.T, name string) *pcie.System {
+	t.Helper()
+	f, err := os.Open(filepath.Join("..", "pcie", "testdata", "snapshots", name+".txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dir := t.TempDir()
+	if err := pcie.RestoreSnapshot(f, dir); err != nil {
+		t.Fatal(err)
+	}
+	return scan(t, dir)
+}
+
+func scan(t *testing.T, root string) *pcie.System {
+	t.Helper()
+	sys, err := pcie.Scan(pcie.Options{SysfsRoot: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sys
+}
+
+// sriovTree is a machine with an SR-IOV NVMe controller:
+//
+//	pci0000:00
+//	  00:01.0 root port -> 01:00.0 NVMe PF (vfio-pci), 2 of 4 VFs enabled:
+//	                       01:00.1 (vfio-pci, published), 01:00.2 (nvme, not)
+//	pci0000:80 (NUMA node 1)
+//	  80:00.0 root port -> 81:00.0 NVMe PF (nvme, not published),
+//	                       81:00.1 its VF (vfio-pci, not published: the
+//	                       broker leases VFs only of a PF it serves)
+//	  80:01.0 root port -> 82:00.0 NVMe (vfio-pci, no IOMMU group info given)
+func sriovTree(t *testing.T) *pcie.System {
+	tr := pcietest.New(t)
+	rp := func(bdf, group, numa string) {
+		tr.Add(pcietest.Func{BDF: bdf, Vendor: pcietest.VendorRedHat, Device: pcietest.DeviceRootPort,
+			Class: pcietest.ClassBridge, Driver: "pcieport", IOMMUGroup: group, NUMANode: numa,
+			Config: pcietest.NewConfig(pcietest.VendorRedHat, pcietest.DeviceRootPort, pcietest.ClassBridge).
+				Buses(0, uint8(mustBDF(t, bdf).Bus+1), uint8(mustBDF(t, bdf).Bus+1)).Bytes()})
+	}
+	nvme := func(bdf, parent, driver, group, numa, physfn string, total, num int) {
+		tr.Add(pcietest.Func{BDF: bdf, Parent: parent, Vendor: pcietest.VendorRedHat, Device: pcietest.DeviceNVMe,
+			Class: pcietest.ClassNVMe, Driver: driver, IOMMUGroup: group, NUMANode: numa,
+			TotalVFs: total, NumVFs: num, PhysFn: physfn})
+	}
+	rp("0000:00:01.0", "1", "")
+	nvme("0000:01:00.0", "0000:00:01.0", "vfio-pci", "2", "", "", 4, 2)
+	nvme("0000:01:00.1", "0000:00:01.0", "vfio-pci", "3", "", "0000:01:00.0", 0, 0)
+	nvme("0000:01:00.2", "0000:00:01.0", "nvme", "4", "", "0000:01:00.0", 0, 0)
+	rp("0000:80:00.0", "10", "1")
+	nvme("0000:81:00.0", "0000:80:00.0", "nvme", "11", "1", "", 4, 1)
+	nvme("0000:81:00.1", "0000:80:00.0", "vfio-pci", "12", "1", "0000:81:00.0", 0, 0)
+	rp("0000:80:01.0", "13", "1")
+	nvme("0000:82:00.0", "0000:80:01.0", "vfio-pci", "", "1", "", 0, 0)
+	return scan(t, tr.Root)
+}
+
+func mustBDF(t *testing.T, s string) pcie.BDF {
+	t.Helper()
+	b, err := pcie.ParseBDF(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// brokerList is what a broker serving the cards topology lists.
+var brokerList = []broker.DeviceInfo{
+	{BDF: "0000:03:00.0", Serial: "umd-cards-1", Model: "QEMU NVMe Ctrl", MaxQueues: 8,
+		Namespaces: []broker.NamespaceInfo{{NSID: 1, LBASize: 512, Blocks: 131072}, {NSID: 2, LBASize: 4096, Blocks: 1024}}},
+	{BDF: "0000:04:00.0", Serial: "umd-cards-2", Model: "QEMU NVMe Ctrl", MaxQueues: 8,
+		Namespaces: []broker.NamespaceInfo{{NSID: 1, LBASize: 512, Blocks: 131072}}},
+}
+
+func TestSlicesGolden(t *testing.T) {
+	ids, err := BrokerIdentities(brokerList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		sys     func(*testing.T) *pcie.System
+		ids     IdentitySource
+		devices []string
+	}{
+		{"qemu-cards", func(t *testing.T) *pcie.System { return restore(t, "qemu-cards") }, ids,
+			[]string{"nvme-0000-03-00-0", "nvme-0000-04-00-0", "nvme-0000-07-00-0", "nvme-0000-08-00-0", "nvme-0000-09-00-0"}},
+		{"qemu-numa", func(t *testing.T) *pcie.System { return restore(t, "qemu-numa") }, nil,
+			[]string{"nvme-0000-41-00-0", "nvme-0000-42-00-0", "nvme-0000-61-00-0", "nvme-0000-62-00-0"}},
+		{"qemu-single", func(t *testing.T) *pcie.System { return restore(t, "qemu-single") }, nil, nil},
+		{"sriov", sriovTree, nil, []string{"nvme-0000-01-00-0", "nvme-0000-01-00-1", "nvme-0000-82-00-0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sys := tc.sys(t)
+			inv, err := Publish(sys, tc.ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, p := range inv.Devices() {
+				names = append(names, p.Device.Name)
+			}
+			if tc.devices != nil && strings.Join(names, " ") != strings.Join(tc.devices, " ") {
+				t.Errorf("published %q, want %q", names, tc.devices)
+			}
+			for _, p := range inv.Devices() {
+				checkDevice(t, sys, p)
+			}
+			sl := inv.Slices("node-a", 3)
+			got, err := yaml.Marshal(sl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Publishing twice gives the same bytes (maps are sorted by
+			// the encoder; devices by BDF).
+			inv2, _ := Publish(tc.sys(t), tc.ids)
+			again, _ := yaml.Marshal(inv2.Slices("node-a", 3))
+			if !bytes.Equal(got, again) {
+				t.Error("two publications of the same tree differ")
+			}
+			golden(t, filepath.Join("testdata", "slices-"+tc.name+".yaml"), got)
+		})
+	}
+}
+
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./dra -update to write it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs; got:\n%s", path, got)
+	}
+}
+
+var cIdentifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// checkDevice checks what the API server would: a DNS label as name,
+// qualified names, value lengths, at most 32 attributes and capacities;
+// and that the standard pcieRoot is where sysfs puts the function.
+func checkDevice(t *testing.T, sys *pcie.System, p Published) {
+	t.Helper()
+	d := p.Device
+	if errs := validation.IsDNS1123Label(d.Name); len(errs) > 0 {
+		t.Errorf("device name %q: %v", d.Name, errs)
+	}
+	if n := len(d.Attributes) + len(d.Capacity); n > resourceapi.ResourceSliceMaxAttributesAndCapacitiesPerDevice {
+		t.Errorf("%s: %d attributes and capacities", d.Name, n)
+	}
+	names := map[resourceapi.QualifiedName]bool{}
+	for n := range d.Attributes {
+		names[n] = true
+	}
+	for n := range d.Capacity {
+		names[n] = true
+	}
+	for n := range names {
+		domain, id, ok := strings.Cut(string(n), "/")
+		if !ok {
+			t.Errorf("%s: attribute %q is not fully qualified", d.Name, n)
+			continue
+		}
+		if errs := validation.IsDNS1123Subdomain(domain); len(errs) > 0 || len(domain) > resourceapi.DeviceMaxDomainLength {
+			t.Errorf("%s: attribute %q: domain %v", d.Name, n, errs)
+		}
+		if !cIdentifier.MatchString(id) || len(id) > resourceapi.DeviceMaxIDLength {
+			t.Errorf("%s: attribute %q: bad identifier", d.Name, n)
+		}
+	}
+	for n, a := range d.Attributes {
+		set := 0
+		for _, b := range []bool{a.IntValue != nil, a.BoolValue != nil, a.StringValue != nil, a.VersionValue != nil} {
+			if b {
+				set++
+			}
+		}
+		if set != 1 {
+			t.Errorf("%s: attribute %s has %d values", d.Name, n, set)
+		}
+		if a.StringValue != nil && len(*a.StringValue) > resourceapi.DeviceAttributeMaxValueLength {
+			t.Errorf("%s: attribute %s too long", d.Name, n)
+		}
+	}
+	f := sys.Function(p.BDF)
+	want, _, _ := strings.Cut(strings.TrimPrefix(f.SysfsPath, "devices/"), "/")
+	if r := d.Attributes[AttrPCIeRoot].StringValue; r == nil || *r != want || !regexp.MustCompile(`^pci[0-9a-f]{4,}:[0-9a-f]{2}$`).MatchString(*r) {
+		t.Errorf("%s: pcieRoot %v, want %q (from %s)", d.Name, r, want, f.SysfsPath)
+	}
+	if g, ok := d.Attributes[AttrIOMMUGroup]; ok != (f.IOMMUGroup != pcie.NoIOMMUGroup) || ok && *g.IntValue != int64(f.IOMMUGroup) {
+		t.Errorf("%s: iommuGroup %v (set %v), want %d", d.Name, g.IntValue, ok, f.IOMMUGroup)
+	}
+}
+
+func TestPublishIdentity(t *testing.T) {
+	ids, err := BrokerIdentities(brokerList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := Publish(restore(t, "qemu-cards"), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := inv.Lookup("nvme-0000-03-00-0")
+	if !ok {
+		t.Fatal("03:00.0 not published")
+	}
+	if q := p.Device.Capacity[CapStorage].Value; q.Value() != 131072*512+1024*4096 {
+		t.Errorf("storage %s", q.String())
+	}
+	if got := *p.Device.Attributes[AttrNamespaces].IntValue; got != 2 {
+		t.Errorf("namespaces %d", got)
+	}
+	if got := *p.Device.Attributes[AttrSerial].StringValue; got != "umd-cards-1" {
+		t.Errorf("serial %q", got)
+	}
+	// Devices behind one switch share a card; one on its own is its own.
+	p4, _ := inv.Lookup("nvme-0000-04-00-0")
+	p9, _ := inv.Lookup("nvme-0000-09-00-0")
+	if c3, c4, c9 := *p.Device.Attributes[AttrCard].StringValue, *p4.Device.Attributes[AttrCard].StringValue, *p9.Device.Attributes[AttrCard].StringValue; c3 != c4 || c3 == c9 {
+		t.Errorf("cards %s %s %s: want 03 and 04 on one, 09 on another", c3, c4, c9)
+	}
+	// Unknown identity: no Identify attributes, no capacity.
+	if _, ok := p9.Device.Attributes[AttrSerial]; ok || p9.Device.Capacity != nil {
+		t.Errorf("09:00.0 has identity attributes without an identity: %v", p9.Device)
+	}
+
+	long := Identities{p.BDF: {Model: strings.Repeat("m", 65)}}
+	if _, err := Publish(restore(t, "qemu-cards"), long); err == nil || !strings.Contains(err.Error(), "model") {
+		t.Errorf("a 65-byte model: %v, want an error naming the model", err)
+	}
+	if _, err := BrokerIdentities([]broker.DeviceInfo{{BDF: "nonsense"}}); err == nil {
+		t.Error("a bad BDF in the broker list was accepted")
+	}
+}
+
+func TestPublishVF(t *testing.T) {
+	inv, err := Publish(sriovTree(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vf, ok := inv.Lookup("nvme-0000-01-00-1")
+	if !ok {
+		t.Fatal("VF 01:00.1 not published")
+	}
+	if f := *vf.Device.Attributes[AttrFunction].StringValue; f != FunctionVF {
+		t.Errorf("function %q", f)
+	}
+	if pf := *vf.Device.Attributes[AttrPhysFn].StringValue; pf != "0000:01:00.0" {
+		t.Errorf("physfn %q", pf)
+	}
+	pf, _ := inv.Lookup("nvme-0000-01-00-0")
+	if a, b := *pf.Device.Attributes[AttrCard].StringValue, *vf.Device.Attributes[AttrCard].StringValue; a != b {
+		t.Errorf("VF on card %s, its PF on %s", b, a)
+	}
+	if _, ok := inv.Lookup("nvme-0000-81-00-1"); ok {
+		t.Error("VF of a PF not bound to vfio-pci published")
+	}
+	if n := *inv.Devices()[2].Device.Attributes[AttrNUMANode].IntValue; n != 1 {
+		t.Errorf("82:00.0 numa %d", n)
+	}
+}
+
+func TestSlicesSplit(t *testing.T) {
+	inv := &Inventory{byName: map[string]int{}}
+	for i := range 300 {
+		b := pcie.BDF{Bus: uint8(i / 8), Device: uint8(i % 8)}
+		inv.devices = append(inv.devices, Published{BDF: b, Device: resourceapi.Device{Name: DeviceName(b)}})
+	}
+	sl := inv.Slices("n", 1)
+	if len(sl) != 3 {
+		t.Fatalf("%d slices", len(sl))
+	}
+	total := 0
+	for _, s := range sl {
+		if s.Spec.Pool.ResourceSliceCount != 3 || len(s.Spec.Devices) > resourceapi.ResourceSliceMaxDevices {
+			t.Errorf("slice %s: count %d, %d devices", s.Name, s.Spec.Pool.ResourceSliceCount, len(s.Spec.Devices))
+		}
+		total += len(s.Spec.Devices)
+	}
+	if total != 300 {
+		t.Errorf("%d devices in slices", total)
+	}
+	if sl := (&Inventory{}).Slices("n", 1); len(sl) != 1 || len(sl[0].Spec.Devices) != 0 {
+		t.Errorf("empty inventory: %d slices", len(sl))
+	}
+}
+
+// Behind an Intel VMD the NVMe sits in a domain of its own; its PCIe root,
+// as Kubernetes reads it, is still the root complex the VMD hangs under.
+func TestPublishVMD(t *testing.T) {
+	tr := pcietest.New(t)
+	tr.Add(pcietest.Func{BDF: "0000:00:0e.0", Vendor: 0x8086, Device: 0x467f, Class: 0x010400, Driver: "vmd", IOMMUGroup: "5"})
+	tr.Add(pcietest.Func{BDF: "10000:e0:06.0", Parent: "0000:00:0e.0", HostBridge: "pci10000:e0",
+		Vendor: 0x8086, Device: 0x464d, Class: 0x060400, Driver: "pcieport", IOMMUGroup: "5"})
+	tr.Add(pcietest.Func{BDF: "10000:e1:00.0", Parent: "10000:e0:06.0", Vendor: 0x144d, Device: 0xa80a,
+		Class: pcietest.ClassNVMe, Driver: "vfio-pci", IOMMUGroup: "5"})
+	sys := scan(t, tr.Root)
+	inv, err := Publish(sys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Devices()) != 1 {
+		t.Fatalf("%d devices", len(inv.Devices()))
+	}
+	p := inv.Devices()[0]
+	checkDevice(t, sys, p)
+	if p.Device.Name != "nvme-10000-e1-00-0" || *p.Device.Attributes[AttrPCIeRoot].StringValue != "pci0000:00" {
+		t.Errorf("name %s, pcieRoot %s", p.Device.Name, *p.Device.Attributes[AttrPCIeRoot].StringValue)
+	}
+}
