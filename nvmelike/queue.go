@@ -107,7 +107,7 @@ type QueuePair struct {
 	lists      Buffer // PRP list pages of all trackers
 	sqeSize    int
 	cqeSize    int
-	nvme       bool // format is NVMe's: encoded and decoded without interface calls
+	nvme       bool   // format is NVMe's: encoded and decoded without interface calls
 	depth      uint16 // entries in each ring
 
 	sqTail   uint16 // next slot to fill
