@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -101,9 +103,9 @@ Output:
   -o, --output-format FMT  text (a table; the default) or json (fio's --output-format=json
                       layout, with umdbench's own figures under "umd" keys)
   --output FILE       write the results to FILE instead of standard output
-  --plot FILE.svg     also draw the run as SVG: the latency histogram (log latency axis)
-                      and IOPS over time, per 100 ms (coarser on long runs), in total and
-                      per job
+  --plot FILE.svg     also draw the run as SVG (or FILE.png: PNG): the latency histogram
+                      (log latency axis) and IOPS over time, per 100 ms (coarser on long
+                      runs), in total and per job
   --disable_lat       take no per-I/O timestamps: no latency figures, slightly less cost.
                       Each I/O otherwise reads the clock once (its completion time is the
                       next I/O's start): ~20 ns on a host with a TSC clocksource, ~0.2 µs in
@@ -326,7 +328,11 @@ func writePlot(name string, r *bench.Result, title string) error {
 	if err != nil {
 		return fmt.Errorf("--plot: %w", err)
 	}
-	if err := bench.WriteSVG(f, r, title); err != nil {
+	write := bench.WriteSVG
+	if strings.EqualFold(filepath.Ext(name), ".png") {
+		write = bench.WritePNG
+	}
+	if err := write(f, r, title); err != nil {
 		f.Close()
 		return fmt.Errorf("--plot: writing %s: %w", name, err)
 	}

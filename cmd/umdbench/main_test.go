@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,7 +131,6 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bogus=1"}, "bad selector \"bogus=1\""},
 		{[]string{"--sim", "--sim_lba", "1000"}, "LBA size 1000"},
 		{[]string{"--sim", "--trace_faults"}, "--trace_faults needs a device"},
-		{[]string{"--sim", "--plot", "run.png"}, "name the file .svg"},
 		{[]string{"--sim", "--shadow_doorbells", "maybe"}, "want on or off"},
 		{[]string{"--sim", "--plot", "run.pdf"}, "unknown plot format \".pdf\""},
 	} {
@@ -292,5 +292,22 @@ func TestSimPlot(t *testing.T) {
 		if len(l) != 1 || l[0].Name != want || len(strings.Fields(l[0].Points)) < 2 {
 			t.Errorf("panel %d: series %+v, want one named %s with points", i, l, want)
 		}
+	}
+	// The same as a PNG.
+	pngFile := filepath.Join(t.TempDir(), "run.PNG")
+	if code, _, errOut := umdbench(t, "--sim", "--rw", "randread", "--iodepth", "4", "--runtime", "300ms", "--plot", pngFile); code != exitOK {
+		t.Fatalf("--plot run.PNG: exit %d: %s", code, errOut)
+	}
+	f, err := os.Open(pngFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("--plot run.PNG wrote no PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 400 || b.Dy() < 400 {
+		t.Errorf("PNG of %v", b)
 	}
 }
