@@ -15,6 +15,7 @@ import (
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/qemu"
 	"github.com/umdkit/umd/qemu/guest"
+	"github.com/umdkit/umd/qemu/guest/guestdev"
 )
 
 // controllers returns the topology's controllers by serial number.
@@ -138,29 +139,12 @@ func writeRead(ctx context.Context, t *testing.T, dev *umd.Device, q *umd.QueueP
 // interrupt gets its completions signalled on its own eventfd.
 func TestCompletionInterrupt(t *testing.T) {
 	guest.Require(t)
-	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 16, Interrupt: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	other, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 16, Interrupt: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	buf, err := dev.Alloc(4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Free(buf)
+	dev := guestdev.Open(t, nil)
+	q := guestdev.QueuePair(t, dev, umd.QueueOptions{Depth: 16, Interrupt: true})
+	other := guestdev.QueuePair(t, dev, umd.QueueOptions{Depth: 16, Interrupt: true})
+	buf := guestdev.Alloc(t, dev, 4096)
 	for round := range 3 {
 		done := false
 		cmd := nvmelike.ReadCommand(1, uint64(round), 1, buf.Slice(0, 512))
@@ -225,24 +209,11 @@ func TestReopen(t *testing.T) {
 // the next completion is signalled again.
 func TestMaskedInterrupt(t *testing.T) {
 	guest.Require(t)
-	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 4 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 16, Interrupt: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	buf, err := dev.Alloc(4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Free(buf)
+	dev := guestdev.Open(t, &umd.Options{PoolSize: 4 << 20})
+	q := guestdev.QueuePair(t, dev, umd.QueueOptions{Depth: 16, Interrupt: true})
+	buf := guestdev.Alloc(t, dev, 4096)
 	if err := q.MaskInterrupt(); err != nil {
 		t.Fatal(err)
 	}

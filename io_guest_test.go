@@ -13,6 +13,7 @@ import (
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/qemu/guest"
+	"github.com/umdkit/umd/qemu/guest/guestdev"
 )
 
 // openWithBlockSizes opens, among the vfio-bound controllers, one that has
@@ -316,27 +317,14 @@ func TestGuestAdaptiveWait(t *testing.T) {
 	guest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
-	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 8, Interrupt: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	dev := guestdev.Open(t, nil)
+	q := guestdev.QueuePair(t, dev, umd.QueueOptions{Depth: 8, Interrupt: true})
 	nsid := dev.Controller().Namespaces()[0]
 	ns, err := dev.Controller().IdentifyNamespace(ctx, nsid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	buf, err := dev.Alloc(ns.LBASize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Free(buf)
+	buf := guestdev.Alloc(t, dev, ns.LBASize)
 	read := func() {
 		t.Helper()
 		cmd := nvmelike.ReadCommand(nsid, 0, 1, buf)

@@ -12,6 +12,7 @@ import (
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/qemu/guest"
+	"github.com/umdkit/umd/qemu/guest/guestdev"
 )
 
 // TestGuestTimeoutAbortLateCompletion times a command out on a real
@@ -26,28 +27,15 @@ func TestGuestTimeoutAbortLateCompletion(t *testing.T) {
 	guest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
-	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
+	dev := guestdev.Open(t, nil)
 	ctrl := dev.Controller()
 	nsid := ctrl.Namespaces()[0]
 	ns, err := ctrl.IdentifyNamespace(ctx, nsid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	buf, err := dev.Alloc(ns.LBASize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Free(buf)
+	q := guestdev.QueuePair(t, dev, umd.QueueOptions{Depth: 8})
+	buf := guestdev.Alloc(t, dev, ns.LBASize)
 	// Known contents at the LBA, written with a plain Exec.
 	fill(buf.Bytes, 0x3c)
 	want := bytes.Clone(buf.Bytes)

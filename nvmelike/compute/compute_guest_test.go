@@ -14,6 +14,7 @@ import (
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/nvmelike/compute"
 	"github.com/umdkit/umd/qemu/guest"
+	"github.com/umdkit/umd/qemu/guest/guestdev"
 )
 
 // TestUnknownOpcodeOnQEMU sends the compute commands to QEMU's nvme, which
@@ -23,30 +24,14 @@ func TestUnknownOpcodeOnQEMU(t *testing.T) {
 	guest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	bdfs := guest.DriverFunctions(t, "vfio-pci")
-	if len(bdfs) == 0 {
-		t.Fatalf("topology %s: no function bound to vfio-pci", guest.Topology())
-	}
 	reg := nvmelike.NewRegistry()
 	if err := compute.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	dev, err := umd.Open(ctx, bdfs[0], &umd.Options{PoolSize: 8 << 20, Controller: nvmelike.Options{Registry: reg}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
+	dev := guestdev.Open(t, &umd.Options{PoolSize: 8 << 20, Controller: nvmelike.Options{Registry: reg}})
 	nsid := dev.Controller().Namespaces()[0]
-	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	buf, err := dev.Alloc(4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Free(buf)
+	q := guestdev.QueuePair(t, dev, umd.QueueOptions{Depth: 8})
+	buf := guestdev.Alloc(t, dev, 4096)
 
 	check := func(name string, opcode uint8, err error) {
 		t.Helper()
@@ -60,7 +45,7 @@ func TestUnknownOpcodeOnQEMU(t *testing.T) {
 		}
 		t.Logf("%v", err)
 	}
-	_, err = compute.Checksum.Exec(ctx, q.QueuePair, compute.ChecksumRequest{NSID: nsid, LBA: 0, Blocks: 1})
+	_, err := compute.Checksum.Exec(ctx, q.QueuePair, compute.ChecksumRequest{NSID: nsid, LBA: 0, Blocks: 1})
 	check("compute checksum", compute.OpcodeChecksum, err)
 	copy(buf.Bytes, "pattern")
 	_, err = compute.Search.Exec(ctx, q.QueuePair, compute.SearchRequest{NSID: nsid, LBA: 0, Blocks: 1, Pattern: buf.Slice(0, 7)})
