@@ -641,11 +641,7 @@ func brokerFds(t *testing.T) int {
 func TestGuestMediatedCost(t *testing.T) {
 	guest.Require(t)
 	s, dev, bdf := guestServer(t, 0o660, Access{})
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, s.cfg.Socket)
 	sess, err := c.OpenSession(bdf, SessionOptions{Queues: 1, Depth: 32, PoolBytes: 2 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -752,11 +748,7 @@ func TestGuestFourClients(t *testing.T) {
 func TestGuestMediatedCommandChecks(t *testing.T) {
 	guest.Require(t)
 	s, dev, bdf := guestServer(t, 0o660, Access{})
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, s.cfg.Socket)
 	sess, err := c.OpenSession(bdf, SessionOptions{Queues: 1, Depth: 16, PoolBytes: 2 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -829,11 +821,7 @@ func TestGuestMediatedCommandChecks(t *testing.T) {
 func TestGuestTrustedCostAndRestart(t *testing.T) {
 	guest.Require(t)
 	s, dev, bdf := guestServer(t, 0o660, Access{Trusted: true})
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, s.cfg.Socket)
 	sess, err := c.OpenSession(bdf, SessionOptions{Queues: 1, Depth: 32, PoolBytes: 2 << 20, Mode: ModeTrusted})
 	if err != nil {
 		t.Fatal(err)
@@ -851,11 +839,7 @@ func TestGuestTrustedCostAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer localPolled.Close()
-	cp, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Close()
+	cp := dial(t, s.cfg.Socket)
 	sessPolled, err := cp.OpenSession(bdf, SessionOptions{Queues: 1, Depth: 32, PoolBytes: 2 << 20, Mode: ModeTrusted, Polled: true})
 	if err != nil {
 		t.Fatal(err)
@@ -938,11 +922,7 @@ func TestGuestTrustedCostAndRestart(t *testing.T) {
 		t.Fatalf("closing the client: %v", err)
 	}
 	s2, _, _ := guestServer(t, 0o660, Access{Trusted: true})
-	c2, err := Dial(s2.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c2 := dial(t, s2.cfg.Socket)
 	sess2, err := c2.OpenSession(bdf, SessionOptions{Queues: 1, Depth: 32, PoolBytes: 2 << 20, Mode: ModeTrusted})
 	if err != nil {
 		t.Fatalf("a trusted session on the restarted broker: %v", err)
@@ -1105,10 +1085,7 @@ func TestGuestVFLease(t *testing.T) {
 	}
 	a.io(t)
 	b.io(t)
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dial(t, s.cfg.Socket)
 	if _, err := c.LeaseVF(bdf); !errors.Is(err, ErrQuota) {
 		t.Fatalf("a third lease of 2 VFs: %v, want ErrQuota", err)
 	}

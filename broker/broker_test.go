@@ -226,6 +226,19 @@ func startFake(t *testing.T, cfg Config, access Access, devs ...*fakeDevice) *Se
 	return s
 }
 
+// dial connects to the broker at path, failing t if it cannot; the
+// client is closed when t ends (Close is safe twice, so tests may also
+// close it themselves).
+func dial(t *testing.T, path string) *Client {
+	t.Helper()
+	c, err := Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func self() Access { return Access{UIDs: []uint32{uint32(os.Getuid())}} }
 
 func fake(t *testing.T, bdf string, queues int) *fakeDevice {
@@ -258,11 +271,7 @@ func TestSessionLifetime(t *testing.T) {
 	if fi, err := os.Stat(s.cfg.Socket); err != nil || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("socket mode: %v, %v", fi, err)
 	}
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, s.cfg.Socket)
 	devs, err := c.Devices()
 	if err != nil || len(devs) != 1 || !devs[0].Allowed || devs[0].FreeQueues != 8 {
 		t.Fatalf("Devices: %+v, %v", devs, err)
@@ -346,10 +355,7 @@ func TestQuotasAndRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	dial := func() *Client {
-		c, err := Dial(s.cfg.Socket)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dial(t, s.cfg.Socket)
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
@@ -473,16 +479,8 @@ func TestListenRefusesLiveBroker(t *testing.T) {
 
 func TestStatusVisibilityAndMaxClients(t *testing.T) {
 	s := startFake(t, Config{MaxClients: 2}, Access{DenyRoot: true}, fake(t, "0000:00:03.0", 2))
-	a, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a := dial(t, s.cfg.Socket)
+	dial(t, s.cfg.Socket) // the second of MaxClients 2
 	if c, err := Dial(s.cfg.Socket); err == nil {
 		c.Close()
 		t.Fatal("a third client was served with MaxClients 2")
@@ -499,11 +497,7 @@ func TestStatusVisibilityAndMaxClients(t *testing.T) {
 
 func TestPoolQuotaAfterRounding(t *testing.T) {
 	s := startFake(t, Config{MaxPoolBytes: 6000}, self(), fake(t, "0000:00:03.0", 2))
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, s.cfg.Socket)
 	// 5000 bytes is under the quota but takes two 4 KiB pages.
 	if _, err := c.OpenSession("0000:00:03.0", SessionOptions{PoolBytes: 5000}); !errors.Is(err, ErrQuota) {
 		t.Fatalf("%v, want ErrQuota", err)
@@ -584,11 +578,7 @@ func TestBrokerRestart(t *testing.T) {
 		return s, done
 	}
 	s, done := start()
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, s.cfg.Socket)
 	sess, err := c.OpenSession("0000:00:03.0", SessionOptions{PoolBytes: 8192})
 	if err != nil {
 		t.Fatal(err)
@@ -607,11 +597,7 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	s2, done2 := start()
 	defer func() { s2.Close(); <-done2 }()
-	c2, err := Dial(s2.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c2 := dial(t, s2.cfg.Socket)
 	if _, err := c2.OpenSession("0000:00:03.0", SessionOptions{PoolBytes: 8192}); err != nil {
 		t.Fatal(err)
 	}
@@ -632,10 +618,7 @@ func TestNoFdLeak(t *testing.T) {
 	s := startFake(t, Config{}, self(), fake(t, "0000:00:03.0", 4))
 	before := openFds(t)
 	for range 5 {
-		c, err := Dial(s.cfg.Socket)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dial(t, s.cfg.Socket)
 		if _, err := c.OpenSession("0000:00:03.0", SessionOptions{Queues: 3, PoolBytes: 8192}); err != nil {
 			t.Fatal(err)
 		}

@@ -19,11 +19,7 @@ func rw(op uint8, lba uint64, blocks int, prp1, prp2 uint64) CommandRequest {
 func TestMediatedCommands(t *testing.T) {
 	dev := fake(t, "0000:00:03.0", 4)
 	s := startFake(t, Config{}, self(), dev)
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, s.cfg.Socket)
 	sess, err := c.OpenSession("0000:00:03.0", SessionOptions{PoolBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
@@ -142,12 +138,8 @@ func TestMediatedCommands(t *testing.T) {
 func TestTrustedSessionRefusals(t *testing.T) {
 	dev := fake(t, "0000:00:03.0", 4)
 	s := startFake(t, Config{}, self(), dev)
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = c.OpenSession("0000:00:03.0", SessionOptions{Mode: ModeTrusted})
+	c := dial(t, s.cfg.Socket)
+	_, err := c.OpenSession("0000:00:03.0", SessionOptions{Mode: ModeTrusted})
 	if !errors.Is(err, ErrPermission) {
 		t.Fatalf("trusted session on a device that does not allow them: %v, want ErrPermission", err)
 	}
@@ -162,10 +154,7 @@ func TestTrustedSessionRefusals(t *testing.T) {
 	a.Trusted = true
 	dev2 := fake(t, "0000:00:04.0", 4)
 	s2 := startFake(t, Config{}, a, dev2)
-	c2, err := Dial(s2.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := dial(t, s2.cfg.Socket)
 	_, err = c2.OpenSession("0000:00:04.0", SessionOptions{Mode: ModeTrusted, Queues: 2, Depth: 32})
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("not a VFIO device")) {
 		t.Fatalf("trusted session with a fake device descriptor: %v", err)
@@ -184,11 +173,7 @@ func TestTrustedSessionRefusals(t *testing.T) {
 func TestClientDoneOnHangup(t *testing.T) {
 	dev := fake(t, "0000:00:03.0", 4)
 	s := startFake(t, Config{}, self(), dev)
-	c, err := Dial(s.cfg.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, s.cfg.Socket)
 	select {
 	case <-c.Done():
 		t.Fatal("Done closed with the broker still there")
