@@ -75,21 +75,16 @@ func (q *QueuePair) drainBacklog() {
 		if errors.Is(err, ErrQueueFull) {
 			break
 		}
+		deadline := e.deadline
+		cb := q.popBacklog()
 		if err != nil {
-			q.cbCmd = e.cmd
-			if e.cb != nil {
-				e.cb(&q.cbCmd, Completion{SQID: q.id}, err)
+			if cb != nil {
+				cb(&q.cbCmd, Completion{SQID: q.id}, err)
 			}
 		} else {
-			q.setDeadline(t, e.deadline)
+			q.setDeadline(t, deadline)
 			moved = true
 		}
-		*e = backlogEntry{}
-		q.blHead++
-		if q.blHead == len(q.backlog) {
-			q.blHead = 0
-		}
-		q.blLen--
 	}
 	if moved {
 		q.Ring()
@@ -99,17 +94,23 @@ func (q *QueuePair) drainBacklog() {
 // failBacklog completes every backlogged command with err.
 func (q *QueuePair) failBacklog(err error) {
 	for q.blLen > 0 {
-		e := &q.backlog[q.blHead]
-		q.cbCmd = e.cmd
-		cb := e.cb
-		*e = backlogEntry{}
-		q.blHead++
-		if q.blHead == len(q.backlog) {
-			q.blHead = 0
-		}
-		q.blLen--
-		if cb != nil {
+		if cb := q.popBacklog(); cb != nil {
 			cb(&q.cbCmd, Completion{SQID: q.id}, err)
 		}
 	}
+}
+
+// popBacklog removes the backlog's head, leaving its command in q.cbCmd
+// for a callback, and returns its callback.
+func (q *QueuePair) popBacklog() Callback {
+	e := &q.backlog[q.blHead]
+	q.cbCmd = e.cmd
+	cb := e.cb
+	*e = backlogEntry{}
+	q.blHead++
+	if q.blHead == len(q.backlog) {
+		q.blHead = 0
+	}
+	q.blLen--
+	return cb
 }

@@ -450,33 +450,55 @@ func (c *Controller) CreateQueuePair(ctx context.Context, o QueueOptions) (*Queu
 // q's memory is freed, or kept in c.unfreed if the controller might still
 // use it.
 func (c *Controller) createRings(ctx context.Context, q *QueuePair) error {
-	depth := uint32(q.depth - 1) // 0-based
-	// Physically contiguous (PC=1); interrupts enabled (IEN) on vector
-	// IV if asked for.
+	undone, err := c.createIOQueues(ctx, q.id, int(q.depth), q.sq.IOVA, q.cq.IOVA, q.interrupts, q.vector)
+	if err != nil {
+		if undone {
+			q.freeMemory(c.dma)
+		} else {
+			c.unfreed = append(c.unfreed, q.sq, q.cq, q.lists)
+		}
+	}
+	return err
+}
+
+// createIOQueues sends Create I/O CQ, then Create I/O SQ, for queue id
+// over rings at the given IOVAs: physically contiguous (PC=1), with
+// interrupts (IEN) on vector if asked for. If the SQ is refused the CQ is
+// deleted again. On error, undone says the controller confirmed that it
+// holds neither ring (it answered with a status, and the CQ's deletion
+// succeeded), so their memory may be reused.
+func (c *Controller) createIOQueues(ctx context.Context, id uint16, depth int, sq, cq uint64, interrupts bool, vector uint16) (undone bool, err error) {
+	d := uint32(depth - 1) // 0-based
 	cdw11 := uint32(1)
-	if q.interrupts {
-		cdw11 |= 1<<1 | uint32(q.vector)<<16
+	if interrupts {
+		cdw11 |= 1<<1 | uint32(vector)<<16
 	}
-	cmd := Command{Opcode: AdminCreateCQ, PRP1: q.cq.IOVA, CDW10: depth<<16 | uint32(q.id), CDW11: cdw11}
+	cmd := Command{Opcode: AdminCreateCQ, PRP1: cq, CDW10: d<<16 | uint32(id), CDW11: cdw11}
 	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		if isStatus(err) {
-			q.freeMemory(c.dma)
-		} else {
-			c.unfreed = append(c.unfreed, q.sq, q.cq, q.lists)
-		}
-		return fmt.Errorf("creating I/O CQ %d: %w", q.id, err)
+		return isStatus(err), fmt.Errorf("creating I/O CQ %d: %w", id, err)
 	}
-	cmd = Command{Opcode: AdminCreateSQ, PRP1: q.sq.IOVA, CDW10: depth<<16 | uint32(q.id), CDW11: uint32(q.id)<<16 | 1}
+	cmd = Command{Opcode: AdminCreateSQ, PRP1: sq, CDW10: d<<16 | uint32(id), CDW11: uint32(id)<<16 | 1}
 	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		del := Command{Opcode: AdminDeleteCQ, CDW10: uint32(q.id)}
-		if _, derr := c.adminExec(ctx, &del); derr == nil && isStatus(err) {
-			q.freeMemory(c.dma)
-		} else {
-			c.unfreed = append(c.unfreed, q.sq, q.cq, q.lists)
-		}
-		return fmt.Errorf("creating I/O SQ %d: %w", q.id, err)
+		del := Command{Opcode: AdminDeleteCQ, CDW10: uint32(id)}
+		_, derr := c.adminExec(ctx, &del)
+		return derr == nil && isStatus(err), fmt.Errorf("creating I/O SQ %d: %w", id, err)
 	}
-	return nil
+	return false, nil
+}
+
+// deleteIOQueues sends Delete I/O SQ, then Delete I/O CQ, for queue id;
+// both are sent whatever the first answers.
+func (c *Controller) deleteIOQueues(ctx context.Context, id uint16) error {
+	var errs []error
+	cmd := Command{Opcode: AdminDeleteSQ, CDW10: uint32(id)}
+	if _, err := c.adminExec(ctx, &cmd); err != nil {
+		errs = append(errs, fmt.Errorf("deleting I/O SQ %d: %w", id, err))
+	}
+	cmd = Command{Opcode: AdminDeleteCQ, CDW10: uint32(id)}
+	if _, err := c.adminExec(ctx, &cmd); err != nil {
+		errs = append(errs, fmt.Errorf("deleting I/O CQ %d: %w", id, err))
+	}
+	return errors.Join(errs...)
 }
 
 // isStatus reports whether err carries an NVMe status: the controller
@@ -505,24 +527,16 @@ func (c *Controller) deleteQueuePair(ctx context.Context, q *QueuePair) error {
 		return fmt.Errorf("deleting queue pair %d: not this controller's", q.id)
 	}
 	_, _ = q.Poll(0) // deliver what already completed
-	var errs []error
-	cmd := Command{Opcode: AdminDeleteSQ, CDW10: uint32(q.id)}
-	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		errs = append(errs, fmt.Errorf("deleting I/O SQ %d: %w", q.id, err))
-	}
-	cmd = Command{Opcode: AdminDeleteCQ, CDW10: uint32(q.id)}
-	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		errs = append(errs, fmt.Errorf("deleting I/O CQ %d: %w", q.id, err))
-	}
+	err := c.deleteIOQueues(ctx, q.id)
 	q.closed = true
 	c.pairs[q.id] = nil
 	q.abortAll(fmt.Errorf("queue %d deleted: %w", q.id, ErrClosed))
-	if len(errs) == 0 {
+	if err == nil {
 		q.freeMemory(c.dma)
 	} else {
 		c.unfreed = append(c.unfreed, q.sq, q.cq, q.lists)
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // Close deletes the I/O queue pairs still open, shuts the controller down

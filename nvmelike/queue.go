@@ -314,10 +314,7 @@ func (q *QueuePair) Submit(cmd *Command, cb Callback) error {
 // when the queue filled up); the ones submitted are rung either way.
 func (q *QueuePair) SubmitBatch(cmds []Command, cb Callback) (int, error) {
 	var err error
-	var deadline int64
-	if q.timeout > 0 {
-		deadline = clock() + int64(q.timeout) // one clock read for the batch
-	}
+	deadline := deadlineAfter(q.timeout) // one clock read for the batch
 	n := 0
 	for ; n < len(cmds); n++ {
 		var t *tracker

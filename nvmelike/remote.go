@@ -90,31 +90,11 @@ func (c *Controller) CreateRemoteQueue(ctx context.Context, o RemoteQueueOptions
 		return nil, fmt.Errorf("creating a remote queue: all %d granted queues in use: %w", c.maxIOQueues, ErrQueueFull)
 	}
 	r := &RemoteQueue{id: uint16(qid), o: o}
-	if err := c.createRemote(ctx, r); err != nil {
-		return nil, err
+	if _, err := c.createIOQueues(ctx, r.id, o.Depth, o.SQ, o.CQ, o.Interrupts, o.Vector); err != nil {
+		return nil, fmt.Errorf("creating a remote queue: %w", err)
 	}
 	c.remote[qid] = r
 	return r, nil
-}
-
-// createRemote sends Create I/O CQ then Create I/O SQ for r.
-func (c *Controller) createRemote(ctx context.Context, r *RemoteQueue) error {
-	depth := uint32(r.o.Depth - 1)
-	cdw11 := uint32(1) // physically contiguous
-	if r.o.Interrupts {
-		cdw11 |= 1<<1 | uint32(r.o.Vector)<<16
-	}
-	cmd := Command{Opcode: AdminCreateCQ, PRP1: r.o.CQ, CDW10: depth<<16 | uint32(r.id), CDW11: cdw11}
-	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		return fmt.Errorf("creating remote I/O CQ %d: %w", r.id, err)
-	}
-	cmd = Command{Opcode: AdminCreateSQ, PRP1: r.o.SQ, CDW10: depth<<16 | uint32(r.id), CDW11: uint32(r.id)<<16 | 1}
-	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		del := Command{Opcode: AdminDeleteCQ, CDW10: uint32(r.id)}
-		_, _ = c.adminExec(ctx, &del)
-		return fmt.Errorf("creating remote I/O SQ %d: %w", r.id, err)
-	}
-	return nil
 }
 
 // DeleteRemoteQueue deletes r's SQ and CQ; the controller aborts the
@@ -135,16 +115,10 @@ func (c *Controller) deleteRemoteQueue(ctx context.Context, r *RemoteQueue) erro
 	if r.lost {
 		return nil // the reset removed it from the controller
 	}
-	var errs []error
-	cmd := Command{Opcode: AdminDeleteSQ, CDW10: uint32(r.id)}
-	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		errs = append(errs, fmt.Errorf("deleting remote I/O SQ %d: %w", r.id, err))
+	if err := c.deleteIOQueues(ctx, r.id); err != nil {
+		return fmt.Errorf("deleting a remote queue: %w", err)
 	}
-	cmd = Command{Opcode: AdminDeleteCQ, CDW10: uint32(r.id)}
-	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		errs = append(errs, fmt.Errorf("deleting remote I/O CQ %d: %w", r.id, err))
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // QueuesInUse returns how many I/O queue IDs are held: by queue pairs of

@@ -55,9 +55,7 @@ func (q *QueuePair) SubmitTimeout(cmd *Command, cb Callback, d time.Duration) er
 	if err != nil {
 		return err
 	}
-	if d > 0 {
-		q.setDeadline(t, clock()+int64(d))
-	}
+	q.setDeadline(t, deadlineAfter(d))
 	return nil
 }
 
