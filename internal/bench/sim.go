@@ -10,9 +10,10 @@ import (
 	"github.com/umdkit/umd/nvmelike/sim"
 )
 
-// CountingRegisters counts the register writes that go through it to the
-// Registers underneath: every one, and the doorbell writes (offsets from
-// NVME_REG_DBS on) separately. On a real device each is an MMIO write.
+// CountingRegisters counts the doorbell writes (offsets from
+// NVME_REG_DBS on) that go through it to the Registers underneath: on a
+// real device each is an MMIO write. It counts independently of the queue
+// pairs' own counters, which tests compare it with.
 //
 // It also times the doorbell writes with the CPU's counter (package
 // cycles): the software controller in its instant mode does all of a
@@ -21,14 +22,12 @@ import (
 // a job's CPU time is the host's.
 type CountingRegisters struct {
 	nvmelike.Registers
-	writes    atomic.Uint64
 	doorbells atomic.Uint64
 	device    atomic.Uint64 // counter ticks spent inside doorbell writes
 }
 
 // Write32 counts the write and passes it on.
 func (r *CountingRegisters) Write32(off uint64, v uint32) {
-	r.writes.Add(1)
 	if off >= nvmelike.NVME_REG_DBS {
 		r.doorbells.Add(1)
 		t0 := cycles.Now()
@@ -43,24 +42,14 @@ func (r *CountingRegisters) Write32(off uint64, v uint32) {
 // far (cycles.Hz converts them to time).
 func (r *CountingRegisters) DeviceTicks() uint64 { return r.device.Load() }
 
-// Write64 counts the write and passes it on.
-func (r *CountingRegisters) Write64(off uint64, v uint64) {
-	r.writes.Add(1)
-	r.Registers.Write64(off, v)
-}
-
-// Writes returns the register writes so far: doorbells and all.
-func (r *CountingRegisters) Writes() (doorbells, all uint64) {
-	return r.doorbells.Load(), r.writes.Load()
-}
+// Doorbells returns the doorbell writes so far.
+func (r *CountingRegisters) Doorbells() uint64 { return r.doorbells.Load() }
 
 // SimCost is what the software controller saw of a run.
 type SimCost struct {
-	// Doorbells and MMIOWrites are the register writes over the run (from
-	// the first job's start to the last one's end): doorbells, and all
-	// (the two differ by what bring-up and queue set-up wrote, which is
-	// outside the run).
-	Doorbells, MMIOWrites uint64
+	// Doorbells is the doorbell writes over the run, from the first
+	// job's start to the last one's end.
+	Doorbells uint64
 	// DeviceTicks is the counter ticks (cycles.Now) spent inside doorbell
 	// writes, where the instant controller does its work; TicksPerSecond
 	// their rate.
@@ -158,10 +147,9 @@ func (d *SimDevice) Close() error {
 func ExecuteSim(ctx context.Context, d *SimDevice, w Workload, jobs []*Job, o ExecOptions) *Result {
 	o.CountAllocs = true
 	hz := cycles.Hz() // calibrated before the run, not during
-	db0, all0 := d.Regs.Writes()
+	db0 := d.Regs.Doorbells()
 	dev0 := d.Regs.DeviceTicks()
 	r := Execute(ctx, w, jobs, o)
-	db1, all1 := d.Regs.Writes()
-	r.Sim = &SimCost{Doorbells: db1 - db0, MMIOWrites: all1 - all0, DeviceTicks: d.Regs.DeviceTicks() - dev0, TicksPerSecond: hz}
+	r.Sim = &SimCost{Doorbells: d.Regs.Doorbells() - db0, DeviceTicks: d.Regs.DeviceTicks() - dev0, TicksPerSecond: hz}
 	return r
 }
