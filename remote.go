@@ -90,6 +90,10 @@ func (r *RemoteQueue) Close() error {
 // give it only to processes trusted that far. The caller owns the fd.
 func (d *Device) DupDeviceFd() (int, error) { return d.dev.DupFd() }
 
+// SetVFToken sets the VF token of the device, an SR-IOV physical function
+// (vfio.Device.SetVFToken): opening its VFs then needs the token.
+func (d *Device) SetVFToken(t vfio.VFToken) error { return d.dev.SetVFToken(t) }
+
 // AttachQueuePair wraps a queue pair attached to a device this process
 // does not own (nvmelike.AttachQueuePair) as a QueuePair, with the eventfd
 // of its completion interrupt (nil for none) on MSI-X vector vector. Its

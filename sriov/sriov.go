@@ -316,18 +316,7 @@ func Capabilities(ctx context.Context, pf *umd.Device) (*nvmelike.PrimaryControl
 
 // setToken sets the PF's VF token through a duplicate of its VFIO device
 // descriptor.
-func (p *PF) setToken() error {
-	fd, err := p.dev.DupDeviceFd()
-	if err != nil {
-		return err
-	}
-	d, err := vfio.DeviceFromFD(fd, p.bdf)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.SetVFToken(p.token)
-}
+func (p *PF) setToken() error { return p.dev.SetVFToken(p.token) }
 
 // online gives secondary controller sc its resources and sets it online;
 // one left online before (by an earlier user) is taken offline first,

@@ -2,6 +2,7 @@ package vfio
 
 import (
 	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"sync"
 )
@@ -47,28 +48,10 @@ func ParseVFToken(s string) (VFToken, error) {
 	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
 		return VFToken{}, fmt.Errorf("VF token %q is not a UUID of the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", s)
 	}
-	hex := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36]
-	for i := range t {
-		hi, ok1 := fromHex(hex[2*i])
-		lo, ok2 := fromHex(hex[2*i+1])
-		if !ok1 || !ok2 {
-			return VFToken{}, fmt.Errorf("VF token %q: %q is not hex", s, hex[2*i:2*i+2])
-		}
-		t[i] = hi<<4 | lo
+	if _, err := hex.Decode(t[:], []byte(s[0:8]+s[9:13]+s[14:18]+s[19:23]+s[24:36])); err != nil {
+		return VFToken{}, fmt.Errorf("VF token %q: %w", s, err)
 	}
 	return t, nil
-}
-
-func fromHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 // SetVFToken sets the VF token of d, an SR-IOV physical function bound to
