@@ -264,8 +264,8 @@ func (c *Client) OpenSession(bdf string, o SessionOptions) (_ *Session, err erro
 	if o.PoolBytes == 0 {
 		o.PoolBytes = 4 << 20
 	}
-	if o.Queues < 0 || o.Queues > maxQueuesPerSession {
-		return nil, fmt.Errorf("opening a session: %d queue pairs, at most %d", o.Queues, maxQueuesPerSession)
+	if o.Queues < 0 || o.Queues > MaxQueuesPerSession {
+		return nil, fmt.Errorf("opening a session: %d queue pairs, at most %d", o.Queues, MaxQueuesPerSession)
 	}
 	r, fds, err := c.call(&Request{Op: OpOpen, Device: bdf, Queues: o.Queues, Depth: o.Depth, PoolBytes: o.PoolBytes, Mode: o.Mode, Polled: o.Polled}, maxFdsPerMessage)
 	if err != nil {

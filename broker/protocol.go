@@ -49,11 +49,12 @@ const (
 
 // Bounds on what a client may ask for, whatever the quotas say.
 const (
-	maxQueuesPerSession = 64
-	maxQueueDepth       = 4096
-	minQueueDepth       = 2
+	MaxQueuesPerSession = 64
+	MaxQueueDepth       = 4096
+	MinQueueDepth       = 2
+	MaxPoolBytes        = 1 << 40
 	maxDeviceName       = 64
-	maxFdsPerMessage    = 3 + maxQueuesPerSession // pool, rings, device, eventfds
+	maxFdsPerMessage    = 3 + MaxQueuesPerSession // pool, rings, device, eventfds
 )
 
 // Request is one message from a client.
@@ -322,11 +323,11 @@ func (r *Request) validate() *Error {
 		switch {
 		case r.Device == "" || len(r.Device) > maxDeviceName:
 			return errorf(CodeBadRequest, "open: device name of %d bytes", len(r.Device))
-		case r.Queues < 1 || r.Queues > maxQueuesPerSession:
-			return errorf(CodeBadRequest, "open: %d queue pairs, must be 1 to %d", r.Queues, maxQueuesPerSession)
-		case r.Depth < minQueueDepth || r.Depth > maxQueueDepth:
-			return errorf(CodeBadRequest, "open: depth %d, must be %d to %d", r.Depth, minQueueDepth, maxQueueDepth)
-		case r.PoolBytes <= 0 || r.PoolBytes > 1<<40:
+		case r.Queues < 1 || r.Queues > MaxQueuesPerSession:
+			return errorf(CodeBadRequest, "open: %d queue pairs, must be 1 to %d", r.Queues, MaxQueuesPerSession)
+		case r.Depth < MinQueueDepth || r.Depth > MaxQueueDepth:
+			return errorf(CodeBadRequest, "open: depth %d, must be %d to %d", r.Depth, MinQueueDepth, MaxQueueDepth)
+		case r.PoolBytes <= 0 || r.PoolBytes > MaxPoolBytes:
 			return errorf(CodeBadRequest, "open: pool of %d bytes", r.PoolBytes)
 		case r.Mode != "" && r.Mode != ModeMediated && r.Mode != ModeTrusted:
 			return errorf(CodeBadRequest, "open: mode %q, must be %q or %q", r.Mode, ModeMediated, ModeTrusted)
@@ -340,7 +341,7 @@ func (r *Request) validate() *Error {
 		if c == nil {
 			return errorf(CodeBadRequest, "cmd without a command")
 		}
-		if c.Queue < 0 || c.Queue >= maxQueuesPerSession {
+		if c.Queue < 0 || c.Queue >= MaxQueuesPerSession {
 			return errorf(CodeBadRequest, "cmd: queue %d", c.Queue)
 		}
 		if _, ok := mediatedOpcodes[c.Opcode]; !ok {
@@ -363,7 +364,7 @@ func (r *Request) validate() *Error {
 		default:
 			return errorf(CodeBadRequest, "io: opcode %q not allowed (read, write, flush)", io.Opcode)
 		}
-		if io.Queue < 0 || io.Queue >= maxQueuesPerSession {
+		if io.Queue < 0 || io.Queue >= MaxQueuesPerSession {
 			return errorf(CodeBadRequest, "io: queue %d", io.Queue)
 		}
 	default:

@@ -111,7 +111,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxQueuePairs <= 0 {
 		cfg.MaxQueuePairs = 4
 	}
-	cfg.MaxQueuePairs = min(cfg.MaxQueuePairs, maxQueuesPerSession)
+	cfg.MaxQueuePairs = min(cfg.MaxQueuePairs, MaxQueuesPerSession)
 	if cfg.MaxPoolBytes <= 0 {
 		cfg.MaxPoolBytes = 64 << 20
 	}

@@ -1,6 +1,8 @@
 package dra
 
 import (
+	"github.com/umdkit/umd/broker"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -26,10 +28,10 @@ const (
 // Modes (Parameters.Mode): how the container reaches the device.
 const (
 	// ModeMediated: a broker session whose every command the broker checks.
-	ModeMediated = "mediated"
+	ModeMediated = broker.ModeMediated
 	// ModeTrusted: a broker session whose queue pairs the client drives
 	// itself (it gets the VFIO device descriptor; trust it like the broker).
-	ModeTrusted = "trusted"
+	ModeTrusted = broker.ModeTrusted
 	// ModeVF: the device is an SR-IOV virtual function, which the broker
 	// leases the client whole (a controller and IOMMU group of its own).
 	// Sessions (mediated, trusted) are only on physical functions.
@@ -39,14 +41,14 @@ const (
 	ModeExclusive = "exclusive"
 )
 
-// Limits of Parameters. The queue limits are the broker's per session.
+// Limits of Parameters: the broker's per session.
 const (
 	MinQueuePairs = 1
-	MaxQueuePairs = 64
-	MinQueueDepth = 2
-	MaxQueueDepth = 4096
+	MaxQueuePairs = broker.MaxQueuesPerSession
+	MinQueueDepth = broker.MinQueueDepth
+	MaxQueueDepth = broker.MaxQueueDepth
 	MinPoolBytes  = 4096
-	MaxPoolBytes  = 1 << 40
+	MaxPoolBytes  = broker.MaxPoolBytes
 )
 
 // Defaults of Parameters.
