@@ -1,14 +1,14 @@
 package dra
 
 import (
-	"github.com/umdkit/umd/broker"
-
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/umdkit/umd/broker"
 )
 
 // ParametersAPIVersion and ParametersKind identify umd's opaque
