@@ -52,7 +52,7 @@ type Device struct {
 	bar   *vfio.Mapping
 	pool  *hugepage.Pool // the pool of the device's node, shared in a set
 	space *iommu.Space   // the set's one DMA address space
-	dma   *dmaPool
+	dma   *PoolDMA
 	ctrl  *nvmelike.Controller
 	msix  int // MSI-X vectors the device has
 

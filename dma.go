@@ -9,12 +9,15 @@ import (
 	"github.com/umdkit/umd/nvmelike"
 )
 
-// dmaPool is the engine's DMA memory: buffers carved from one hugepage
-// pool that is mapped whole into the IOMMU, so a buffer's IOVA is the
-// mapping's IOVA plus the buffer's offset in the pool.
-type dmaPool struct {
+// PoolDMA is the engine's DMA memory (an nvmelike.DMA): buffers carved
+// from one hugepage pool that is mapped whole into the IOMMU, so a
+// buffer's IOVA is the mapping's IOVA plus the buffer's offset in the
+// pool. A device's own pools are mapped by this process; NewPoolDMA makes
+// one over a pool another process mapped.
+type PoolDMA struct {
 	pool    *hugepage.Pool
-	mapping *iommu.Mapping
+	mapping *iommu.Mapping // nil for a pool mapped elsewhere, at base
+	base    uint64
 	node    int // the NUMA node the pool was made for; hugepage.AnyNode for none
 
 	mu   sync.Mutex
@@ -23,12 +26,15 @@ type dmaPool struct {
 
 // Alloc implements nvmelike.DMA. It is a control-path call (queue
 // creation, buffer set-up before a run): it takes a lock and may allocate.
-func (p *dmaPool) Alloc(size, align int) (nvmelike.Buffer, error) {
+func (p *PoolDMA) Alloc(size, align int) (nvmelike.Buffer, error) {
 	b, err := p.pool.Alloc(size, align)
 	if err != nil {
 		return nvmelike.Buffer{}, err
 	}
-	iova, ok := p.mapping.Translate(uint64(b.Offset()))
+	iova, ok := p.base+uint64(b.Offset()), true
+	if p.mapping != nil {
+		iova, ok = p.mapping.Translate(uint64(b.Offset()))
+	}
 	if !ok {
 		p.pool.Free(b)
 		return nvmelike.Buffer{}, fmt.Errorf("allocating DMA memory: offset 0x%x of the pool has no IOVA: %w", b.Offset(), iommu.ErrNotMapped)
@@ -42,7 +48,7 @@ func (p *dmaPool) Alloc(size, align int) (nvmelike.Buffer, error) {
 }
 
 // Free implements nvmelike.DMA.
-func (p *dmaPool) Free(b nvmelike.Buffer) error {
+func (p *PoolDMA) Free(b nvmelike.Buffer) error {
 	p.mu.Lock()
 	hb, ok := p.live[b.IOVA]
 	if ok {
@@ -50,20 +56,27 @@ func (p *dmaPool) Free(b nvmelike.Buffer) error {
 	}
 	p.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("freeing DMA memory at IOVA 0x%x: not allocated from this device's pool", b.IOVA)
+		return fmt.Errorf("freeing DMA memory at IOVA 0x%x: not allocated from this pool", b.IOVA)
 	}
 	return p.pool.Free(hb)
 }
 
+// NewPoolDMA returns DMA memory carved from pool, which another process
+// (a broker) mapped whole into a device's IOMMU domain at IOVA base: a
+// buffer's IOVA is base plus its offset in the pool.
+func NewPoolDMA(pool *hugepage.Pool, base uint64) *PoolDMA {
+	return &PoolDMA{pool: pool, base: base, node: hugepage.AnyNode, live: map[uint64]hugepage.Buffer{}}
+}
+
 // contains reports whether iova lies in the pool's mapping.
-func (p *dmaPool) contains(iova uint64) bool {
+func (p *PoolDMA) contains(iova uint64) bool {
 	base := p.mapping.IOVA()
 	return iova >= base && iova-base < p.mapping.Size()
 }
 
 // allocAligned allocates size bytes aligned to 4 KiB, or to the next power
 // of two of size (at least 512) for smaller sizes.
-func allocAligned(p *dmaPool, size int) (nvmelike.Buffer, error) {
+func allocAligned(p *PoolDMA, size int) (nvmelike.Buffer, error) {
 	align := 4096
 	if size < align {
 		align = 512

@@ -13,7 +13,7 @@ import (
 // testPool builds the DMA adapter over a small pool of 4 KiB pages (the
 // host has no hugepages reserved) mapped through the identity mapper,
 // which resolves IOVAs back to memory as a device would see it.
-func testPool(t *testing.T) (*dmaPool, *iommu.Identity) {
+func testPool(t *testing.T) (*PoolDMA, *iommu.Identity) {
 	t.Helper()
 	pool, err := hugepage.New(hugepage.Options{Size: 1 << 20, PageSize: os.Getpagesize(), NUMANode: hugepage.AnyNode})
 	if err != nil {
@@ -33,7 +33,7 @@ func testPool(t *testing.T) (*dmaPool, *iommu.Identity) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &dmaPool{pool: pool, mapping: m, live: map[uint64]hugepage.Buffer{}}, mapper
+	return &PoolDMA{pool: pool, mapping: m, live: map[uint64]hugepage.Buffer{}}, mapper
 }
 
 func TestDMAPoolBuffersAreWhereTheirIOVASays(t *testing.T) {

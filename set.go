@@ -83,7 +83,7 @@ type Set struct {
 	container *vfio.Container
 	groups    []*vfio.Group
 	space     *iommu.Space
-	pools     []*dmaPool // by node, ascending (AnyNode first)
+	pools     []*PoolDMA // by node, ascending (AnyNode first)
 	devices   []*Device  // in BDF order
 	distance  map[[2]int]int
 
@@ -336,7 +336,7 @@ func (s *Set) openPools(ms []member, cfg setConfig) error {
 			pool.Close()
 			return fmt.Errorf("mapping the DMA pool %q: %w", name, err)
 		}
-		p := &dmaPool{pool: pool, mapping: m, node: node, live: map[uint64]hugepage.Buffer{}}
+		p := &PoolDMA{pool: pool, mapping: m, node: node, live: map[uint64]hugepage.Buffer{}}
 		s.pools = append(s.pools, p)
 		if first := s.pools[0].pool; first.PageSize() != pool.PageSize() {
 			return fmt.Errorf("%w: node %d's has %d-byte pages, node %d's %d-byte pages; reserve hugepages on every node of the set, or ask for the smaller size",
@@ -356,7 +356,7 @@ func (s *Set) nodes() []int {
 }
 
 // poolOn returns the pool of node, or the nearest one.
-func (s *Set) poolOn(node int) *dmaPool {
+func (s *Set) poolOn(node int) *PoolDMA {
 	best := s.pools[0]
 	for _, p := range s.pools {
 		if s.dist(node, p.node) < s.dist(node, best.node) {

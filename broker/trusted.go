@@ -3,7 +3,6 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/hugepage"
@@ -19,7 +18,7 @@ type trustedState struct {
 	rings  *hugepage.Pool
 	dev    *vfio.Device
 	bar    *vfio.Mapping
-	dma    *poolDMA
+	dma    *umd.PoolDMA
 	queues []*umd.QueuePair
 }
 
@@ -56,7 +55,7 @@ func (s *Session) attach(ringsFd int, devFd *int) (err error) {
 		return err
 	}
 	regs := mmio.New(t.bar.Bytes())
-	t.dma = &poolDMA{pool: s.Pool, base: l.PoolIOVA, live: map[uint64]hugepage.Buffer{}}
+	t.dma = umd.NewPoolDMA(s.Pool, l.PoolIOVA)
 	lbas := map[uint32]int{}
 	for _, ns := range l.Namespaces {
 		lbas[ns.NSID] = ns.LBASize
@@ -140,41 +139,4 @@ func (s *Session) Free(b nvmelike.Buffer) error {
 		return errors.New("freeing in a session: not a trusted session")
 	}
 	return s.trusted.dma.Free(b)
-}
-
-// poolDMA hands out buffers of a pool mapped by someone else at base:
-// a buffer's IOVA is base plus its offset in the pool.
-type poolDMA struct {
-	pool *hugepage.Pool
-	base uint64
-
-	mu   sync.Mutex
-	live map[uint64]hugepage.Buffer
-}
-
-// Alloc implements nvmelike.DMA: align 0 means the allocator's minimum.
-func (p *poolDMA) Alloc(size, align int) (nvmelike.Buffer, error) {
-	b, err := p.pool.Alloc(size, align)
-	if err != nil {
-		return nvmelike.Buffer{}, err
-	}
-	mem := b.Bytes()
-	clear(mem)
-	iova := p.base + uint64(b.Offset())
-	p.mu.Lock()
-	p.live[iova] = b
-	p.mu.Unlock()
-	return nvmelike.Buffer{Bytes: mem, IOVA: iova}, nil
-}
-
-// Free implements nvmelike.DMA.
-func (p *poolDMA) Free(b nvmelike.Buffer) error {
-	p.mu.Lock()
-	hb, ok := p.live[b.IOVA]
-	delete(p.live, b.IOVA)
-	p.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("freeing DMA memory at IOVA 0x%x: not allocated from this session's pool", b.IOVA)
-	}
-	return p.pool.Free(hb)
 }
