@@ -372,12 +372,7 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	}
 	q.free = q.free[:len(q.free)-1]
 
-	t.gen = (t.gen + 1) & q.genMask
-	t.cid = t.gen<<q.idxBits | idx
-	if t.cid == 0xffff { // reserved: never use CID FFFFh
-		t.gen = 0
-		t.cid = idx
-	}
+	q.newCID(t, idx)
 	t.cmd = *cmd
 	t.cmd.Flags = flags
 	t.cb = cb
@@ -385,15 +380,37 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	t.done = false
 	t.deadline = 0
 
-	off := int(q.sqTail) * q.sqeSize
-	if q.nvme {
-		nvmeFormat{}.EncodeSQE(q.sq.Bytes[off:off+64], &t.cmd, t.cid, prp1, prp2) // a static call
+	if q.nvme { // q.encode's fast case, spelled out: encode is too big to inline
+		off := int(q.sqTail) * 64
+		nvmeFormat{}.EncodeSQE(q.sq.Bytes[off:off+64], &t.cmd, t.cid, prp1, prp2)
 	} else {
-		q.format.EncodeSQE(q.sq.Bytes[off:off+q.sqeSize], &t.cmd, t.cid, prp1, prp2)
+		q.encode(q.sqTail, &t.cmd, t.cid, prp1, prp2)
 	}
 	q.sqTail = q.next(q.sqTail)
 	q.stats.Submitted++
 	return t, nil
+}
+
+// newCID gives tracker t (at index idx) the CID of its next use: the
+// next generation, above the index bits; never the reserved FFFFh.
+func (q *QueuePair) newCID(t *tracker, idx uint16) {
+	t.gen = (t.gen + 1) & q.genMask
+	t.cid = t.gen<<q.idxBits | idx
+	if t.cid == 0xffff {
+		t.gen = 0
+		t.cid = idx
+	}
+}
+
+// encode writes cmd into SQ slot with its CID and data pointer: NVMe
+// entries with a static call, other formats through the Format.
+func (q *QueuePair) encode(slot uint16, cmd *Command, cid uint16, prp1, prp2 uint64) {
+	off := int(slot) * q.sqeSize
+	if q.nvme {
+		nvmeFormat{}.EncodeSQE(q.sq.Bytes[off:off+64], cmd, cid, prp1, prp2)
+	} else {
+		q.format.EncodeSQE(q.sq.Bytes[off:off+q.sqeSize], cmd, cid, prp1, prp2)
+	}
 }
 
 func (q *QueuePair) next(i uint16) uint16 {

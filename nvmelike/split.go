@@ -80,12 +80,7 @@ func (q *QueuePair) submitSplit(cmd *Command, cb Callback, state trackerState) (
 			}
 			return nil, fmt.Errorf("queue %d: opcode 0x%02x: part %d of %d: %w", q.id, cmd.Opcode, j+1, parts, err)
 		}
-		t.gen = (t.gen + 1) & q.genMask
-		t.cid = t.gen<<q.idxBits | idx
-		if t.cid == 0xffff {
-			t.gen = 0
-			t.cid = idx
-		}
+		q.newCID(t, idx)
 		t.done = false
 		t.partDone = false
 		t.failed = nil
@@ -114,8 +109,7 @@ func (q *QueuePair) submitSplit(cmd *Command, cb Callback, state trackerState) (
 		part.CDW10 = uint32(lba)
 		part.CDW11 = uint32(lba >> 32)
 		part.CDW12 = cmd.CDW12&^0xffff | uint32(size>>shift-1)
-		o := int(slot) * q.sqeSize
-		q.format.EncodeSQE(q.sq.Bytes[o:o+q.sqeSize], part, t.cid, prp1, prp2)
+		q.encode(slot, part, t.cid, prp1, prp2)
 		slot = q.next(slot)
 	}
 	q.free = q.free[:len(q.free)-parts]
