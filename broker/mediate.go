@@ -2,11 +2,8 @@ package broker
 
 import (
 	"encoding/binary"
-	"errors"
 	"slices"
-	"strconv"
 
-	"github.com/umdkit/umd/hugepage"
 	"github.com/umdkit/umd/iommu"
 	"github.com/umdkit/umd/nvmelike"
 )
@@ -35,16 +32,9 @@ const (
 // runs it on the client's queue pair. Nothing reaches the device unless
 // all checks pass.
 func (c *conn) cmd(r *CommandRequest) (nvmelike.Completion, *Error) {
-	c.mu.Lock()
-	sess := c.sess
-	c.mu.Unlock()
-	switch {
-	case sess == nil:
-		return nvmelike.Completion{}, errorf(CodeState, "cmd before open")
-	case sess.mode == ModeTrusted:
-		return nvmelike.Completion{}, errorf(CodeState, "cmd on a trusted session: the client submits itself")
-	case r.Queue >= len(sess.queues):
-		return nvmelike.Completion{}, errorf(CodeBadRequest, "cmd: queue %d, the session has %d", r.Queue, len(sess.queues))
+	sess, e := c.mediated("cmd", r.Queue)
+	if e != nil {
+		return nvmelike.Completion{}, e
 	}
 	cmd, e := sess.check(r)
 	if e != nil {
@@ -67,19 +57,14 @@ func (s *session) check(r *CommandRequest) (nvmelike.Command, *Error) {
 	lbaData := mediatedOpcodes[r.Opcode]
 	cmd := nvmelike.Command{Opcode: r.Opcode, NSID: r.NSID}
 	if r.Opcode == nvmelike.CmdFlush {
-		if r.NSID != 0xffffffff && !s.hasNamespace(r.NSID) {
-			return cmd, errorf(CodeBadRequest, "cmd: no namespace %d on %s", r.NSID, s.dev.info.BDF)
+		if e := s.flushable("cmd", r.NSID); e != nil {
+			return cmd, e
 		}
 		if r.PRP1 != 0 || r.PRP2 != 0 || r.CDW != [6]uint32{} {
 			return cmd, errorf(CodeBadRequest, "cmd: flush with a data pointer or command dwords set")
 		}
 		return cmd, nil
 	}
-	i := slices.IndexFunc(s.dev.info.Namespaces, func(n NamespaceInfo) bool { return n.NSID == r.NSID })
-	if i < 0 {
-		return cmd, errorf(CodeBadRequest, "cmd: no namespace %d on %s", r.NSID, s.dev.info.BDF)
-	}
-	ns := s.dev.info.Namespaces[i]
 	slba := uint64(r.CDW[0]) | uint64(r.CDW[1])<<32
 	nlb := uint64(r.CDW[2]&cdw12NLBMask) + 1
 	allowed := uint32(cdw12NLBMask | cdw12LRFUA)
@@ -91,8 +76,10 @@ func (s *session) check(r *CommandRequest) (nvmelike.Command, *Error) {
 		return cmd, errorf(CodeBadRequest, "cmd: CDW12 0x%08x sets bits the broker does not allow (protection information, directives)", r.CDW[2])
 	case r.CDW[4] != 0 || r.CDW[5] != 0:
 		return cmd, errorf(CodeBadRequest, "cmd: CDW14-15 (protection information) must be 0")
-	case slba >= ns.Blocks || nlb > ns.Blocks-slba:
-		return cmd, errorf(CodeBadRequest, "cmd: blocks %d..%d beyond namespace %d's %d", slba, slba+nlb, r.NSID, ns.Blocks)
+	}
+	ns, e := s.lbaRange("cmd", r.NSID, slba, nlb)
+	if e != nil {
+		return cmd, e
 	}
 	cmd.CDW10, cmd.CDW11, cmd.CDW12, cmd.CDW13 = r.CDW[0], r.CDW[1], r.CDW[2], r.CDW[3]
 	if !lbaData {
@@ -113,8 +100,44 @@ func (s *session) check(r *CommandRequest) (nvmelike.Command, *Error) {
 	return cmd, nil
 }
 
-func (s *session) hasNamespace(nsid uint32) bool {
-	return slices.ContainsFunc(s.dev.info.Namespaces, func(n NamespaceInfo) bool { return n.NSID == nsid })
+// mediated returns the connection's session for a mediated request (op
+// "io" or "cmd") on queue pair queue, or why there is none.
+func (c *conn) mediated(op string, queue int) (*session, *Error) {
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	switch {
+	case sess == nil:
+		return nil, errorf(CodeState, "%s before open", op)
+	case sess.mode == ModeTrusted:
+		return nil, errorf(CodeState, "%s on a trusted session: the client submits itself", op)
+	case queue >= len(sess.queues):
+		return nil, errorf(CodeBadRequest, "%s: queue %d, the session has %d", op, queue, len(sess.queues))
+	}
+	return sess, nil
+}
+
+// flushable checks that a Flush may name nsid: one of the device's
+// namespaces, or all of them (FFFFFFFFh).
+func (s *session) flushable(op string, nsid uint32) *Error {
+	if nsid != 0xffffffff && !slices.ContainsFunc(s.dev.info.Namespaces, func(n NamespaceInfo) bool { return n.NSID == nsid }) {
+		return errorf(CodeBadRequest, "%s: no namespace %d on %s", op, nsid, s.dev.info.BDF)
+	}
+	return nil
+}
+
+// lbaRange checks that nlb blocks from slba lie in namespace nsid of the
+// device and returns the namespace.
+func (s *session) lbaRange(op string, nsid uint32, slba, nlb uint64) (NamespaceInfo, *Error) {
+	i := slices.IndexFunc(s.dev.info.Namespaces, func(n NamespaceInfo) bool { return n.NSID == nsid })
+	if i < 0 {
+		return NamespaceInfo{}, errorf(CodeBadRequest, "%s: no namespace %d on %s", op, nsid, s.dev.info.BDF)
+	}
+	ns := s.dev.info.Namespaces[i]
+	if slba >= ns.Blocks || nlb > ns.Blocks-slba {
+		return NamespaceInfo{}, errorf(CodeBadRequest, "%s: blocks %d..%d beyond namespace %d's %d", op, slba, slba+nlb, nsid, ns.Blocks)
+	}
+	return ns, nil
 }
 
 // checkPRPs checks that PRP1 and PRP2 describe n bytes inside the client's
@@ -194,14 +217,11 @@ func (c *conn) makeRings(sess *session, req *Request, owner iommu.Owner, layout 
 	}
 	page := int64(c.s.cfg.PoolPageSize)
 	size := (total + page - 1) / page * page
-	var err error
-	sess.rings, err = hugepage.New(hugepage.Options{Size: int(size), PageSize: int(page), NUMANode: hugepage.AnyNode, Name: "umdd rings " + strconv.FormatUint(c.id, 10)})
-	if err != nil {
-		if errors.Is(err, hugepage.ErrNoHugepages) || errors.Is(err, hugepage.ErrMemlock) {
-			return nil, errorf(CodeQuota, "open: making the queue rings: %v", err)
-		}
-		return nil, errorf(CodeDevice, "open: making the queue rings: %v", err)
+	var e *Error
+	if sess.rings, e = c.newPool("queue rings", "umdd rings", int(size)); e != nil {
+		return nil, e
 	}
+	var err error
 	if sess.ringsMap, err = sess.dev.b.mapPool(sess.rings.Bytes(), owner, uint64(page)); err != nil {
 		return nil, errorf(CodeDevice, "open: mapping the queue rings: %v", err)
 	}

@@ -548,14 +548,10 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	if int64(size) > cfg.MaxPoolBytes {
 		return nil, nil, errorf(CodeQuota, "open: a pool of %d bytes (%d rounded up to whole %d-byte pages) asked, the quota is %d per client", size, req.PoolBytes, page, cfg.MaxPoolBytes)
 	}
-	var err error
-	sess.pool, err = hugepage.New(hugepage.Options{Size: size, PageSize: page, NUMANode: hugepage.AnyNode, Name: "umdd client " + strconv.FormatUint(c.id, 10)})
-	if err != nil {
-		if errors.Is(err, hugepage.ErrNoHugepages) || errors.Is(err, hugepage.ErrMemlock) {
-			return nil, nil, errorf(CodeQuota, "open: making the pool: %v", err)
-		}
-		return nil, nil, errorf(CodeDevice, "open: making the pool: %v", err)
+	if sess.pool, e = c.newPool("pool", "umdd client", size); e != nil {
+		return nil, nil, e
 	}
+	var err error
 	owner := iommu.Owner{Name: "client " + strconv.Itoa(int(c.cred.Pid)), ID: c.id, Tag: d.info.BDF}
 	if sess.mapping, err = d.b.mapPool(sess.pool.Bytes(), owner, uint64(page)); err != nil {
 		return nil, nil, errorf(CodeDevice, "open: mapping the pool: %v", err)
@@ -641,32 +637,20 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 // its data in the session's pool. The broker builds the command itself, so
 // its PRPs can only point inside the client's window.
 func (c *conn) io(r *IORequest) (uint16, *Error) {
-	c.mu.Lock()
-	sess := c.sess
-	c.mu.Unlock()
-	if sess == nil {
-		return 0, errorf(CodeState, "io before open")
-	}
-	if sess.mode == ModeTrusted {
-		return 0, errorf(CodeState, "io on a trusted session: the client submits itself")
-	}
-	if r.Queue >= len(sess.queues) {
-		return 0, errorf(CodeBadRequest, "io: queue %d, the session has %d", r.Queue, len(sess.queues))
+	sess, e := c.mediated("io", r.Queue)
+	if e != nil {
+		return 0, e
 	}
 	var cmd nvmelike.Command
 	if r.Opcode == "flush" {
-		if !slices.ContainsFunc(sess.dev.info.Namespaces, func(n NamespaceInfo) bool { return n.NSID == r.NSID }) && r.NSID != 0xffffffff {
-			return 0, errorf(CodeBadRequest, "io: no namespace %d on %s", r.NSID, sess.dev.info.BDF)
+		if e := sess.flushable("io", r.NSID); e != nil {
+			return 0, e
 		}
 		cmd = nvmelike.FlushCommand(r.NSID)
 	} else {
-		i := slices.IndexFunc(sess.dev.info.Namespaces, func(n NamespaceInfo) bool { return n.NSID == r.NSID })
-		if i < 0 {
-			return 0, errorf(CodeBadRequest, "io: no namespace %d on %s", r.NSID, sess.dev.info.BDF)
-		}
-		ns := sess.dev.info.Namespaces[i]
-		if r.LBA >= ns.Blocks || uint64(r.Blocks) > ns.Blocks-r.LBA {
-			return 0, errorf(CodeBadRequest, "io: blocks %d..%d beyond namespace %d's %d", r.LBA, r.LBA+uint64(r.Blocks), r.NSID, ns.Blocks)
+		ns, e := sess.lbaRange("io", r.NSID, r.LBA, uint64(r.Blocks))
+		if e != nil {
+			return 0, e
 		}
 		n := int64(r.Blocks) * int64(ns.LBASize)
 		if n > int64(sess.dev.b.maxTransfer()) {
@@ -699,6 +683,21 @@ func (c *conn) exec(sess *session, queue int, cmd *nvmelike.Command) (nvmelike.C
 	c.commands++
 	c.mu.Unlock()
 	return cpl, err
+}
+
+// newPool makes a shared hugepage pool of size bytes (whole pages) for
+// the connection, named after it. Running out of hugepages or of locked
+// memory is the client's quota error; anything else, the device's.
+func (c *conn) newPool(what, name string, size int) (*hugepage.Pool, *Error) {
+	p, err := hugepage.New(hugepage.Options{Size: size, PageSize: c.s.cfg.PoolPageSize, NUMANode: hugepage.AnyNode, Name: name + " " + strconv.FormatUint(c.id, 10)})
+	if err != nil {
+		code := CodeDevice
+		if errors.Is(err, hugepage.ErrNoHugepages) || errors.Is(err, hugepage.ErrMemlock) {
+			code = CodeQuota
+		}
+		return nil, errorf(code, "open: making the %s: %v", what, err)
+	}
+	return p, nil
 }
 
 // release frees what the connection's session holds.
