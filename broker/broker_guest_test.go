@@ -636,8 +636,9 @@ func brokerFds(t *testing.T) int {
 
 // TestGuestMediatedCost measures what a command costs through the broker
 // (a socket round trip and the broker's Exec) next to the same read on a
-// local queue pair of the same device. It asserts correctness only; the
-// figures are logged.
+// local queue pair of the same device. It asserts only that every command
+// succeeds (the data paths are checked by the other tests); the figures
+// are logged, not asserted.
 func TestGuestMediatedCost(t *testing.T) {
 	guest.Require(t)
 	s, dev, bdf := guestServer(t, 0o660, Access{})
