@@ -55,6 +55,8 @@ type childInfo struct {
 	Queues   []uint16 `json:"queues"`
 	Eventfds int      `json:"eventfds"`
 	LBASize  int      `json:"lba_size"`
+	// Allowed is what the device list said of the first device.
+	Allowed bool `json:"allowed"`
 	// A leased VF.
 	VF    string `json:"vf,omitempty"`
 	Group int    `json:"group,omitempty"`
@@ -123,7 +125,12 @@ func childMain(mode string) int {
 	for i := range patternLen {
 		mem[i] = pattern(byte(seed), i)
 	}
-	info := childInfo{PID: os.Getpid(), IOVA: s.Layout.PoolIOVA, Pool: s.Pool.Size(), Eventfds: len(s.Interrupts), LBASize: s.Layout.Namespaces[0].LBASize}
+	devs, err := c.Devices()
+	if err != nil || len(devs) == 0 {
+		say("err list %+v %v", devs, err)
+		return 1
+	}
+	info := childInfo{Allowed: devs[0].Allowed, PID: os.Getpid(), IOVA: s.Layout.PoolIOVA, Pool: s.Pool.Size(), Eventfds: len(s.Interrupts), LBASize: s.Layout.Namespaces[0].LBASize}
 	for _, q := range s.Layout.Queues {
 		info.Queues = append(info.Queues, q.ID)
 	}
@@ -946,8 +953,8 @@ func TestGuestSupplementaryGroup(t *testing.T) {
 	s, _, bdf := guestServer(t, 0o666, Access{GIDs: []uint32{777}})
 	c := startChild(t, "session", s.cfg.Socket, bdf, 0x4d, 128, 1, &syscall.Credential{Uid: 4242, Gid: 4242, Groups: []uint32{99, 777}})
 	ci := c.info(t)
-	if len(ci.Queues) != 1 {
-		t.Fatalf("child in group 777: %+v", ci)
+	if len(ci.Queues) != 1 || !ci.Allowed {
+		t.Fatalf("child in group 777 (the device list must say it is allowed too): %+v", ci)
 	}
 	c.io(t)
 	st := s.Status()

@@ -475,7 +475,7 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 		c.hello = true
 		return &Response{Version: ProtocolVersion}, nil
 	case OpList:
-		return &Response{Devices: c.s.Devices(c.cred.Uid, c.cred.Gid)}, nil
+		return &Response{Devices: c.s.devices4(c.cred.Uid, c.cred.Gid, c.groups)}, nil
 	case OpStatus:
 		return &Response{Clients: c.s.statusFor(c)}, nil
 	case OpOpen:
