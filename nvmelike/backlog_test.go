@@ -129,3 +129,37 @@ func TestBacklogAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per backlogged command", allocs)
 	}
 }
+
+// TestBacklogSubmitWait: with the SQ and the backlog full, SubmitWait
+// polls until there is room instead of returning ErrBacklogFull.
+func TestBacklogSubmitWait(t *testing.T) {
+	r := newRig(t, sim.Config{}, nil)
+	q := r.queue(t, 2)
+	if err := q.SetBacklog(1); err != nil {
+		t.Fatal(err)
+	}
+	buf := r.alloc(t, 512)
+	done := 0
+	cb := func(_ *nvmelike.Command, _ nvmelike.Completion, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		done++
+	}
+	for range 2 { // one into the SQ, one into the backlog
+		c := nvmelike.ReadCommand(1, 0, 1, buf)
+		if err := q.Submit(&c, cb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := nvmelike.ReadCommand(1, 0, 1, buf)
+	if err := q.SubmitWait(testContext(t), &c, cb); err != nil {
+		t.Fatalf("SubmitWait with SQ and backlog full: %v", err)
+	}
+	q.Ring()
+	for done < 3 {
+		if _, err := q.Poll(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

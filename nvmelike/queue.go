@@ -2,6 +2,7 @@ package nvmelike
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/bits"
 	"runtime"
@@ -693,7 +694,7 @@ func (q *QueuePair) wait(ctx context.Context, spins int) error {
 func (q *QueuePair) SubmitWait(ctx context.Context, cmd *Command, cb Callback) error {
 	for spins := 0; ; spins++ {
 		err := q.Submit(cmd, cb)
-		if err != ErrQueueFull {
+		if !errors.Is(err, ErrQueueFull) { // ErrBacklogFull too
 			return err
 		}
 		if q.inPoll {
