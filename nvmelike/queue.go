@@ -37,6 +37,23 @@ type QueueStats struct {
 	Backlogged  uint64 // commands Submit queued in software while the queue was full (SetBacklog)
 }
 
+// Add adds o's counters to s, every field: totals over several queue
+// pairs (umdbench's summary of its jobs) are sums of them.
+func (s *QueueStats) Add(o QueueStats) {
+	s.Submitted += o.Submitted
+	s.Completed += o.Completed
+	s.SQDoorbells += o.SQDoorbells
+	s.CQDoorbells += o.CQDoorbells
+	s.ShadowOnly += o.ShadowOnly
+	s.Dropped += o.Dropped
+	s.BadSQHead += o.BadSQHead
+	s.Orphaned += o.Orphaned
+	s.DMAFaults += o.DMAFaults
+	s.Timeouts += o.Timeouts
+	s.Split += o.Split
+	s.Backlogged += o.Backlogged
+}
+
 type trackerState uint8
 
 const (

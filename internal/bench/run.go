@@ -151,13 +151,7 @@ func Merge(name string, jobs []*JobResult) JobResult {
 		}
 		t.IOs += j.IOs
 		t.Verified += j.Verified
-		q, s := &t.Queue, j.Queue
-		q.Submitted += s.Submitted
-		q.Completed += s.Completed
-		q.SQDoorbells += s.SQDoorbells
-		q.CQDoorbells += s.CQDoorbells
-		q.ShadowOnly += s.ShadowOnly
-		q.Dropped += s.Dropped
+		t.Queue.Add(j.Queue)
 		if t.Err == nil {
 			t.Err = j.Err
 		}
