@@ -114,7 +114,12 @@ func TestValidate(t *testing.T) {
 }
 
 func FuzzRequest(f *testing.F) {
-	for _, r := range []Request{{Op: OpHello, Version: 1}, {Op: OpOpen, Device: "d", Queues: 1, Depth: 8, PoolBytes: 4096}, {Op: OpIO, IO: &IORequest{Opcode: "read", Blocks: 1}}} {
+	for _, r := range []Request{
+		{Op: OpHello, Version: 1}, {Op: OpOpen, Device: "d", Queues: 1, Depth: 8, PoolBytes: 4096}, {Op: OpIO, IO: &IORequest{Opcode: "read", Blocks: 1}},
+		{Op: OpReserve, Claim: "c", Device: "d", Queues: 1, Depth: 8, PoolBytes: 4096, Polled: true},
+		{Op: OpRelease, Claim: "c"},
+		{Op: OpOpen, Device: "d", Grant: strings.Repeat("5a", 16)},
+	} {
 		b, _ := encodeFrame(&r, MaxFrame)
 		f.Add(b)
 	}
@@ -432,11 +437,13 @@ func TestProtocolErrors(t *testing.T) {
 	if r, err := roundTrip(t, c, frame(&Request{Op: OpHello, Version: 99})); err != nil || !errors.Is(r.Err, ErrVersion) || r.Version != ProtocolVersion {
 		t.Errorf("hello 99: %+v, %v", r, err)
 	}
-	// A client of the first protocol (no modes, no cmd) is told which
-	// version this broker speaks.
-	if r, err := roundTrip(t, c, frame(&Request{Op: OpHello, Version: 1})); err != nil || !errors.Is(r.Err, ErrVersion) ||
-		!strings.Contains(r.Err.Message, "version 1") || !strings.Contains(r.Err.Message, "speaks 2") {
-		t.Errorf("hello 1 (an old client): %+v, %v", r, err)
+	// Clients of older protocols (1: no modes, no cmd; 2: no
+	// reservations) are told which version this broker speaks.
+	for _, old := range []int{1, 2} {
+		if r, err := roundTrip(t, c, frame(&Request{Op: OpHello, Version: old})); err != nil || !errors.Is(r.Err, ErrVersion) ||
+			!strings.Contains(r.Err.Message, "version "+strconv.Itoa(old)) || !strings.Contains(r.Err.Message, "speaks 3") {
+			t.Errorf("hello %d (an old client): %+v, %v", old, r, err)
+		}
 	}
 	if r, err := roundTrip(t, c, frame(&Request{Op: OpList})); err != nil || !errors.Is(r.Err, ErrState) {
 		t.Errorf("list before hello: %+v, %v", r, err)
@@ -520,6 +527,10 @@ func FuzzDispatch(f *testing.F) {
 		{Op: OpStatus},
 		{Op: OpCmd, Cmd: &CommandRequest{Opcode: 2, NSID: 1, CDW: [6]uint32{0, 0, 15}, PRP1: 0x1200, PRP2: 0x3000}},
 		{Op: OpCmd, Cmd: &CommandRequest{Opcode: 1, NSID: 1, CDW: [6]uint32{1000, 0, 7}, PRP1: 0x1000}},
+		{Op: OpReserve, Claim: "fuzz", Device: "0000:00:03.0", Queues: 1, Depth: 8, PoolBytes: 4096},
+		{Op: OpReserve, Claim: "fuzz", Device: "0000:00:03.0", Queues: 2, Depth: 8, PoolBytes: 4096, Mode: ModeTrusted},
+		{Op: OpRelease, Claim: "fuzz"},
+		{Op: OpOpen, Device: "0000:00:03.0", Grant: strings.Repeat("0a", 16)},
 	} {
 		b, _ := encodeFrame(&r, MaxFrame)
 		f.Add(b[4:])
@@ -554,6 +565,10 @@ func FuzzDispatch(f *testing.F) {
 		}
 		if dev.queuesInUse() != 2 {
 			t.Fatalf("%d queues in use after %s", dev.queuesInUse(), body)
+		}
+		// Reservations hold no more queue pairs than the device has.
+		if d := s.Devices(0, 0)[0]; d.FreeQueues < 0 || d.FreeQueues > d.MaxQueues-2 {
+			t.Fatalf("%d of %d queue pairs free after %s", d.FreeQueues, d.MaxQueues, body)
 		}
 	})
 }

@@ -272,26 +272,57 @@ func (c *Client) OpenSession(bdf string, o SessionOptions) (_ *Session, err erro
 		return nil, fmt.Errorf("opening a session on %s: %w", bdf, err)
 	}
 	defer closeFds(fds) // OpenPool dups; InterruptFromFD and DeviceFromFD take ownership (and -1 marks it)
-	trusted := o.Mode == ModeTrusted
-	irqs := o.Queues
-	if o.Polled {
+	if r.Layout == nil || len(r.Layout.Queues) != o.Queues {
+		return nil, fmt.Errorf("opening a session on %s: the broker sent no layout of %d queue pairs", bdf, o.Queues)
+	}
+	if want := cmp.Or(o.Mode, ModeMediated); r.Layout.Mode != want {
+		return nil, fmt.Errorf("opening a session on %s: asked for a %s session, the broker made a %s one", bdf, want, r.Layout.Mode)
+	}
+	return c.attachSession(bdf, r.Layout, fds, o.Polled)
+}
+
+// OpenGrant opens the session reserved under a grant (Reserve; in a
+// Kubernetes pod, ClaimFromEnv gives the device and grant): its queue
+// pairs, depth, pool, mode and polling are the reservation's. One session
+// per grant at a time; once this connection ends, the grant may be opened
+// again until the claim is released.
+func (c *Client) OpenGrant(device, grantID string) (*Session, error) {
+	r, fds, err := c.call(&Request{Op: OpOpen, Device: device, Grant: grantID}, maxFdsPerMessage)
+	if err != nil {
+		return nil, fmt.Errorf("opening the grant on %s: %w", device, err)
+	}
+	defer closeFds(fds)
+	if r.Layout == nil || len(r.Layout.Queues) < 1 || len(r.Layout.Queues) > MaxQueuesPerSession {
+		return nil, fmt.Errorf("opening the grant on %s: the broker sent no usable layout", device)
+	}
+	if r.Layout.Mode != ModeMediated && r.Layout.Mode != ModeTrusted {
+		return nil, fmt.Errorf("opening the grant on %s: the broker made a session of unknown mode %q", device, r.Layout.Mode)
+	}
+	return c.attachSession(device, r.Layout, fds, r.Layout.Polled)
+}
+
+// attachSession makes a Session of what an open sent: the layout and its
+// descriptors (pool, rings when trusted, eventfds unless polled, device
+// when trusted). fds stay the caller's to close; those taken are set to
+// -1.
+func (c *Client) attachSession(bdf string, layout *Layout, fds []int, polled bool) (_ *Session, err error) {
+	trusted := layout.Mode == ModeTrusted
+	irqs := len(layout.Queues)
+	if polled {
 		irqs = 0
 	}
 	want := 1 + irqs
 	if trusted {
 		want += 2 // rings, device
 	}
-	if r.Layout == nil || len(fds) != want || len(r.Layout.Queues) != o.Queues {
-		return nil, fmt.Errorf("opening a session on %s: the broker sent %d descriptors for %d queue pairs", bdf, len(fds), o.Queues)
-	}
-	if want := cmp.Or(o.Mode, ModeMediated); r.Layout.Mode != want {
-		return nil, fmt.Errorf("opening a session on %s: asked for a %s session, the broker made a %s one", bdf, want, r.Layout.Mode)
+	if len(fds) != want {
+		return nil, fmt.Errorf("opening a session on %s: the broker sent %d descriptors for %d queue pairs", bdf, len(fds), len(layout.Queues))
 	}
 	irqFds := fds[1 : 1+irqs]
 	if trusted {
 		irqFds = fds[2 : 2+irqs]
 	}
-	s := &Session{c: c, Layout: *r.Layout}
+	s := &Session{c: c, Layout: *layout}
 	defer func() {
 		if err != nil {
 			s.closeLocal()
@@ -376,6 +407,44 @@ func (s *Session) Exec(r CommandRequest) (status uint16, dw0 uint32, err error) 
 		return 0, 0, err
 	}
 	return resp.Status, resp.DW0, nil
+}
+
+// Reserve asks the broker to hold r's resources on r.Device under r.Claim
+// and returns the grant that opens them (OpenGrant). Reserving the same
+// claim and device again returns the same grant; with other parameters it
+// fails with ErrState. Running out of queue pairs or pool bytes fails
+// with ErrQuota; a peer not among the broker's reservers gets
+// ErrPermission. Reservations outlive this connection (not the broker).
+func (c *Client) Reserve(r Reservation) (Grant, error) {
+	resp, _, err := c.call(&Request{Op: OpReserve, Claim: r.Claim, Device: r.Device, Mode: r.Mode, Queues: r.Queues, Depth: r.Depth, PoolBytes: r.PoolBytes, Polled: r.Polled}, 0)
+	if err != nil {
+		return Grant{}, fmt.Errorf("reserving %s for claim %s: %w", r.Device, r.Claim, err)
+	}
+	if resp.Grant == nil || resp.Grant.ID == "" {
+		return Grant{}, fmt.Errorf("reserving %s for claim %s: the broker sent no grant", r.Device, r.Claim)
+	}
+	return *resp.Grant, nil
+}
+
+// Release ends every session opened with the claim's grants (their
+// clients see their connection closed), frees what the claim held and
+// forgets it. Releasing an unknown claim succeeds.
+func (c *Client) Release(claim string) error {
+	if _, _, err := c.call(&Request{Op: OpRelease, Claim: claim}, 0); err != nil {
+		return fmt.Errorf("releasing claim %s: %w", claim, err)
+	}
+	return nil
+}
+
+// Reservations lists the reservations the broker holds, as a status shows
+// them to this peer (all of them to reservers and peers allowed on some
+// device, none to others).
+func (c *Client) Reservations() ([]ReservationStatus, error) {
+	r, _, err := c.call(&Request{Op: OpStatus}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return r.Reservations, nil
 }
 
 // Close ends the connection; the broker then releases the session's queue

@@ -91,6 +91,39 @@
 // the queue pairs and pool bytes; the server bounds the connections. A
 // peer not allowed on any device sees only itself in a status.
 //
+// # Reservations
+//
+// A reserver (a peer whose uid is in Config.Reservers; root by default),
+// such as the Kubernetes DRA driver, may reserve a session's resources on
+// a device under a claim before the claim's client exists
+// (Client.Reserve): the queue pairs count against the device at once and
+// the pool bytes against Config.MaxReservedBytes, so no later session or
+// reservation can take them, and the broker answers with a grant, 128
+// random bits in hex. Reserving the same claim and device again returns
+// the same grant; with other parameters it fails with ErrState.
+//
+// Client.OpenGrant opens exactly the reserved session, one at a time per
+// grant; when its connection ends the session goes as any other and the
+// grant opens again, until the claim is released. The grant is the
+// capability: opening by grant does not consult the device's allow-list,
+// so any peer that reaches the socket and knows the grant gets the
+// session. Client.Release ends every session opened with the claim's
+// grants (as a disconnect would), frees what the claim held and forgets
+// it. Reservations live in the server's memory; a restarted broker has
+// none.
+//
+// In a container prepared by the DRA driver, ClaimFromEnv reads the
+// claim's environment (EnvSocket, EnvClaim, EnvMode and EnvDevicePrefix
+// variables holding "<BDF>,<grant ID>").
+//
+// # Simulated devices
+//
+// Server.AddSimulated serves a software controller (nvmelike/sim) under a
+// PCI address, for machines without VFIO: mediated sessions and
+// reservations work as on a device (the client's pool is ordinary shared
+// memory, and each command's data is copied between it and the
+// controller's memory); trusted sessions are refused with ErrState.
+//
 // # Protocol
 //
 // Each message is a frame: a 4-byte big-endian length, then that many
@@ -109,7 +142,11 @@
 //	                                               → status
 //	{"op":"cmd","cmd":{"queue":Q,"opcode":2,"nsid":1,"cdw":[…6],"prp1":A,"prp2":B}}
 //	                                               → status, dw0
-//	{"op":"status"}                                → clients
+//	{"op":"status"}                                → clients, reservations
+//	{"op":"reserve","claim":C,"device":BDF,"queues":N,"depth":D,"pool_bytes":B,"mode":M,"polled":P}
+//	                                               → grant
+//	{"op":"open","device":BDF,"grant":G}           → layout + fds
+//	{"op":"release","claim":C}                     → nothing
 //
 // A failure is {"error":{"code":C,"message":M}}: the client library
 // returns it as an *Error matching ErrBadRequest, ErrVersion,

@@ -203,22 +203,22 @@ func (s *session) checkPRPs(prp1, prp2, n uint64) (uint64, *Error) {
 // own, mapped into the client's part of the IOMMU domain) and places each
 // queue's SQ and CQ in it on controller-page boundaries. It returns the
 // offsets, SQ then CQ, by queue.
-func (c *conn) makeRings(sess *session, req *Request, owner iommu.Owner, layout *Layout) ([][2]int64, *Error) {
+func (c *conn) makeRings(sess *session, spec sessionSpec, owner iommu.Owner, layout *Layout) ([][2]int64, *Error) {
 	ps := int64(sess.dev.b.pageSize())
 	round := func(n int64) int64 { return (n + ps - 1) / ps * ps }
 	var offs [][2]int64
 	total := int64(0)
-	for range req.Queues {
+	for range spec.queues {
 		sq := total
-		total += round(int64(req.Depth) * 64)
+		total += round(int64(spec.depth) * 64)
 		cq := total
-		total += round(int64(req.Depth) * 16)
+		total += round(int64(spec.depth) * 16)
 		offs = append(offs, [2]int64{sq, cq})
 	}
-	page := int64(c.s.cfg.PoolPageSize)
+	page := int64(c.s.poolPageSize(sess.dev))
 	size := (total + page - 1) / page * page
 	var e *Error
-	if sess.rings, e = c.newPool("queue rings", "umdd rings", int(size)); e != nil {
+	if sess.rings, e = c.newPool("queue rings", "umdd rings", int(size), int(page)); e != nil {
 		return nil, e
 	}
 	var err error

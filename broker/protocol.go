@@ -11,7 +11,10 @@ import (
 
 // ProtocolVersion is the version of the broker protocol this package
 // speaks. A hello with another version is refused with ErrVersion.
-const ProtocolVersion = 2
+// Version 3 added reservations (reserve, release, open by grant) and the
+// fields that carry them; a version 2 client, which refuses unknown
+// fields, would misread its responses.
+const ProtocolVersion = 3
 
 // The control path is framed as a 4-byte big-endian length followed by that
 // many bytes of JSON. Control messages are rare (a session is opened once)
@@ -35,6 +38,10 @@ const (
 	OpIO     = "io"
 	OpCmd    = "cmd"
 	OpVF     = "vf"
+	// OpReserve and OpRelease hold and free resources under a claim
+	// (reserve.go); only peers in Config.Reservers may send them.
+	OpReserve = "reserve"
+	OpRelease = "release"
 )
 
 // Session modes (Request.Mode, Layout.Mode).
@@ -54,6 +61,8 @@ const (
 	MinQueueDepth       = 2
 	MaxPoolBytes        = 1 << 40
 	maxDeviceName       = 64
+	maxClaimName        = 128
+	grantBytes          = 16                      // a grant ID is this many random bytes, in hex
 	maxFdsPerMessage    = 3 + MaxQueuesPerSession // pool, rings, device, eventfds
 )
 
@@ -69,6 +78,14 @@ type Request struct {
 	PoolBytes int64  `json:"pool_bytes,omitempty"`
 	Mode      string `json:"mode,omitempty"`   // ModeMediated (default) or ModeTrusted
 	Polled    bool   `json:"polled,omitempty"` // queue pairs without interrupts (no vectors, no eventfds)
+	// Open by grant: the session takes its resources from the
+	// reservation, so queues, depth, pool_bytes, mode and polled stay
+	// unset.
+	Grant string `json:"grant,omitempty"`
+	// Reserve, Release: the claim (a Kubernetes ResourceClaim's UID).
+	// Reserve also takes device, mode, queues, depth, pool_bytes and
+	// polled.
+	Claim string `json:"claim,omitempty"`
 	// IO (mediated): Queue indexes the session's queue pairs.
 	IO *IORequest `json:"io,omitempty"`
 	// Cmd (mediated): a command the client encoded itself.
@@ -116,6 +133,10 @@ type Response struct {
 	Clients []ClientStatus `json:"clients,omitempty"`
 	// VF: the leased virtual function.
 	VF *VFInfo `json:"vf,omitempty"`
+	// Reserve: the grant a client presents to open the reservation.
+	Grant *Grant `json:"grant,omitempty"`
+	// Status: the reservations held (for peers allowed to see them).
+	Reservations []ReservationStatus `json:"reservations,omitempty"`
 	// IO, Cmd
 	Status uint16 `json:"status,omitempty"` // NVMe status field of the completion
 	DW0    uint32 `json:"dw0,omitempty"`    // the completion's command-specific dword
@@ -132,6 +153,9 @@ type DeviceInfo struct {
 	VFs        int             `json:"vfs,omitempty"`      // SR-IOV VFs the broker leases whole
 	FreeVFs    int             `json:"free_vfs,omitempty"` // of those, not leased
 	Allowed    bool            `json:"allowed"`            // whether the asking peer may open sessions on it
+	// Simulated: a software controller (nvmelike/sim) stands for the
+	// device; it serves mediated sessions only.
+	Simulated bool `json:"simulated,omitempty"`
 }
 
 // NamespaceInfo describes a namespace of a device.
@@ -167,6 +191,10 @@ type Layout struct {
 	// (RingsBytes, mapped at RingsIOVA).
 	RingsBytes int64  `json:"rings_bytes,omitempty"`
 	RingsIOVA  uint64 `json:"rings_iova,omitempty"`
+	// Polled: the queue pairs have no interrupts (no eventfds come).
+	Polled bool `json:"polled,omitempty"`
+	// Claim: the session was opened by a grant of this claim.
+	Claim string `json:"claim,omitempty"`
 }
 
 // QueueInfo describes one of a client's queue pairs.
@@ -192,6 +220,8 @@ type ClientStatus struct {
 	PoolIOVA  uint64      `json:"pool_iova,omitempty"`
 	Queues    []QueueInfo `json:"queues,omitempty"`
 	Commands  uint64      `json:"commands"`
+	// Claim: the session was opened by a grant of this claim.
+	Claim string `json:"claim,omitempty"`
 }
 
 // Error codes the broker sends back. Each has a sentinel error that an
@@ -320,7 +350,12 @@ func (r *Request) validate() *Error {
 		}
 	case OpList, OpStatus:
 	case OpOpen:
+		if r.Grant != "" {
+			return r.validateGrantOpen()
+		}
 		switch {
+		case r.Claim != "":
+			return errorf(CodeBadRequest, "open: a claim is named by its grant, not by a claim field")
 		case r.Device == "" || len(r.Device) > maxDeviceName:
 			return errorf(CodeBadRequest, "open: device name of %d bytes", len(r.Device))
 		case r.Queues < 1 || r.Queues > MaxQueuesPerSession:
@@ -331,6 +366,15 @@ func (r *Request) validate() *Error {
 			return errorf(CodeBadRequest, "open: pool of %d bytes", r.PoolBytes)
 		case r.Mode != "" && r.Mode != ModeMediated && r.Mode != ModeTrusted:
 			return errorf(CodeBadRequest, "open: mode %q, must be %q or %q", r.Mode, ModeMediated, ModeTrusted)
+		}
+	case OpReserve:
+		return r.validateReserve()
+	case OpRelease:
+		if e := validClaim("release", r.Claim); e != nil {
+			return e
+		}
+		if r.Device != "" || r.Grant != "" || r.Queues != 0 || r.Depth != 0 || r.PoolBytes != 0 || r.Mode != "" || r.Polled {
+			return errorf(CodeBadRequest, "release takes only a claim")
 		}
 	case OpVF:
 		if r.Device == "" || len(r.Device) > maxDeviceName {

@@ -38,6 +38,13 @@ type Config struct {
 	// MaxClients bounds the connections served at once; 0 means 64.
 	// Further connections are closed at once.
 	MaxClients int
+	// Reservers are the uids that may reserve resources under a claim
+	// and release them (reserve.go); nil means root only. Opening a
+	// reservation takes its grant, not a uid.
+	Reservers []uint32
+	// MaxReservedBytes bounds the pool bytes all reservations together
+	// hold; 0 means 1 GiB.
+	MaxReservedBytes int64
 }
 
 // Access is a device's allow-list. A peer may use the device if its uid is
@@ -85,9 +92,14 @@ type Server struct {
 	order   []string
 	conns   map[uint64]*conn
 	vfPools map[string]*vfPool // by PF address (vf.go)
-	nextID  uint64
-	closed  bool
-	wg      sync.WaitGroup
+	// Reservations (reserve.go): by grant ID and by claim; the pool
+	// bytes they hold.
+	grants        map[string]*reservation
+	claims        map[string][]*reservation
+	reservedBytes int64
+	nextID        uint64
+	closed        bool
+	wg            sync.WaitGroup
 }
 
 type served struct {
@@ -124,7 +136,16 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.IOTimeout <= 0 {
 		cfg.IOTimeout = 30 * time.Second
 	}
-	return &Server{cfg: cfg, devices: map[string]*served{}, conns: map[uint64]*conn{}, vfPools: map[string]*vfPool{}}, nil
+	if cfg.Reservers == nil {
+		cfg.Reservers = []uint32{0}
+	}
+	if cfg.MaxReservedBytes <= 0 {
+		cfg.MaxReservedBytes = 1 << 30
+	}
+	return &Server{
+		cfg: cfg, devices: map[string]*served{}, conns: map[uint64]*conn{}, vfPools: map[string]*vfPool{},
+		grants: map[string]*reservation{}, claims: map[string][]*reservation{},
+	}, nil
 }
 
 // add registers a device backend under its BDF.
@@ -362,6 +383,13 @@ type conn struct {
 	cred   unix.Ucred
 	groups []uint32 // supplementary groups at connect
 
+	// opMu is held while the connection serves a request that uses or
+	// makes its session (all but reserve and release), so that a release
+	// of its claim from another connection waits for that request rather
+	// than freeing what it uses. Reserve and release never hold it: a
+	// release waits for no other release.
+	opMu sync.Mutex
+
 	mu       sync.Mutex // guards sess and vf for status readers
 	hello    bool
 	sess     *session
@@ -382,6 +410,10 @@ type session struct {
 	// reserved is how many of the device's queue pairs open counted
 	// against it for this session.
 	reserved int
+	// res is the reservation the session was opened by, if any: its
+	// queue pairs are counted there, and it is free again when the
+	// session ends.
+	res *reservation
 }
 
 func (c *conn) status() ClientStatus {
@@ -395,6 +427,9 @@ func (c *conn) status() ClientStatus {
 	if s := c.sess; s != nil {
 		st.Device = s.dev.info.BDF
 		st.Mode = s.mode
+		if s.res != nil {
+			st.Claim = s.res.Claim
+		}
 		st.PoolBytes = int64(s.pool.Size())
 		st.PoolIOVA = s.mapping.IOVA()
 		for _, q := range s.queues {
@@ -467,6 +502,10 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 	if req.Op != OpHello && !c.hello {
 		return &Response{Err: errorf(CodeState, "%s before hello", req.Op)}, nil
 	}
+	if req.Op != OpReserve && req.Op != OpRelease {
+		c.opMu.Lock()
+		defer c.opMu.Unlock()
+	}
 	switch req.Op {
 	case OpHello:
 		if req.Version != ProtocolVersion {
@@ -477,7 +516,12 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 	case OpList:
 		return &Response{Devices: c.s.devices4(c.cred.Uid, c.cred.Gid, c.groups)}, nil
 	case OpStatus:
-		return &Response{Clients: c.s.statusFor(c)}, nil
+		return &Response{Clients: c.s.statusFor(c), Reservations: c.s.reservationsFor(c)}, nil
+	case OpReserve:
+		g, e := c.reserve(req)
+		return &Response{Err: e, Grant: g}, nil
+	case OpRelease:
+		return &Response{Err: c.releaseClaim(req.Claim)}, nil
 	case OpOpen:
 		layout, fds, e := c.open(req)
 		if e != nil {
@@ -497,6 +541,15 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 	return &Response{Err: errorf(CodeBadRequest, "unknown op %q", req.Op)}, nil
 }
 
+// sessionSpec is what a session is made with: an open's request, or a
+// reservation's.
+type sessionSpec struct {
+	queues, depth int
+	poolBytes     int64
+	mode          string
+	polled        bool
+}
+
 // open makes the connection's session: pool, IOVA window, queue pairs.
 func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	c.mu.Lock()
@@ -504,6 +557,9 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	c.mu.Unlock()
 	if has {
 		return nil, nil, errorf(CodeState, "open: this connection already has a session or a VF")
+	}
+	if req.Grant != "" {
+		return c.openGrant(req)
 	}
 	cfg := c.s.cfg
 	if req.Queues > cfg.MaxQueuePairs {
@@ -526,6 +582,10 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	if mode == "" {
 		mode = ModeMediated
 	}
+	if mode == ModeTrusted && isSimulated(d.b) {
+		c.s.mu.Unlock()
+		return nil, nil, errorf(CodeState, "open: %s is simulated: trusted sessions need a VFIO device", req.Device)
+	}
 	if mode == ModeTrusted && !d.access.Trusted {
 		c.s.mu.Unlock()
 		return nil, nil, errorf(CodePermission, "open: %s does not allow trusted sessions", req.Device)
@@ -535,20 +595,34 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 		return nil, nil, errorf(CodeQuota, "open: %d queue pairs asked, %s has %d free", req.Queues, req.Device, free)
 	}
 	d.held += req.Queues // reserved; given back on failure or release
+	page := c.s.poolPageSize(d)
 	c.s.mu.Unlock()
+	size := (int(req.PoolBytes) + page - 1) / page * page
+	if int64(size) > cfg.MaxPoolBytes {
+		c.s.mu.Lock()
+		d.held -= req.Queues
+		c.s.mu.Unlock()
+		return nil, nil, errorf(CodeQuota, "open: a pool of %d bytes (%d rounded up to whole %d-byte pages) asked, the quota is %d per client", size, req.PoolBytes, page, cfg.MaxPoolBytes)
+	}
+	return c.build(d, sessionSpec{queues: req.Queues, depth: req.Depth, poolBytes: req.PoolBytes, mode: mode, polled: req.Polled}, req.Queues, nil)
+}
 
-	sess := &session{dev: d, mode: mode, reserved: req.Queues}
+// build makes a session of spec on d: pool, IOVA window, rings in trusted
+// mode, queue pairs, and the descriptors to send. reserved is how many
+// of d's queue pairs the caller counted for it, res the reservation it is
+// opened by; both are given back when the session ends, or here on
+// failure.
+func (c *conn) build(d *served, spec sessionSpec, reserved int, res *reservation) (_ *Layout, _ []int, e *Error) {
+	mode := spec.mode
+	sess := &session{dev: d, mode: mode, reserved: reserved, res: res}
 	defer func() {
 		if e != nil {
 			c.releaseSession(sess)
 		}
 	}()
-	page := cfg.PoolPageSize
-	size := (int(req.PoolBytes) + page - 1) / page * page
-	if int64(size) > cfg.MaxPoolBytes {
-		return nil, nil, errorf(CodeQuota, "open: a pool of %d bytes (%d rounded up to whole %d-byte pages) asked, the quota is %d per client", size, req.PoolBytes, page, cfg.MaxPoolBytes)
-	}
-	if sess.pool, e = c.newPool("pool", "umdd client", size); e != nil {
+	page := c.s.poolPageSize(d)
+	size := (int(spec.poolBytes) + page - 1) / page * page
+	if sess.pool, e = c.newPool("pool", "umdd client", size, page); e != nil {
 		return nil, nil, e
 	}
 	var err error
@@ -559,26 +633,29 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	layout := &Layout{
 		Device: d.info.BDF, Mode: mode, PoolBytes: int64(sess.pool.Size()), PoolPageSize: sess.pool.PageSize(),
 		PoolIOVA: sess.mapping.IOVA(), DoorbellStride: d.b.doorbellStride(), MaxTransfer: d.b.maxTransfer(),
-		PageSize: d.b.pageSize(), SGLS: d.b.sgls(), Namespaces: slices.Clone(d.info.Namespaces),
+		PageSize: d.b.pageSize(), SGLS: d.b.sgls(), Namespaces: slices.Clone(d.info.Namespaces), Polled: spec.polled,
+	}
+	if res != nil {
+		layout.Claim = res.Claim
 	}
 	var ringOffsets [][2]int64
 	if mode == ModeTrusted {
-		if ringOffsets, e = c.makeRings(sess, req, owner, layout); e != nil {
+		if ringOffsets, e = c.makeRings(sess, spec, owner, layout); e != nil {
 			return nil, nil, e
 		}
 	}
-	for i := 0; i < req.Queues; i++ {
+	for i := 0; i < spec.queues; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var q queue
 		if mode == ModeTrusted {
 			base := sess.ringsMap.IOVA()
-			q, err = d.b.createRemoteQueue(ctx, req.Depth, base+uint64(ringOffsets[i][0]), base+uint64(ringOffsets[i][1]), !req.Polled)
+			q, err = d.b.createRemoteQueue(ctx, spec.depth, base+uint64(ringOffsets[i][0]), base+uint64(ringOffsets[i][1]), !spec.polled)
 		} else {
-			q, err = d.b.createQueue(ctx, req.Depth, !req.Polled)
+			q, err = d.b.createQueue(ctx, spec.depth, !spec.polled)
 		}
 		cancel()
 		if err != nil {
-			return nil, nil, errorf(CodeDevice, "open: creating queue pair %d of %d: %v", i+1, req.Queues, err)
+			return nil, nil, errorf(CodeDevice, "open: creating queue pair %d of %d: %v", i+1, spec.queues, err)
 		}
 		sess.queues = append(sess.queues, q)
 	}
@@ -611,7 +688,7 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 			qi.SQOffset, qi.CQOffset = ringOffsets[i][0], ringOffsets[i][1]
 		}
 		layout.Queues = append(layout.Queues, qi)
-		if req.Polled {
+		if spec.polled {
 			continue
 		}
 		if err := dup(q.EventFd()); err != nil {
@@ -688,8 +765,8 @@ func (c *conn) exec(sess *session, queue int, cmd *nvmelike.Command) (nvmelike.C
 // newPool makes a shared hugepage pool of size bytes (whole pages) for
 // the connection, named after it. Running out of hugepages or of locked
 // memory is the client's quota error; anything else, the device's.
-func (c *conn) newPool(what, name string, size int) (*hugepage.Pool, *Error) {
-	p, err := hugepage.New(hugepage.Options{Size: size, PageSize: c.s.cfg.PoolPageSize, NUMANode: hugepage.AnyNode, Name: name + " " + strconv.FormatUint(c.id, 10)})
+func (c *conn) newPool(what, name string, size, pageSize int) (*hugepage.Pool, *Error) {
+	p, err := hugepage.New(hugepage.Options{Size: size, PageSize: pageSize, NUMANode: hugepage.AnyNode, Name: name + " " + strconv.FormatUint(c.id, 10)})
 	if err != nil {
 		code := CodeDevice
 		if errors.Is(err, hugepage.ErrNoHugepages) || errors.Is(err, hugepage.ErrMemlock) {
@@ -700,8 +777,12 @@ func (c *conn) newPool(what, name string, size int) (*hugepage.Pool, *Error) {
 	return p, nil
 }
 
-// release frees what the connection's session holds.
+// release frees what the connection's session holds. It holds opMu, so a
+// release of the session's claim running at the same time returns only
+// once the session is gone, whichever of the two frees it.
 func (c *conn) release() {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
 	c.mu.Lock()
 	sess, vf := c.sess, c.vf
 	c.sess, c.vf = nil, nil
@@ -748,6 +829,19 @@ func (c *conn) releaseSession(sess *session) error {
 	}
 	c.s.mu.Lock()
 	sess.dev.held -= sess.reserved
+	if sess.res != nil && sess.res.user == c {
+		sess.res.user = nil // the grant may be opened again
+	}
 	c.s.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// poolPageSize is the page size of client pools on d: the server's, or
+// the backend's own (a simulated device's pools are ordinary memory).
+// Call with s.mu held or with d's backend fixed (it never changes).
+func (s *Server) poolPageSize(d *served) int {
+	if p, ok := d.b.(interface{ poolPageSize() int }); ok {
+		return p.poolPageSize()
+	}
+	return s.cfg.PoolPageSize
 }

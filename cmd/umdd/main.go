@@ -4,6 +4,7 @@
 // connection ends.
 //
 //	umdd --socket PATH [--mode 0660] [--allow-uid N,…] [--allow-gid N,…] [--trusted] [--vfs N] [SELECTOR…]
+//	umdd --socket PATH --simulate SYSFS|SNAPSHOT [--simulate-blocks N] [SELECTOR…]
 //	umdd status --socket PATH [-o json]
 //
 // Run `umdd --help` for the details.
@@ -35,6 +36,8 @@ const usageText = `umdd — the umd device broker
 
 Usage:
   umdd --socket PATH [options] [SELECTOR…]   serve devices to clients
+  umdd --socket PATH --simulate TREE [options] [SELECTOR…]
+                                             serve software controllers instead
   umdd status --socket PATH [-o json]        ask a running broker what it holds
 
 umdd opens every selected PCI function (which must be bound to vfio-pci;
@@ -72,6 +75,24 @@ container with the VF token umdd sends. When the client's connection ends,
 umdd takes the VF's controller offline and online again, which stops its
 DMA, before leasing it to anyone else.
 
+Reservations: a reserver (root, or a uid in --reservers; the Kubernetes DRA
+driver umd-dra is one) may reserve a session's resources on a device under a
+claim before the claim's client exists: queue pairs, pool size, mode and
+polling are held (others cannot take them) and umdd answers with a grant, a
+random 128-bit ID. Whoever presents the grant may open exactly that session,
+one at a time, as often as it reconnects, whatever its uid: the grant is the
+capability. Releasing the claim ends its live sessions as a disconnect would
+and frees what it held. Reservations live in umdd's memory: a restarted umdd
+has none (the DRA driver reserves again and rewrites its CDI spec).
+
+With --simulate, umdd opens no device: it serves one software controller
+(nvmelike/sim, its namespace kept in memory) under the address of every
+NVMe-class function bound to vfio-pci in the sysfs tree TREE (a directory, or
+a snapshot file as "umdprobe snapshot" writes, restored into a temporary
+directory), so a DRA driver scanning the same tree publishes what umdd
+serves. Only mediated sessions work on them (there is no VFIO device to hand
+a trusted client), and client pools are ordinary shared memory, not hugepages.
+
 Clients are identified by the kernel (SO_PEERCRED). A client may open a
 session only if its uid is in --allow-uid or its primary gid in --allow-gid,
 or it is root (unless --deny-root). The socket's mode is a first gate:
@@ -93,6 +114,11 @@ Options:
   --max-clients N        connections served at once (default 64)
   --device-pool BYTES    DMA pool umdd keeps per device for queue rings (default 16M)
   --sysfs DIR            sysfs root (default /sys)
+  --reservers N,…        uids that may reserve and release under claims (default: root only)
+  --max-reserved BYTES   pool bytes all reservations together may hold (default 1G)
+  --simulate TREE        serve software controllers for the NVMe functions on vfio-pci
+                         in TREE (a sysfs directory or a snapshot file); no VFIO needed
+  --simulate-blocks N    512-byte blocks of each simulated namespace (default 131072: 64 MiB)
 
 Status options:
   --socket PATH          the broker to ask
@@ -101,6 +127,7 @@ Status options:
 Examples:
   umdd --socket /run/umdd.sock --allow-gid 1001
   umdd --socket /run/umdd.sock class=nvme numa=0
+  umdd --socket /tmp/umdd.sock --simulate pcie/testdata/snapshots/qemu-cards.txt
   umdd status --socket /run/umdd.sock -o json
 
 Exit status: 0 after a clean shutdown (SIGINT or SIGTERM); 1 on an error;
@@ -140,6 +167,10 @@ type options struct {
 	maxClients int
 	devicePool int64
 	sysfs      string
+	reservers  []uint32
+	maxReserve int64
+	simulate   string
+	simBlocks  uint64
 	output     string
 	status     bool
 	help       bool
@@ -147,7 +178,7 @@ type options struct {
 }
 
 func parseArgs(args []string) (*options, error) {
-	o := &options{mode: 0o660, maxQueues: 4, maxPool: 64 << 20, maxClients: 64, devicePool: 16 << 20, vfQueues: 2}
+	o := &options{mode: 0o660, maxQueues: 4, maxPool: 64 << 20, maxClients: 64, devicePool: 16 << 20, vfQueues: 2, maxReserve: 1 << 30, simBlocks: 64 << 20 / 512}
 	if len(args) > 0 && args[0] == "status" {
 		o.status = true
 		args = args[1:]
@@ -180,6 +211,10 @@ func parseArgs(args []string) (*options, error) {
 		fs.Func("max-pool", "", func(s string) (err error) { o.maxPool, err = parseBytes(s); return })
 		fs.Func("device-pool", "", func(s string) (err error) { o.devicePool, err = parseBytes(s); return })
 		fs.StringVar(&o.sysfs, "sysfs", "", "")
+		fs.Func("reservers", "", func(s string) error { return parseIDs(s, &o.reservers) })
+		fs.Func("max-reserved", "", func(s string) (err error) { o.maxReserve, err = parseBytes(s); return })
+		fs.StringVar(&o.simulate, "simulate", "", "")
+		fs.Uint64Var(&o.simBlocks, "simulate-blocks", o.simBlocks, "")
 	}
 	// Flags may follow selectors: parse in rounds.
 	for {
@@ -215,6 +250,12 @@ func parseArgs(args []string) (*options, error) {
 		return nil, usageError{fmt.Errorf("--vf-namespaces names %d namespaces for %d VFs", len(o.vfNS), o.vfs)}
 	case o.maxPool < 4096 && !o.status:
 		return nil, usageError{fmt.Errorf("--max-pool %d: too small", o.maxPool)}
+	case o.simulate != "" && o.sysfs != "":
+		return nil, usageError{errors.New("--simulate names the sysfs tree to simulate; --sysfs is not used with it")}
+	case o.simulate != "" && o.vfs > 0:
+		return nil, usageError{errors.New("--vfs needs real devices; simulated ones have no SR-IOV")}
+	case o.simBlocks < 1 || o.simBlocks > (16<<30)/512:
+		return nil, usageError{fmt.Errorf("--simulate-blocks %d: want 1 to %d (16 GiB, kept in memory)", o.simBlocks, (16<<30)/512)}
 	}
 	return o, nil
 }
@@ -281,17 +322,22 @@ func runStatus(stdout io.Writer, o *options) error {
 	if err != nil {
 		return err
 	}
-	return writeStatus(stdout, o.output == "json", devs, clients)
+	res, err := c.Reservations()
+	if err != nil {
+		return err
+	}
+	return writeStatus(stdout, o.output == "json", devs, clients, res)
 }
 
-func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []broker.ClientStatus) error {
+func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []broker.ClientStatus, res []broker.ReservationStatus) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			Devices []broker.DeviceInfo   `json:"devices"`
-			Clients []broker.ClientStatus `json:"clients"`
-		}{devs, clients})
+			Devices      []broker.DeviceInfo        `json:"devices"`
+			Clients      []broker.ClientStatus      `json:"clients"`
+			Reservations []broker.ReservationStatus `json:"reservations"`
+		}{devs, clients, res})
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DEVICE\tSERIAL\tMODEL\tQUEUES FREE\tVFS FREE\tNAMESPACES")
@@ -304,7 +350,11 @@ func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []b
 		if d.VFs > 0 {
 			vfs = fmt.Sprintf("%d/%d", d.FreeVFs, d.VFs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", d.BDF, d.Serial, d.Model, d.FreeQueues, d.MaxQueues, vfs, strings.Join(ns, " "))
+		model := d.Model
+		if d.Simulated {
+			model += " (simulated)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", d.BDF, d.Serial, model, d.FreeQueues, d.MaxQueues, vfs, strings.Join(ns, " "))
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "CLIENT\tPID\tUID\tGID\tDEVICE\tMODE\tPOOL\tIOVA\tQUEUES\tCOMMANDS")
@@ -320,18 +370,36 @@ func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []b
 		case c.Device != "":
 			dev, mode, pool, iova = c.Device, c.Mode, strconv.FormatInt(c.PoolBytes, 10), fmt.Sprintf("0x%x", c.PoolIOVA)
 		}
+		if c.Claim != "" {
+			mode += " (claim " + c.Claim + ")"
+		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", c.ID, c.PID, c.UID, c.GID, dev, mode, pool, iova, strings.Join(qs, " "), c.Commands)
+	}
+	if len(res) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "CLAIM\tDEVICE\tMODE\tQUEUES\tDEPTH\tPOOL\tIN USE")
+		for _, r := range res {
+			mode, use := r.Mode, "no"
+			if r.Polled {
+				mode += ",polled"
+			}
+			if r.InUse {
+				use = fmt.Sprintf("client %d", r.Client)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Claim, r.Device, mode, r.Queues, r.Depth, r.PoolBytes, use)
+		}
 	}
 	return tw.Flush()
 }
 
-// pick returns the BDFs to serve.
-func pick(o *options) ([]string, error) {
+// pick returns the BDFs to serve, from the sysfs tree at root ("" for
+// /sys).
+func pick(o *options, root string) ([]string, error) {
 	sel, err := pcie.ParseSelector(o.selectors...)
 	if err != nil {
 		return nil, usageError{err}
 	}
-	sys, err := pcie.Scan(pcie.Options{SysfsRoot: o.sysfs})
+	sys, err := pcie.Scan(pcie.Options{SysfsRoot: root})
 	if err != nil {
 		return nil, err
 	}
@@ -355,46 +423,109 @@ func pick(o *options) ([]string, error) {
 }
 
 func serve(stderr io.Writer, o *options) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serveUntil(ctx, stderr, o, nil)
+}
+
+// simulatedTree returns the sysfs root to simulate: TREE itself when it
+// is a directory, else a temporary directory with the snapshot TREE
+// restored into it, which cleanup removes.
+func simulatedTree(tree string) (root string, cleanup func(), err error) {
+	fi, err := os.Stat(tree)
+	if err != nil {
+		return "", nil, fmt.Errorf("--simulate: %w", err)
+	}
+	if fi.IsDir() {
+		return tree, func() {}, nil
+	}
+	f, err := os.Open(tree)
+	if err != nil {
+		return "", nil, fmt.Errorf("--simulate: %w", err)
+	}
+	defer f.Close()
+	dir, err := os.MkdirTemp("", "umdd-sysfs-")
+	if err != nil {
+		return "", nil, fmt.Errorf("--simulate: %w", err)
+	}
+	if err := pcie.RestoreSnapshot(f, dir); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("--simulate %s: %w", tree, err)
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}
+
+// serveUntil serves until ctx is done (then releases everything) or the
+// server fails. ready, if set, is called once the socket listens.
+func serveUntil(ctx context.Context, stderr io.Writer, o *options, ready func(*broker.Server)) error {
 	logger := log.New(stderr, "umdd: ", 0)
-	bdfs, err := pick(o)
+	root := o.sysfs
+	if o.simulate != "" {
+		var cleanup func()
+		var err error
+		if root, cleanup, err = simulatedTree(o.simulate); err != nil {
+			return err
+		}
+		defer cleanup()
+	}
+	bdfs, err := pick(o, root)
 	if err != nil {
 		return err
 	}
-	srv, err := broker.NewServer(broker.Config{Socket: o.socket, Mode: o.mode, MaxQueuePairs: o.maxQueues, MaxPoolBytes: o.maxPool, MaxClients: o.maxClients})
+	srv, err := broker.NewServer(broker.Config{
+		Socket: o.socket, Mode: o.mode, MaxQueuePairs: o.maxQueues, MaxPoolBytes: o.maxPool, MaxClients: o.maxClients,
+		Reservers: o.reservers, MaxReservedBytes: o.maxReserve,
+	})
 	if err != nil {
 		return err
 	}
 	access := broker.Access{UIDs: o.uids, GIDs: o.gids, DenyRoot: o.denyRoot, Trusted: o.trusted}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	if o.simulate != "" {
+		for _, bdf := range bdfs {
+			if err := srv.AddSimulated(openCtx, bdf, broker.SimOptions{Blocks: o.simBlocks}, access); err != nil {
+				return errors.Join(err, srv.Close())
+			}
+			logger.Printf("simulating %s (software controller, %d blocks of 512 bytes in memory)", bdf, o.simBlocks)
+		}
+		return listenAndServe(ctx, logger, srv, o, ready)
+	}
 	for _, bdf := range bdfs {
-		dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: int(o.devicePool)})
+		dev, err := umd.Open(openCtx, bdf, &umd.Options{PoolSize: int(o.devicePool)})
 		if err != nil {
 			return errors.Join(err, srv.Close())
 		}
-		if err := srv.AddDevice(ctx, dev, access); err != nil {
+		if err := srv.AddDevice(openCtx, dev, access); err != nil {
 			return errors.Join(err, dev.Close(), srv.Close())
 		}
 		logger.Printf("serving %s", bdf)
 		if o.vfs > 0 {
-			if err := serveVFs(ctx, logger, srv, dev, access, o); err != nil {
+			if err := serveVFs(openCtx, logger, srv, dev, access, o); err != nil {
 				return errors.Join(err, srv.Close())
 			}
 		}
 	}
+	return listenAndServe(ctx, logger, srv, o, ready)
+}
+
+// listenAndServe listens on the socket and serves until ctx is done or
+// Serve fails, then closes the server.
+func listenAndServe(ctx context.Context, logger *log.Logger, srv *broker.Server, o *options, ready func(*broker.Server)) error {
 	if err := srv.Listen(); err != nil {
 		return errors.Join(err, srv.Close())
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve() }()
 	logger.Printf("listening on %s (mode %04o)", o.socket, o.mode)
+	if ready != nil {
+		ready(srv)
+	}
 	select {
-	case sig := <-sigs:
-		logger.Printf("%v: releasing every client and device", sig)
-		return srv.Close()
+	case <-ctx.Done():
+		logger.Printf("stopping: releasing every client, reservation and device")
+		err := srv.Close()
+		return errors.Join(err, <-done)
 	case err := <-done:
 		return errors.Join(err, srv.Close())
 	}

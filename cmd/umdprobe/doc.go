@@ -11,6 +11,7 @@
 //	umdprobe doctor [SELECTOR...]   is this machine ready for umd?
 //	umdprobe identify [SELECTOR...] Identify Controller and namespaces of NVMe on vfio-pci
 //	umdprobe trace [SELECTOR...]    IOMMU faults and map/unmap events, live (--duration)
+//	umdprobe claim                  in a pod: open a DRA claim's reservations at umdd (--verify)
 //
 // Flags may come before or after the command and selectors. Run
 // `umdprobe --help` for the flags, the selector syntax and examples.
@@ -29,7 +30,9 @@
 //
 // identify exits with 1 when a selected function could not be
 // identified (bound to another driver, not NVMe, or Open failed), after
-// showing the others; each failure is one line on stderr.
+// showing the others; each failure is one line on stderr. claim exits
+// with 1 when a device of the claim could not be opened or verified,
+// after showing the others (each failure is a line of its output).
 //
 // A bind that fails part way (the driver's probe fails, a module cannot
 // be loaded) exits with 1 after putting the function back where it was.
@@ -50,6 +53,10 @@
 //	  {"schema", "failed", "summary", "checks": [CHECK...]}
 //	umd.nvme.identify/v1 (identify):
 //	  {"schema", "controllers": [CONTROLLER...], "errors": [{"bdf", "error"}...]}
+//	umd.claim/v1 (claim):
+//	  {"schema", "claim", "mode", "socket", "devices": [{"bdf", "var",
+//	  "mode", "queues", "depth", "polled", "pool_bytes", "pool_iova",
+//	  "namespaces", "verified_blocks", "error"}...]}
 //	umd.dmatrace.event/v1 (trace): one object per line, per event:
 //	  {"schema", "time", "kind": "fault"|"map"|"unmap", "iova", ...}
 //

@@ -58,6 +58,12 @@ Usage:
   umdprobe trace [flags] [SELECTOR...]   print IOMMU faults (DMAR kprobe, io_page_fault) and
                                          map/unmap events live, with eBPF, until Ctrl-C or
                                          --duration; selectors keep only those functions' faults
+  umdprobe claim [--verify BLOCKS] [-o json]
+                                         in a container prepared by the umd DRA driver: read the
+                                         claim's environment (UMD_CLAIM, UMD_SOCKET, UMD_DEVICE_*),
+                                         open each device's reservation at umdd by its grant and
+                                         show it; --verify writes BLOCKS stamped blocks from LBA 0
+                                         of namespace 1 (overwriting them) and reads them back
 
 Examples:
   umdprobe                          every endpoint (add -a for bridges and ports too)
@@ -83,6 +89,7 @@ Examples:
   sudo umdprobe trace               DMA faults and IOMMU map/unmap events, live
   sudo umdprobe trace 03:00.0 --duration 10s -o json
                                     one function's faults for 10 s, one JSON object a line
+  umdprobe claim --verify 64        in a pod: open the claim's devices, verify 64 blocks each
 
 Flags:
   --sysfs DIR       read sysfs from DIR instead of /sys
@@ -98,6 +105,7 @@ Flags:
                     remembered (default /run/umd/bind)
   --memlock SIZE    doctor: the locked memory a run needs, such as 256M or 1G (default 64M)
   --duration D      trace: stop after D, such as 10s or 2m (default: at Ctrl-C)
+  --verify BLOCKS   claim: write and read back BLOCKS blocks on each device
   --proc DIR, --dev DIR  read DIR instead of /proc, /dev (for tests)
   -h, --help        this help
 
@@ -110,7 +118,8 @@ selectors matched nothing; 4 bind or unbind refused, nothing changed;
 5 doctor found a failing check; 6 trace: this kernel or process cannot
 trace DMA faults (the message says what is missing). identify exits 1
 when any selected function could not be identified, after showing the
-others.
+others; claim exits 1 when a device could not be opened or verified,
+after showing the others.
 `
 
 func main() {
@@ -133,6 +142,7 @@ type options struct {
 	dev      string
 	memlock  uint64
 	duration time.Duration
+	verify   int
 }
 
 // usageError is an error in how umdprobe was called: exit status 2.
@@ -194,6 +204,7 @@ func runErr(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&opt.proc, "proc", "", "")
 	fs.StringVar(&opt.dev, "dev", "", "")
 	fs.DurationVar(&opt.duration, "duration", 0, "")
+	fs.IntVar(&opt.verify, "verify", 0, "")
 	fs.Func("memlock", "", func(v string) error {
 		n, err := parseSize(v)
 		opt.memlock = n
@@ -212,7 +223,7 @@ func runErr(args []string, stdout, stderr io.Writer) error {
 	cmd := "list"
 	if len(pos) > 0 {
 		switch pos[0] {
-		case "list", "tree", "show", "snapshot", "bind", "unbind", "doctor", "identify", "trace":
+		case "list", "tree", "show", "snapshot", "bind", "unbind", "doctor", "identify", "trace", "claim":
 			cmd, pos = pos[0], pos[1:]
 		case "help":
 			_, err := io.WriteString(stdout, usageText+pcie.SelectorHelp+"\n"+exitText)
@@ -247,6 +258,18 @@ func runErr(args []string, stdout, stderr io.Writer) error {
 	}
 	if opt.duration < 0 {
 		return usageError{fmt.Errorf("--duration %v is negative", opt.duration)}
+	}
+	if opt.verify != 0 && cmd != "claim" {
+		return usageError{fmt.Errorf("--verify is for claim, not %s", cmd)}
+	}
+	if opt.verify < 0 || opt.verify > 1<<24 {
+		return usageError{fmt.Errorf("--verify %d: want 1 to %d blocks", opt.verify, 1<<24)}
+	}
+	if cmd == "claim" {
+		if len(pos) > 0 {
+			return usageError{errors.New("claim takes no selectors: its devices are the claim's")}
+		}
+		return runClaim(stdout, opt.verify, opt)
 	}
 
 	if cmd == "snapshot" {

@@ -1,0 +1,200 @@
+package dra
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/pcie"
+)
+
+// simBrokerFor runs a broker serving a software controller under each
+// address, in this process, and returns it with its socket.
+func simBrokerFor(t *testing.T, bdfs ...string) (*broker.Server, string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "umdd.sock")
+	s, err := broker.NewServer(broker.Config{Socket: sock, Reservers: []uint32{uint32(os.Getuid())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bdf := range bdfs {
+		if err := s.AddSimulated(context.Background(), bdf, broker.SimOptions{Blocks: 1024}, broker.Access{DenyRoot: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return s, sock
+}
+
+// TestBrokerReserver: parameters map onto umdd's reservation (completion
+// poll as polled queue pairs), reserving is idempotent, vf and exclusive
+// reserve nothing at umdd, and releasing frees everything, also when
+// umdd is not running.
+func TestBrokerReserver(t *testing.T) {
+	srv, sock := simBrokerFor(t, "0000:03:00.0")
+	r := NewBrokerReserver(sock)
+	ctx := context.Background()
+	params := Parameters{QueuePairs: 2, QueueDepth: 32, PoolBytes: 64 << 10, Completion: CompletionPoll, Mode: ModeMediated}
+	res := Reservation{ClaimUID: uid, Device: "nvme-0000-03-00-0", BDF: pcie.BDF{Bus: 3}, Params: params}
+	g, err := r.Reserve(ctx, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.ID) != 32 {
+		t.Fatalf("grant %+v", g)
+	}
+	if again, err := r.Reserve(ctx, res); err != nil || again != g {
+		t.Fatalf("reserving again: %+v, %v; want %+v", again, err, g)
+	}
+	held := srv.Reservations()
+	want := broker.ReservationStatus{Claim: uid, Device: "0000:03:00.0", Mode: "mediated", Queues: 2, Depth: 32, PoolBytes: 64 << 10, Polled: true}
+	if len(held) != 1 || held[0] != want {
+		t.Fatalf("umdd holds %+v, want %+v", held, want)
+	}
+	// Other parameters for the same claim and device: umdd refuses.
+	res2 := res
+	res2.Params.QueuePairs = 3
+	if _, err := r.Reserve(ctx, res2); !errors.Is(err, broker.ErrState) {
+		t.Fatalf("reserving otherwise: %v, want broker.ErrState", err)
+	}
+	// Trusted is a broker session too, which a simulated device refuses.
+	res2.Params.Mode = ModeTrusted
+	res2.ClaimUID = "trusted-claim"
+	if _, err := r.Reserve(ctx, res2); !errors.Is(err, broker.ErrState) || !strings.Contains(err.Error(), "simulated") {
+		t.Fatalf("trusted on a simulated device: %v", err)
+	}
+	for _, mode := range []string{ModeVF, ModeExclusive} {
+		res3 := res
+		res3.ClaimUID, res3.Params.Mode = "other-"+mode, mode
+		if g, err := r.Reserve(ctx, res3); err != nil || g.ID != "" {
+			t.Errorf("mode %s: %+v, %v; want no grant", mode, g, err)
+		}
+	}
+	if n := len(srv.Reservations()); n != 1 {
+		t.Fatalf("umdd holds %d reservations after vf and exclusive claims, want 1", n)
+	}
+	for range 2 {
+		if err := r.Release(ctx, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held := srv.Reservations(); len(held) != 0 {
+		t.Fatalf("after release: %+v", held)
+	}
+	down := NewBrokerReserver(filepath.Join(t.TempDir(), "none.sock"))
+	if err := down.Release(ctx, uid); err != nil {
+		t.Errorf("release with no umdd: %v, want nil (nothing is held)", err)
+	}
+	if _, err := down.Reserve(ctx, res); err == nil {
+		t.Error("reserve with no umdd succeeded")
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := r.Reserve(cancelled, res); !errors.Is(err, context.Canceled) {
+		t.Errorf("reserve with a cancelled context: %v", err)
+	}
+}
+
+// TestPrepareWithBroker prepares a claim through umdd: the CDI spec's
+// environment, read as the container reads it (broker.ClaimFromEnv),
+// opens the reservations by grant for I/O, and unpreparing ends those
+// sessions and frees everything at umdd.
+func TestPrepareWithBroker(t *testing.T) {
+	inv, err := cardsInventory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, sock := simBrokerFor(t, "0000:03:00.0", "0000:04:00.0")
+	dir := t.TempDir()
+	p, err := NewPreparer(PreparerConfig{
+		StateDir: filepath.Join(dir, "state"), CDIDir: filepath.Join(dir, "cdi"),
+		Socket: sock, Inventory: inv, Reserver: NewBrokerReserver(sock),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	params := DefaultParameters()
+	params.QueuePairs, params.PoolBytes = 2, 1<<20
+	prep, err := p.Prepare(ctx, uid, pair, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(srv.Reservations()) != 2 {
+		t.Fatalf("umdd holds %+v", srv.Reservations())
+	}
+	spec := readSpec(t, prep.CDISpec)
+	env := slices.Clone(spec.ContainerEdits.Env)
+	for _, d := range spec.Devices {
+		env = append(env, d.ContainerEdits.Env...)
+	}
+	// In the container the socket is bind-mounted; here it is where it is.
+	for i, kv := range env {
+		if strings.HasPrefix(kv, EnvSocket+"=") {
+			env[i] = EnvSocket + "=" + sock
+		}
+	}
+	ce, err := broker.ClaimFromEnv(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ce.Claim != uid || ce.Mode != ModeMediated || len(ce.Devices) != 2 || ce.Devices[0].BDF != "0000:03:00.0" {
+		t.Fatalf("claim env %+v", ce)
+	}
+	var clients []*broker.Client
+	for _, d := range ce.Devices {
+		c, err := broker.Dial(ce.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+		sess, err := c.OpenGrant(d.BDF, d.Grant)
+		if err != nil {
+			t.Fatalf("opening %s by grant: %v", d.BDF, err)
+		}
+		if len(sess.Layout.Queues) != 2 || sess.Layout.PoolBytes != 1<<20 || len(sess.Interrupts) != 2 {
+			t.Fatalf("layout %+v", sess.Layout)
+		}
+		copy(sess.Pool.Bytes(), d.BDF)
+		if err := sess.Write(1, 1, 5, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := sess.Read(0, 1, 5, 1, 4096); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(sess.Pool.Bytes()[4096:], []byte(d.BDF)) {
+			t.Fatal("read back differs")
+		}
+	}
+	if err := p.Unprepare(ctx, uid); err != nil {
+		t.Fatal(err)
+	}
+	if held := srv.Reservations(); len(held) != 0 {
+		t.Fatalf("after unprepare umdd holds %+v", held)
+	}
+	for _, c := range clients {
+		<-c.Done() // the sessions were ended
+	}
+	for _, d := range srv.Devices(0, 0) {
+		if d.FreeQueues != d.MaxQueues {
+			t.Errorf("%s: %d of %d queue pairs free after unprepare", d.BDF, d.FreeQueues, d.MaxQueues)
+		}
+	}
+}
