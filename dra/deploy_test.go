@@ -68,6 +68,14 @@ func TestDeployManifests(t *testing.T) {
 				checkName(t, where, rc.Name)
 				checkClaim(t, where, rc.Spec)
 				kinds["ResourceClaim"] = append(kinds["ResourceClaim"], rc.Name)
+			case "ResourceClaimTemplate":
+				var rct resourceapi.ResourceClaimTemplate
+				if err := yaml.UnmarshalStrict(doc, &rct); err != nil {
+					t.Fatalf("%s: %v", where, err)
+				}
+				checkName(t, where, rct.Name)
+				checkClaim(t, where, rct.Spec.Spec)
+				kinds["ResourceClaimTemplate"] = append(kinds["ResourceClaimTemplate"], rct.Name)
 			default:
 				t.Errorf("%s: unexpected kind %q", where, meta.Kind)
 			}
@@ -82,6 +90,12 @@ func TestDeployManifests(t *testing.T) {
 	for _, want := range []string{"umd-numa1", "umd-same-card", "umd-exclusive"} {
 		if !slices.Contains(kinds["ResourceClaim"], want) {
 			t.Errorf("no ResourceClaim %s among %q", want, kinds["ResourceClaim"])
+		}
+	}
+	// What the cluster tests use.
+	for _, want := range []string{"umd-numa1-per-pod", "umd-polled-per-pod"} {
+		if !slices.Contains(kinds["ResourceClaimTemplate"], want) {
+			t.Errorf("no ResourceClaimTemplate %s among %q", want, kinds["ResourceClaimTemplate"])
 		}
 	}
 }

@@ -1,7 +1,8 @@
-// Package dra holds the node-side logic of a Kubernetes Dynamic Resource
-// Allocation (resource.k8s.io/v1) driver for umd devices, apart from the
-// kubelet: what the node publishes, what a claim may ask for, and what
-// preparing and unpreparing a claim does on the node.
+// Package dra is umd's Kubernetes Dynamic Resource Allocation
+// (resource.k8s.io/v1) driver, umd.umdkit.io, on the node side: what the
+// node publishes, what a claim may ask for, what preparing and
+// unpreparing a claim does, and the kubelet plugin that wires these to
+// the kubelet and the API server.
 //
 //   - [Publish] turns a pcie scan into an [Inventory]: one device per NVMe
 //     controller bound to vfio-pci (and one per SR-IOV virtual function of
@@ -16,16 +17,22 @@
 //     [ParseParameters] decodes, merges, defaults and validates it, and
 //     every error names the field and the allowed values.
 //   - A [Preparer] prepares and unprepares claims: it asks a [Reserver]
-//     (the broker, umdd, in the real driver) to reserve what the claim
-//     asks for under the claim's UID, writes a CDI spec that gives the
+//     ([BrokerReserver]: umdd, the broker) to reserve what the claim asks
+//     for under the claim's UID, writes a CDI spec that gives the
 //     container the umdd socket and the claim's identity (or, for an
 //     exclusive claim, the device's /dev/vfio nodes), and records every
 //     claim in a checkpoint file, so that both operations are idempotent
 //     and survive a restart of the plugin.
+//   - A [Driver] answers the kubelet's prepare and unprepare calls
+//     (k8s.io/dynamic-resource-allocation's kubeletplugin.DRAPlugin): it
+//     picks a claim's devices of this driver on this node, merges their
+//     parameters from the allocation's opaque configurations (the
+//     DeviceClass's first, then the claim's, each for the requests it
+//     names) and calls the Preparer; a claim that fails gets a
+//     [*ClaimError] naming it and the cause. [StartPlugin] runs it:
+//     registration with the kubelet, the DRA gRPC service, and the node's
+//     ResourceSlices published through the API server.
 //
-// The package never talks to the Kubernetes API server, never registers
-// with the kubelet and never opens a device. The kubelet plugin that will
-// wire it to k8s.io/dynamic-resource-allocation is not written yet
-// (cmd/umd-dra only prints slices and checks parameters), nor is the
-// Reserver backed by umdd. docs/dra.md says what exists and what does not.
+// The package never opens a device; cmd/umd-dra is the command that runs
+// the plugin. docs/dra.md says what exists and how the pieces fit.
 package dra

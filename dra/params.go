@@ -150,19 +150,25 @@ func (p Parameters) Validate() error {
 // apiVersion ParametersAPIVersion and kind ParametersKind and no unknown
 // fields; errors say which configuration (0-based) and field is wrong.
 func ParseParameters(configs ...[]byte) (Parameters, error) {
+	return parseNamed(func(i int) string { return fmt.Sprintf("configuration %d", i) }, configs)
+}
+
+// parseNamed is ParseParameters with errors naming configuration i as
+// name(i): the kubelet plugin names where in the claim it came from.
+func parseNamed(name func(i int) string, configs [][]byte) (Parameters, error) {
 	p := DefaultParameters()
 	for i, raw := range configs {
 		var c claimParameters
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&c); err != nil {
-			return Parameters{}, fmt.Errorf("decoding configuration %d: %w: %w", i, ErrInvalidParameters, err)
+			return Parameters{}, fmt.Errorf("decoding %s: %w: %w", name(i), ErrInvalidParameters, err)
 		}
 		if _, err := dec.Token(); err != io.EOF {
-			return Parameters{}, fmt.Errorf("decoding configuration %d: %w: data after the object", i, ErrInvalidParameters)
+			return Parameters{}, fmt.Errorf("decoding %s: %w: data after the object", name(i), ErrInvalidParameters)
 		}
 		if c.APIVersion != ParametersAPIVersion || c.Kind != ParametersKind {
-			return Parameters{}, fmt.Errorf("configuration %d: %w", i, &FieldError{
+			return Parameters{}, fmt.Errorf("%s: %w", name(i), &FieldError{
 				Field:   "apiVersion/kind",
 				Value:   fmt.Sprintf("%q/%q", c.APIVersion, c.Kind),
 				Allowed: fmt.Sprintf("%q/%q", ParametersAPIVersion, ParametersKind),

@@ -15,6 +15,7 @@ import (
 
 	cdi "tags.cncf.io/container-device-interface/specs-go"
 
+	"github.com/umdkit/umd/broker"
 	"github.com/umdkit/umd/pcie"
 )
 
@@ -66,14 +67,15 @@ type PreparerConfig struct {
 // DefaultContainerSocket is where a container finds umdd's socket.
 const DefaultContainerSocket = "/run/umd/umdd.sock"
 
-// Environment variables a prepared container gets.
+// Environment variables a prepared container gets: the broker's names,
+// since its client library (broker.ClaimFromEnv) reads them.
 const (
-	EnvSocket = "UMD_SOCKET" // the socket's path in the container (not set for exclusive claims)
-	EnvClaim  = "UMD_CLAIM"  // the claim's UID
-	EnvMode   = "UMD_MODE"   // Parameters.Mode
+	EnvSocket = broker.EnvSocket // the socket's path in the container (not set for exclusive claims)
+	EnvClaim  = broker.EnvClaim  // the claim's UID
+	EnvMode   = broker.EnvMode   // Parameters.Mode
 	// EnvDevicePrefix + the device's name in upper case with '-' as '_'
 	// ("UMD_DEVICE_NVME_0000_03_00_0") holds "<BDF>,<grant ID>".
-	EnvDevicePrefix = "UMD_DEVICE_"
+	EnvDevicePrefix = broker.EnvDevicePrefix
 )
 
 // CheckpointFile is the name of the checkpoint in StateDir.
@@ -93,6 +95,11 @@ var ErrUnknownDevice = errors.New("device not published by this node")
 // ErrClaimChanged is matched by Prepare's error when a claim already
 // prepared comes again with other devices or parameters.
 var ErrClaimChanged = errors.New("claim already prepared differently")
+
+// ErrDeviceInUse is matched by Prepare's error when a device of the claim
+// is held by another prepared claim. The scheduler gives a device to one
+// claim at a time; this is the node's own check that it did.
+var ErrDeviceInUse = errors.New("device is prepared for another claim")
 
 // A PreparedDevice is one device of a prepared claim.
 type PreparedDevice struct {
@@ -247,6 +254,9 @@ func (p *Preparer) Prepare(ctx context.Context, claimUID string, devices []strin
 		if params.Mode == ModeExclusive && pub.IOMMUGroup == pcie.NoIOMMUGroup {
 			return Prepared{}, fmt.Errorf("preparing claim %s: exclusive use of %s needs an IOMMU group, it has none", claimUID, name)
 		}
+		if other := p.holder(name); other != "" && other != claimUID {
+			return Prepared{}, fmt.Errorf("preparing claim %s: %s: %w %s", claimUID, name, ErrDeviceInUse, other)
+		}
 		pubs[i] = pub
 	}
 	c := &Prepared{ClaimUID: claimUID, Params: params, CDISpec: p.specPath(claimUID)}
@@ -330,6 +340,18 @@ func (p *Preparer) Unprepare(ctx context.Context, claimUID string) error {
 		return fmt.Errorf("unpreparing claim %s: %w", claimUID, err)
 	}
 	return nil
+}
+
+// holder returns the UID of a recorded claim holding the device, or "".
+func (p *Preparer) holder(device string) string {
+	for uid, c := range p.cp.Claims {
+		for _, d := range c.Devices {
+			if d.Device == device {
+				return uid
+			}
+		}
+	}
+	return ""
 }
 
 func (p *Preparer) save() error {

@@ -365,9 +365,10 @@ func TestCheckpointAtomic(t *testing.T) {
 	r := newRig(t)
 	p := r.preparer(t)
 	ctx := context.Background()
+	devs := r.cfg.Inventory.Devices()
 	for i := range 5 {
 		u := fmt.Sprintf("claim-%d", i)
-		if _, err := p.Prepare(ctx, u, []string{pair[i%2]}, DefaultParameters()); err != nil {
+		if _, err := p.Prepare(ctx, u, []string{devs[i].Device.Name}, DefaultParameters()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -493,11 +494,12 @@ func TestPrepareConcurrent(t *testing.T) {
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
-	for i := range 8 {
+	devs := r.cfg.Inventory.Devices() // one each: a device goes to one claim at a time
+	for i := range len(devs) {
 		wg.Go(func() {
 			u := fmt.Sprintf("c-%d", i)
 			for range 2 {
-				if _, err := p.Prepare(ctx, u, []string{pair[i%2]}, DefaultParameters()); err != nil {
+				if _, err := p.Prepare(ctx, u, []string{devs[i].Device.Name}, DefaultParameters()); err != nil {
 					errs <- err
 				}
 			}
@@ -513,11 +515,11 @@ func TestPrepareConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if r.res.reserves != 8 || len(r.res.held) != 4 {
-		t.Errorf("%d reservations, %d held; want 8 and 4", r.res.reserves, len(r.res.held))
+	if r.res.reserves != len(devs) || len(r.res.held) != len(devs)/2 {
+		t.Errorf("%d reservations, %d held; want %d and %d", r.res.reserves, len(r.res.held), len(devs), len(devs)/2)
 	}
 	q := r.preparer(t)
-	for i := range 8 {
+	for i := range len(devs) {
 		if _, ok := q.Prepared(fmt.Sprintf("c-%d", i)); ok != (i%2 == 1) {
 			t.Errorf("c-%d recorded: %v", i, ok)
 		}
@@ -551,5 +553,29 @@ func TestPrepareVFModes(t *testing.T) {
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s as %s: %v, want %q", tc.device, tc.mode, err, tc.want)
 		}
+	}
+}
+
+// A device prepared for one claim is refused to another until the first
+// is unprepared.
+func TestPrepareDeviceInUse(t *testing.T) {
+	r := newRig(t)
+	p := r.preparer(t)
+	ctx := context.Background()
+	if _, err := p.Prepare(ctx, "first", pair, DefaultParameters()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := p.Prepare(ctx, "second", pair[1:], DefaultParameters())
+	if !errors.Is(err, ErrDeviceInUse) || !strings.Contains(err.Error(), "first") {
+		t.Fatalf("%v, want ErrDeviceInUse naming the claim that holds it", err)
+	}
+	if r.res.reserves != 2 {
+		t.Errorf("%d reservations, want the first claim's 2 only", r.res.reserves)
+	}
+	if err := p.Unprepare(ctx, "first"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Prepare(ctx, "second", pair[1:], DefaultParameters()); err != nil {
+		t.Errorf("after the first claim's unprepare: %v", err)
 	}
 }
