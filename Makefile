@@ -13,7 +13,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 UMDVM := bin/umdvm
 export TOPOLOGY KERNEL DRIVER RUN
 
-.PHONY: all build test test-host test-guest demo vm lint bench bench-compare deps fetch clean umdvm
+.PHONY: all build test test-host test-guest test-cluster demo vm lint bench bench-compare deps fetch clean umdvm
 
 all: build
 
@@ -36,7 +36,7 @@ fetch: deps
 # tests (tag vm), one boot per kernel with the `cards` topology running
 # every guest test, a `numa` boot, and a boot with the kernel's own nvme
 # driver for the harness's checks.
-test: test-host test-guest
+test: test-host test-guest test-cluster
 
 test-host: deps
 	$(GO) test ./...
@@ -53,6 +53,17 @@ test-guest: deps
 	done; \
 	$(UMDVM) test -kernel 6.1 -topology single -driver nvme ./qemu/... || rc=1; \
 	exit $$rc
+
+# A Kubernetes control plane and kubelets on this machine (package
+# cluster, as root): cluster/build.sh builds etcd, Kubernetes, containerd
+# and the CNI plugins from Go modules into ~/.cache/umd/cluster once (the
+# first build is long), runc comes from Debian; then the tests run with
+# the DRA driver, umdd simulating devices. See docs/kubernetes.md.
+test-cluster:
+	@[ "$$(id -u)" = 0 ] || { echo "make test-cluster runs kubelets and containerd: run it as root" >&2; exit 1; }
+	@command -v runc >/dev/null || apt-get install -y runc || { apt-get update && apt-get install -y runc; }
+	@bin=$$(bash cluster/build.sh) && \
+	UMD_CLUSTER_BIN=$$bin $(GO) test -tags cluster -count=1 -v -timeout 30m ./cluster/
 
 # make vm TOPOLOGY=cards KERNEL=6.1 RUN='ls /dev/vfio'
 vm: deps
