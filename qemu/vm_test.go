@@ -99,16 +99,24 @@ func TestRunTimesOut(t *testing.T) {
 // through the kernel's nvme driver between two marks, idle before and
 // after; the counter sees at least one SQ and one CQ doorbell write per
 // read inside the marks, and none in a second, idle, phase.
+//
+// A mark is stamped when the host reads it, and the guest's echo returns
+// before its serial driver has sent the line: on a loaded host the stamp
+// came late enough to miss 56 of the 64 reads. The guest therefore
+// idles after each begin mark and before each end mark, so a stamp up
+// to half a second late still brackets the work.
 func TestRunCountsTraceEvents(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, `mark() { echo "mark $*" > /dev/ttyS2; }
 sleep 0.3
 mark begin io
+sleep 0.5
 dd if=/dev/nvme0n1 of=/dev/null bs=4096 count=64 iflag=direct 2>/dev/null || exit 3
+sleep 0.3
 mark end io
 sleep 0.3
 mark begin idle
-sleep 0.2
+sleep 0.5
 mark end idle`)
 	cfg.Driver = "nvme"
 	cfg.Trace = &TraceCounter{Events: DoorbellEvents}
