@@ -74,6 +74,10 @@ func childMain(mode string) int {
 		fmt.Fprintf(out, format+"\n", args...)
 		out.Flush()
 	}
+	if mode == "exclusive" {
+		seed, _ := strconv.Atoi(os.Getenv(seedEnv))
+		return exclusiveChild(os.Getenv(deviceEnv), byte(seed), say)
+	}
 	c, err := Dial(os.Getenv(socketEnv))
 	if err != nil {
 		say("err %v", err)

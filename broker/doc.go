@@ -112,6 +112,18 @@
 // it. Reservations live in the server's memory; a restarted broker has
 // none.
 //
+// A reservation with mode ModeExclusive lends the whole device to the
+// claim instead (exclusive.go): allowed only while no session and no
+// other claim's reservation holds it (ErrState naming them), it makes the
+// server close the device (umd.Device.Close: queues, interrupts, BAR
+// mappings, VFIO descriptors) so that the claim's process can open it
+// with umd.Open; the device list shows it lent (DeviceInfo.Lent) and
+// refuses every other use. Releasing the claim opens it again with the
+// options it was added with (Server.AddReopenable; a device added with
+// AddDevice cannot be lent) and serves it; if that fails, the device is
+// shown failed (DeviceInfo.Failed) with the reason, and the release says
+// so. A simulated device is lent by bookkeeping alone.
+//
 // In a container prepared by the DRA driver, ClaimFromEnv reads the
 // claim's environment (EnvSocket, EnvClaim, EnvMode and EnvDevicePrefix
 // variables holding "<BDF>,<grant ID>").
@@ -146,6 +158,8 @@
 //	{"op":"reserve","claim":C,"device":BDF,"queues":N,"depth":D,"pool_bytes":B,"mode":M,"polled":P}
 //	                                               → grant
 //	{"op":"open","device":BDF,"grant":G}           → layout + fds
+//	{"op":"reserve","claim":C,"device":BDF,"mode":"exclusive"}
+//	                                               → grant (not for opening)
 //	{"op":"release","claim":C}                     → nothing
 //
 // A failure is {"error":{"code":C,"message":M}}: the client library

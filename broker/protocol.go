@@ -12,9 +12,10 @@ import (
 // ProtocolVersion is the version of the broker protocol this package
 // speaks. A hello with another version is refused with ErrVersion.
 // Version 3 added reservations (reserve, release, open by grant) and the
-// fields that carry them; a version 2 client, which refuses unknown
-// fields, would misread its responses.
-const ProtocolVersion = 3
+// fields that carry them; version 4 exclusive reservations and the device
+// list's lent and failed fields. A client of an older version, which
+// refuses unknown fields, would misread its responses.
+const ProtocolVersion = 4
 
 // The control path is framed as a 4-byte big-endian length followed by that
 // many bytes of JSON. Control messages are rare (a session is opened once)
@@ -52,6 +53,9 @@ const (
 	// ModeTrusted: the client gets the device's VFIO descriptor and
 	// drives its queue pairs itself; the broker is off the I/O path.
 	ModeTrusted = "trusted"
+	// ModeExclusive (reservations only): the broker lends the whole
+	// device to the claim, closing it (exclusive.go); no session.
+	ModeExclusive = "exclusive"
 )
 
 // Bounds on what a client may ask for, whatever the quotas say.
@@ -156,6 +160,12 @@ type DeviceInfo struct {
 	// Simulated: a software controller (nvmelike/sim) stands for the
 	// device; it serves mediated sessions only.
 	Simulated bool `json:"simulated,omitempty"`
+	// Lent: the claim the device is lent to by an exclusive
+	// reservation; the broker has closed it and serves nothing of it.
+	Lent string `json:"lent,omitempty"`
+	// Failed: why the device, closed for an exclusive claim, is not
+	// served again (opening it again failed); empty when served.
+	Failed string `json:"failed,omitempty"`
 }
 
 // NamespaceInfo describes a namespace of a device.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // Reservation is what a reserver (the DRA plugin, on behalf of a
@@ -15,7 +16,7 @@ import (
 type Reservation struct {
 	Claim     string
 	Device    string // the device's PCI address
-	Mode      string // ModeMediated ("" too) or ModeTrusted
+	Mode      string // ModeMediated ("" too), ModeTrusted or ModeExclusive (the whole device: exclusive.go)
 	Queues    int
 	Depth     int
 	PoolBytes int64
@@ -101,6 +102,11 @@ func (r *Request) validateReserve() *Error {
 		return errorf(CodeBadRequest, "reserve: a grant is the broker's answer, not part of the request")
 	case r.Device == "" || len(r.Device) > maxDeviceName:
 		return errorf(CodeBadRequest, "reserve: device name of %d bytes", len(r.Device))
+	case r.Mode == ModeExclusive:
+		if r.Queues != 0 || r.Depth != 0 || r.PoolBytes != 0 || r.Polled {
+			return errorf(CodeBadRequest, "reserve: an exclusive reservation lends the whole device; queues, depth, pool_bytes and polled must be unset")
+		}
+		return nil
 	case r.Queues < 1 || r.Queues > MaxQueuesPerSession:
 		return errorf(CodeBadRequest, "reserve: %d queue pairs, must be 1 to %d", r.Queues, MaxQueuesPerSession)
 	case r.Depth < MinQueueDepth || r.Depth > MaxQueueDepth:
@@ -108,7 +114,7 @@ func (r *Request) validateReserve() *Error {
 	case r.PoolBytes <= 0 || r.PoolBytes > MaxPoolBytes:
 		return errorf(CodeBadRequest, "reserve: pool of %d bytes, must be 1 to %d", r.PoolBytes, int64(MaxPoolBytes))
 	case r.Mode != "" && r.Mode != ModeMediated && r.Mode != ModeTrusted:
-		return errorf(CodeBadRequest, "reserve: mode %q, must be %q or %q", r.Mode, ModeMediated, ModeTrusted)
+		return errorf(CodeBadRequest, "reserve: mode %q, must be %q, %q or %q", r.Mode, ModeMediated, ModeTrusted, ModeExclusive)
 	}
 	return nil
 }
@@ -149,6 +155,9 @@ func (c *conn) reserve(req *Request) (*Grant, *Error) {
 	if want.Mode == "" {
 		want.Mode = ModeMediated
 	}
+	if want.Mode == ModeExclusive {
+		return c.reserveExclusive(want)
+	}
 	if want.Queues > s.cfg.MaxQueuePairs {
 		return nil, errorf(CodeQuota, "reserve: %d queue pairs asked, the quota is %d per client", want.Queues, s.cfg.MaxQueuePairs)
 	}
@@ -164,6 +173,9 @@ func (c *conn) reserve(req *Request) (*Grant, *Error) {
 			return nil, errorf(CodeState, "reserve: claim %s already holds %s with %s; release the claim before reserving it otherwise", want.Claim, want.Device, describe(have.Reservation))
 		}
 		return &Grant{ID: have.id, Claim: have.Claim, Device: have.Device}, nil
+	}
+	if e := d.unavailable("reserve"); e != nil {
+		return nil, e
 	}
 	if want.Mode == ModeTrusted {
 		if isSimulated(d.b) {
@@ -205,7 +217,10 @@ func describe(r Reservation) string {
 
 // releaseClaim ends every session opened with the claim's grants (as if
 // their connections ended), then gives back what the claim held and
-// forgets it. An unknown claim is released already.
+// forgets it; a device lent to the claim (exclusive) is opened and served
+// again. An unknown claim is released already. The error, if any, is a
+// lent device that did not open again (it is then shown as failed); the
+// claim is released all the same.
 func (c *conn) releaseClaim(claim string) *Error {
 	s := c.s
 	if !s.mayReserve(c) {
@@ -233,6 +248,17 @@ func (c *conn) releaseClaim(claim string) *Error {
 		s.reservedBytes -= r.poolSize
 	}
 	s.mu.Unlock()
+	var errs []string
+	for _, r := range rs {
+		if r.Mode == ModeExclusive {
+			if err := s.giveBack(r); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errorf(CodeDevice, "release: claim %s released, but %s", claim, strings.Join(errs, "; "))
+	}
 	return nil
 }
 
@@ -297,6 +323,10 @@ func (c *conn) openGrant(req *Request) (*Layout, []int, *Error) {
 	if !ok || r.Device != req.Device {
 		s.mu.Unlock()
 		return nil, nil, errorf(CodePermission, "open: no such grant on %s (released, or never made by this broker: an umdd restart forgets reservations)", req.Device)
+	}
+	if r.Mode == ModeExclusive {
+		s.mu.Unlock()
+		return nil, nil, errorf(CodeState, "open: the grant of claim %s on %s is exclusive: the broker does not serve the device while it is lent; open it directly (umd.Open)", r.Claim, r.Device)
 	}
 	if r.user != nil {
 		s.mu.Unlock()

@@ -103,10 +103,17 @@ type Server struct {
 }
 
 type served struct {
-	b      backend
+	b      backend // nil while closed (lent, or failed)
 	access Access
 	info   DeviceInfo
 	held   int // queue pairs held by clients
+	// Exclusive reservations (exclusive.go): how to open the device
+	// again (nil: it cannot be lent), the claim it is lent to, whether
+	// it is being closed or reopened, and why reopening it failed.
+	reopen reopener
+	lentTo string
+	moving bool
+	failed string
 }
 
 // NewServer makes a server for no devices yet; Add them, then Serve.
@@ -323,6 +330,10 @@ func (s *Server) devices4(uid, gid uint32, groups []uint32) []DeviceInfo {
 		info := d.info
 		info.Namespaces = slices.Clone(info.Namespaces)
 		info.FreeQueues = info.MaxQueues - d.held
+		info.Lent, info.Failed = d.lentTo, d.failed
+		if d.unavailable("") != nil {
+			info.FreeQueues = 0
+		}
 		info.Allowed = d.access.allows(uid, gid, groups...)
 		if p := s.vfPools[bdf]; p != nil {
 			info.VFs = len(p.vfs)
@@ -368,8 +379,10 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, bdf := range s.order {
-		if err := s.devices[bdf].b.close(); err != nil {
-			errs = append(errs, err)
+		if b := s.devices[bdf].b; b != nil {
+			if err := b.close(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -573,6 +586,10 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	if !ok {
 		c.s.mu.Unlock()
 		return nil, nil, errorf(CodeNoDevice, "open: the broker serves no device %q", req.Device)
+	}
+	if e := d.unavailable("open"); e != nil {
+		c.s.mu.Unlock()
+		return nil, nil, e
 	}
 	if !d.access.allows(c.cred.Uid, c.cred.Gid, c.groups...) {
 		c.s.mu.Unlock()

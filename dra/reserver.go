@@ -28,10 +28,13 @@ type BrokerReserver struct {
 func NewBrokerReserver(socket string) *BrokerReserver { return &BrokerReserver{Socket: socket} }
 
 // Reserve reserves r.Params on r.BDF under r.ClaimUID. Modes mediated and
-// trusted are broker sessions: their grant is umdd's. Modes vf and
-// exclusive are not reserved at umdd (a VF is leased by the client's own
-// connection, an exclusive device passes to the container whole) and get
-// a Grant with no ID.
+// trusted are broker sessions: their grant is umdd's. Mode exclusive asks
+// umdd to lend the whole device to the claim (it stops serving it and
+// closes it, so the container can open it; refused with broker.ErrState
+// while sessions or other claims use it); a device umdd does not serve is
+// free for the container already. Mode vf is not reserved at umdd (the
+// client's own connection leases the VF). Neither exclusive nor vf has a
+// session to open, so their Grant has no ID.
 func (b *BrokerReserver) Reserve(ctx context.Context, r Reservation) (Grant, error) {
 	res, ok := BrokerReservation(r)
 	if !ok {
@@ -46,6 +49,12 @@ func (b *BrokerReserver) Reserve(ctx context.Context, r Reservation) (Grant, err
 	}
 	defer c.Close()
 	g, err := c.Reserve(res)
+	if res.Mode == broker.ModeExclusive {
+		if err != nil && !errors.Is(err, broker.ErrNoDevice) {
+			return Grant{}, fmt.Errorf("reserving %s exclusive: %w", r.Device, err)
+		}
+		return Grant{}, nil
+	}
 	if err != nil {
 		return Grant{}, fmt.Errorf("reserving %s: %w", r.Device, err)
 	}
@@ -72,11 +81,16 @@ func (b *BrokerReserver) Release(ctx context.Context, claimUID string) error {
 
 // BrokerReservation maps a reservation of the driver to umdd's: queue
 // pairs, depth, pool size, mode, and completion "poll" as polled queue
-// pairs. It reports false for modes that are not broker sessions (vf,
-// exclusive).
+// pairs; exclusive as umdd's exclusive reservation, which takes only the
+// claim and the device. It reports false for vf, which is not reserved at
+// umdd.
 func BrokerReservation(r Reservation) (broker.Reservation, bool) {
 	p := r.Params
-	if p.Mode != ModeMediated && p.Mode != ModeTrusted {
+	switch p.Mode {
+	case ModeExclusive:
+		return broker.Reservation{Claim: r.ClaimUID, Device: r.BDF.String(), Mode: broker.ModeExclusive}, true
+	case ModeMediated, ModeTrusted:
+	default:
 		return broker.Reservation{}, false
 	}
 	return broker.Reservation{

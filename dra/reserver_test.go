@@ -43,9 +43,10 @@ func simBrokerFor(t *testing.T, bdfs ...string) (*broker.Server, string) {
 }
 
 // TestBrokerReserver: parameters map onto umdd's reservation (completion
-// poll as polled queue pairs), reserving is idempotent, vf and exclusive
-// reserve nothing at umdd, and releasing frees everything, also when
-// umdd is not running.
+// poll as polled queue pairs), reserving is idempotent, vf reserves
+// nothing at umdd, exclusive lends the device (refused while another
+// claim holds it; nothing to do for a device umdd does not serve), and
+// releasing frees everything, also when umdd is not running.
 func TestBrokerReserver(t *testing.T) {
 	srv, sock := simBrokerFor(t, "0000:03:00.0")
 	r := NewBrokerReserver(sock)
@@ -79,15 +80,19 @@ func TestBrokerReserver(t *testing.T) {
 	if _, err := r.Reserve(ctx, res2); !errors.Is(err, broker.ErrState) || !strings.Contains(err.Error(), "simulated") {
 		t.Fatalf("trusted on a simulated device: %v", err)
 	}
-	for _, mode := range []string{ModeVF, ModeExclusive} {
-		res3 := res
-		res3.ClaimUID, res3.Params.Mode = "other-"+mode, mode
-		if g, err := r.Reserve(ctx, res3); err != nil || g.ID != "" {
-			t.Errorf("mode %s: %+v, %v; want no grant", mode, g, err)
-		}
+	vf := res
+	vf.ClaimUID, vf.Params.Mode = "other-vf", ModeVF
+	if g, err := r.Reserve(ctx, vf); err != nil || g.ID != "" {
+		t.Errorf("mode vf: %+v, %v; want no grant", g, err)
 	}
 	if n := len(srv.Reservations()); n != 1 {
-		t.Fatalf("umdd holds %d reservations after vf and exclusive claims, want 1", n)
+		t.Fatalf("umdd holds %d reservations after a vf claim, want 1", n)
+	}
+	// Exclusive: refused while the mediated claim holds the device.
+	ex := res
+	ex.ClaimUID, ex.Params.Mode = "other-exclusive", ModeExclusive
+	if _, err := r.Reserve(ctx, ex); !errors.Is(err, broker.ErrState) || !strings.Contains(err.Error(), "claim "+uid) {
+		t.Errorf("exclusive over a mediated claim: %v, want broker.ErrState naming it", err)
 	}
 	for range 2 {
 		if err := r.Release(ctx, uid); err != nil {
@@ -96,6 +101,32 @@ func TestBrokerReserver(t *testing.T) {
 	}
 	if held := srv.Reservations(); len(held) != 0 {
 		t.Fatalf("after release: %+v", held)
+	}
+	// Now free, the device is lent: umdd shows it lent and holds the
+	// claim; no grant reaches the container; again is the same.
+	for range 2 {
+		if g, err := r.Reserve(ctx, ex); err != nil || g.ID != "" {
+			t.Fatalf("mode exclusive: %+v, %v; want no grant", g, err)
+		}
+	}
+	held = srv.Reservations()
+	if len(held) != 1 || held[0] != (broker.ReservationStatus{Claim: ex.ClaimUID, Device: "0000:03:00.0", Mode: broker.ModeExclusive}) {
+		t.Fatalf("umdd holds %+v, want the exclusive claim", held)
+	}
+	if d := srv.Devices(0, 0); d[0].Lent != ex.ClaimUID {
+		t.Fatalf("device %+v, want it lent to %s", d[0], ex.ClaimUID)
+	}
+	if err := r.Release(ctx, ex.ClaimUID); err != nil {
+		t.Fatal(err)
+	}
+	if d := srv.Devices(0, 0); d[0].Lent != "" || len(srv.Reservations()) != 0 {
+		t.Fatalf("after releasing the exclusive claim: %+v, %+v", d[0], srv.Reservations())
+	}
+	// A device umdd does not serve is the container's already.
+	other := ex
+	other.BDF = pcie.BDF{Bus: 9}
+	if g, err := r.Reserve(ctx, other); err != nil || g.ID != "" {
+		t.Errorf("exclusive on a device umdd does not serve: %+v, %v; want no grant, no error", g, err)
 	}
 	down := NewBrokerReserver(filepath.Join(t.TempDir(), "none.sock"))
 	if err := down.Release(ctx, uid); err != nil {

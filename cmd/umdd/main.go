@@ -85,6 +85,16 @@ capability. Releasing the claim ends its live sessions as a disconnect would
 and frees what it held. Reservations live in umdd's memory: a restarted umdd
 has none (the DRA driver reserves again and rewrites its CDI spec).
 
+An exclusive reservation lends a whole device to the claim: allowed only while
+the device has no session and no other claim's reservation (and its VFs are
+not served), it makes umdd stop serving the device and close everything of it
+(queues, interrupts, BAR mappings, VFIO descriptors), so the claim's process
+can open it itself. Status shows it "lent to claim C". Releasing the claim
+opens it again with the options umdd started with and serves it; if that
+fails (something still holds it), status shows it failed with the reason, and
+an exclusive reservation and release of it tries again. On simulated devices
+it is the same bookkeeping; the software controller stays as it is.
+
 With --simulate, umdd opens no device: it serves one software controller
 (nvmelike/sim, its namespace kept in memory) under the address of every
 NVMe-class function bound to vfio-pci in the sysfs tree TREE (a directory, or
@@ -340,7 +350,7 @@ func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []b
 		}{devs, clients, res})
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tSERIAL\tMODEL\tQUEUES FREE\tVFS FREE\tNAMESPACES")
+	fmt.Fprintln(tw, "DEVICE\tSERIAL\tMODEL\tQUEUES FREE\tVFS FREE\tNAMESPACES\tSTATE")
 	for _, d := range devs {
 		var ns []string
 		for _, n := range d.Namespaces {
@@ -354,7 +364,14 @@ func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []b
 		if d.Simulated {
 			model += " (simulated)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", d.BDF, d.Serial, model, d.FreeQueues, d.MaxQueues, vfs, strings.Join(ns, " "))
+		state := "served"
+		switch {
+		case d.Lent != "":
+			state = "lent to claim " + d.Lent + " (exclusive)"
+		case d.Failed != "":
+			state = "failed: " + d.Failed
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", d.BDF, d.Serial, model, d.FreeQueues, d.MaxQueues, vfs, strings.Join(ns, " "), state)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "CLIENT\tPID\tUID\tGID\tDEVICE\tMODE\tPOOL\tIOVA\tQUEUES\tCOMMANDS")
@@ -492,11 +509,14 @@ func serveUntil(ctx context.Context, stderr io.Writer, o *options, ready func(*b
 		return listenAndServe(ctx, logger, srv, o, ready)
 	}
 	for _, bdf := range bdfs {
-		dev, err := umd.Open(openCtx, bdf, &umd.Options{PoolSize: int(o.devicePool)})
+		opts := &umd.Options{PoolSize: int(o.devicePool)}
+		dev, err := umd.Open(openCtx, bdf, opts)
 		if err != nil {
 			return errors.Join(err, srv.Close())
 		}
-		if err := srv.AddDevice(openCtx, dev, access); err != nil {
+		// Reopenable: an exclusive claim may have umdd close it and
+		// open it again with the same options when the claim ends.
+		if err := srv.AddReopenable(openCtx, dev, opts, access); err != nil {
 			return errors.Join(err, dev.Close(), srv.Close())
 		}
 		logger.Printf("serving %s", bdf)
