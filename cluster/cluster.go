@@ -222,6 +222,14 @@ func (c *Cluster) haveBinaries(names ...string) error {
 // bin is the path of a cluster binary.
 func (c *Cluster) bin(name string) string { return filepath.Join(c.cfg.BinDir, name) }
 
+// FeatureGates are the alpha features every component runs with (the
+// apiserver, controller-manager, scheduler and kubelets alike):
+// DRAPartitionableDevices lets umd-dra publish a controller whole and as
+// named shares that consume one counter of its queue pairs, so the
+// scheduler never gives the whole and a share at once, nor more shares
+// than fit (docs/dra.md). Without it the apiserver drops the counters.
+const FeatureGates = "DRAPartitionableDevices=true"
+
 func (c *Cluster) start(name string, bin string, args ...string) (*process, error) {
 	p, err := startProcess(name, c.logs, bin, args, nil)
 	if err != nil {
@@ -310,7 +318,8 @@ func (c *Cluster) startAPIServer(ctx context.Context, port, etcdPort int) error 
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true", "--profiling=false",
 		// Two busy cores: no flow-control bookkeeping.
-		"--enable-priority-and-fairness=false")
+		"--enable-priority-and-fairness=false",
+		"--feature-gates="+FeatureGates)
 	if err != nil {
 		return err
 	}
@@ -355,7 +364,8 @@ func (c *Cluster) startControllerManager(ctx context.Context, port int) error {
 		// service account volumes work.
 		"--root-ca-file="+c.caFile(),
 		"--service-account-private-key-file="+filepath.Join(c.pki, "sa.key"),
-		"--controllers=*", "--profiling=false")
+		"--controllers=*", "--profiling=false",
+		"--feature-gates="+FeatureGates)
 	if err != nil {
 		return err
 	}
@@ -377,7 +387,8 @@ func (c *Cluster) startScheduler(ctx context.Context, port int) error {
 		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
 		"--cert-dir="+filepath.Join(c.pki, "scheduler"),
-		"--leader-elect=false", "--profiling=false")
+		"--leader-elect=false", "--profiling=false",
+		"--feature-gates="+FeatureGates)
 	if err != nil {
 		return err
 	}

@@ -352,7 +352,8 @@ func (n *Node) startUmdd(ctx context.Context) error {
 // node's own cgroup root (cgroup v1 allowed), its own ports, pod log dir
 // and volume plugin dir, client certificates from the cluster CA, and
 // neither image garbage collection nor disk-pressure eviction (the
-// images are imported, never pulled).
+// images are imported, never pulled); DRAPartitionableDevices on, as
+// FeatureGates turns it on in the control plane.
 const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %[1]q
@@ -387,6 +388,7 @@ evictionHard:
 maxPods: 30
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
+featureGates: {DRAPartitionableDevices: true}
 `
 
 func (n *Node) startKubelet(ctx context.Context) error {

@@ -110,24 +110,6 @@ func containerDone(t *testing.T, ns, pod, container string, timeout time.Duratio
 	return p, string(log)
 }
 
-// sliceDevice returns a device of a node's ResourceSlices.
-func sliceDevice(t *testing.T, nodeName, device string) resourcev1.Device {
-	t.Helper()
-	l, err := testCluster.Client.ResourceV1().ResourceSlices().List(context.Background(), metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeName})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range l.Items {
-		for _, d := range s.Spec.Devices {
-			if d.Name == device {
-				return d
-			}
-		}
-	}
-	t.Fatalf("node %s publishes no device %s", nodeName, device)
-	return resourcev1.Device{}
-}
-
 // TestPluginAndKubeletRestart: a pod holds a claim on node-a (its probe
 // container verifies I/O through it and ends; a pause container keeps the
 // pod running). umd-dra is stopped and started again, then the kubelet
@@ -145,11 +127,8 @@ func TestPluginAndKubeletRestart(t *testing.T) {
 	if _, err := cs.ResourceV1().ResourceClaimTemplates(ns).Create(ctx, claimTemplate("held", ""), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod := probePod("held", "held", "--verify", "8")
+	pod := holdingPod("held", "held", "--verify", "8")
 	pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "node-a"}
-	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{
-		Name: "hold", Image: PauseImageName, ImagePullPolicy: corev1.PullNever,
-	})
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +241,7 @@ func TestSameCardClaim(t *testing.T) {
 		if r.Driver != "umd.umdkit.io" || r.Pool != "node-a" {
 			t.Fatalf("allocated %+v, want umd.umdkit.io devices of pool node-a", r)
 		}
-		d := sliceDevice(t, "node-a", r.Device)
+		d, _ := publishedDevice(t, "node-a", r.Device)
 		card, ok := d.Attributes["umd.umdkit.io/card"]
 		if !ok || card.StringValue == nil {
 			t.Fatalf("device %s has no card attribute: %+v", r.Device, d.Attributes)

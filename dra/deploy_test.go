@@ -82,18 +82,18 @@ func TestDeployManifests(t *testing.T) {
 		}
 	}
 	// What the issue asks to ship.
-	for _, want := range []string{"umd.umdkit.io", "numa0.umd.umdkit.io", "exclusive.umd.umdkit.io"} {
+	for _, want := range []string{"umd.umdkit.io", "numa0.umd.umdkit.io", "exclusive.umd.umdkit.io", "share.umd.umdkit.io"} {
 		if !slices.Contains(kinds["DeviceClass"], want) {
 			t.Errorf("no DeviceClass %s among %q", want, kinds["DeviceClass"])
 		}
 	}
-	for _, want := range []string{"umd-numa1", "umd-same-card", "umd-exclusive"} {
+	for _, want := range []string{"umd-numa1", "umd-same-card", "umd-exclusive", "umd-shares-same-card"} {
 		if !slices.Contains(kinds["ResourceClaim"], want) {
 			t.Errorf("no ResourceClaim %s among %q", want, kinds["ResourceClaim"])
 		}
 	}
 	// What the cluster tests use.
-	for _, want := range []string{"umd-numa1-per-pod", "umd-polled-per-pod"} {
+	for _, want := range []string{"umd-numa1-per-pod", "umd-polled-per-pod", "umd-share-per-pod"} {
 		if !slices.Contains(kinds["ResourceClaimTemplate"], want) {
 			t.Errorf("no ResourceClaimTemplate %s among %q", want, kinds["ResourceClaimTemplate"])
 		}
@@ -241,7 +241,7 @@ func knownAttribute(n resourceapi.QualifiedName) bool {
 	return slices.Contains([]resourceapi.QualifiedName{
 		AttrPCIeRoot, AttrPCIBusID, AttrNUMANode, AttrCard, AttrVendorID, AttrDeviceID,
 		AttrIOMMUGroup, AttrFunction, AttrPhysFn, AttrModel, AttrSerial, AttrNamespaces,
-		CapStorage, CapQueuePairs,
+		AttrController, AttrShare, CapStorage, CapQueuePairs,
 	}, n)
 }
 
@@ -261,5 +261,41 @@ func TestBalanced(t *testing.T) {
 		if err := balanced(e); (err == nil) != ok {
 			t.Errorf("balanced(%q) = %v, want ok=%v", e, err, ok)
 		}
+	}
+}
+
+// TestDeviceClassesShares: every shipped class that means whole devices
+// excludes shares (they carry the controller's attributes, so a selector
+// on those alone would match them too), and the share class takes only
+// shares. The cluster tests check what the scheduler makes of them.
+func TestDeviceClassesShares(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(deployDir, "deviceclasses.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const share = `device.attributes["umd.umdkit.io"].share`
+	shareClasses := 0
+	for _, doc := range splitYAML(raw) {
+		var dc resourceapi.DeviceClass
+		if err := yaml.UnmarshalStrict(doc, &dc); err != nil {
+			t.Fatal(err)
+		}
+		var all []string
+		for _, s := range dc.Spec.Selectors {
+			all = append(all, s.CEL.Expression)
+		}
+		e := strings.Join(all, " && ")
+		switch {
+		case dc.Name == "share."+DriverName:
+			shareClasses++
+			if !strings.Contains(e, "&& "+share) && !strings.HasPrefix(e, share) {
+				t.Errorf("DeviceClass %s: %q does not require %s", dc.Name, e, share)
+			}
+		case !strings.Contains(e, "!"+share):
+			t.Errorf("DeviceClass %s: %q does not exclude shares (!%s)", dc.Name, e, share)
+		}
+	}
+	if shareClasses != 1 {
+		t.Errorf("%d DeviceClasses share.%s", shareClasses, DriverName)
 	}
 }

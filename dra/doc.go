@@ -10,7 +10,12 @@
 //     label, with the attributes users select on (the standard
 //     resource.kubernetes.io/pcieRoot and pciBusID, NUMA node, card, IDs,
 //     IOMMU group, and from an [IdentitySource] such as the broker's device
-//     list: model, serial, namespaces, capacity). [Inventory.Slices] cuts
+//     list: model, serial, namespaces, capacity). With
+//     [PublishOptions].Shares ([PublishWith]) each controller whose queue
+//     pairs are known is also published as named shares: DRA
+//     partitionable devices, each consuming part of one counter of the
+//     controller's queue pairs, which the whole device consumes all of.
+//     [Inventory.Slices] cuts
 //     it into ResourceSlices for one node, in a deterministic order.
 //   - [Parameters] is the opaque configuration a DeviceClass or a claim
 //     carries (apiVersion umd.umdkit.io/v1alpha1, kind UmdClaimParameters):

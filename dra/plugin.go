@@ -260,11 +260,12 @@ func (d *Driver) WatchHealthStatus(context.Context, chan<- kubeletplugin.DeviceH
 
 // DriverResources returns the inventory as the kubelet plugin helper
 // publishes it for node: one pool named after the node, cut into slices
-// as Slices cuts it.
+// as Slices cuts it (a split controller's counter set in the slice of its
+// devices).
 func (inv *Inventory) DriverResources(node string) resourceslice.DriverResources {
 	var pool resourceslice.Pool
 	for _, s := range inv.Slices(node, 0) {
-		pool.Slices = append(pool.Slices, resourceslice.Slice{Devices: s.Spec.Devices})
+		pool.Slices = append(pool.Slices, resourceslice.Slice{Devices: s.Spec.Devices, SharedCounters: s.Spec.SharedCounters})
 	}
 	return resourceslice.DriverResources{Pools: map[string]resourceslice.Pool{node: pool}}
 }

@@ -101,6 +101,13 @@ var ErrClaimChanged = errors.New("claim already prepared differently")
 // claim at a time; this is the node's own check that it did.
 var ErrDeviceInUse = errors.New("device is prepared for another claim")
 
+// ErrSameController is matched by Prepare's error when a claim holds two
+// devices of one controller (two of its shares, or it and a share): umdd
+// keeps one reservation per claim and controller, so the claim would get
+// one session where it asked for two. Ask for shares of different
+// controllers, or for more queue pairs on one.
+var ErrSameController = errors.New("a claim may hold one device of a controller")
+
 // A PreparedDevice is one device of a prepared claim.
 type PreparedDevice struct {
 	Device string   `json:"device"`
@@ -245,6 +252,12 @@ func (p *Preparer) Prepare(ctx context.Context, claimUID string, devices []strin
 		if slices.Contains(devices[:i], name) {
 			return Prepared{}, fmt.Errorf("preparing claim %s: device %q listed twice", claimUID, name)
 		}
+		if err := checkShare(pub, params); err != nil {
+			return Prepared{}, fmt.Errorf("preparing claim %s: %w", claimUID, err)
+		}
+		if j := slices.IndexFunc(pubs[:i], func(q Published) bool { return controllerOf(q) == controllerOf(pub) }); j >= 0 {
+			return Prepared{}, fmt.Errorf("preparing claim %s: %s and %s: %w", claimUID, pubs[j].Device.Name, name, ErrSameController)
+		}
 		switch isVF := pub.PhysFn != nil; {
 		case params.Mode == ModeVF && !isVF:
 			return Prepared{}, fmt.Errorf("preparing claim %s: mode %q needs a virtual function, %s is not one", claimUID, ModeVF, name)
@@ -254,7 +267,10 @@ func (p *Preparer) Prepare(ctx context.Context, claimUID string, devices []strin
 		if params.Mode == ModeExclusive && pub.IOMMUGroup == pcie.NoIOMMUGroup {
 			return Prepared{}, fmt.Errorf("preparing claim %s: exclusive use of %s needs an IOMMU group, it has none", claimUID, name)
 		}
-		if other := p.holder(name); other != "" && other != claimUID {
+		if other, dev := p.holder(pub); other != "" && other != claimUID {
+			if dev != name {
+				return Prepared{}, fmt.Errorf("preparing claim %s: %s: %w %s (it holds %s)", claimUID, name, ErrDeviceInUse, other, dev)
+			}
 			return Prepared{}, fmt.Errorf("preparing claim %s: %s: %w %s", claimUID, name, ErrDeviceInUse, other)
 		}
 		pubs[i] = pub
@@ -342,16 +358,52 @@ func (p *Preparer) Unprepare(ctx context.Context, claimUID string) error {
 	return nil
 }
 
-// holder returns the UID of a recorded claim holding the device, or "".
-func (p *Preparer) holder(device string) string {
+// holder returns a recorded claim that holds pub or a device it cannot
+// share a controller with (the whole controller of a share, a share of a
+// whole controller), and that device; "" if none. Other shares of the
+// same controller do not conflict: umdd serves each its own session.
+func (p *Preparer) holder(pub Published) (claimUID, device string) {
 	for uid, c := range p.cp.Claims {
 		for _, d := range c.Devices {
-			if d.Device == device {
-				return uid
+			if d.Device == pub.Device.Name {
+				return uid, d.Device
+			}
+			held, ok := p.cfg.Inventory.Lookup(d.Device)
+			if ok && controllerOf(held) == controllerOf(pub) && (held.Share == nil || pub.Share == nil) {
+				return uid, d.Device
 			}
 		}
 	}
-	return ""
+	return "", ""
+}
+
+// controllerOf is the name of the controller a device is or is a share of.
+func controllerOf(pub Published) string {
+	if pub.Share != nil {
+		return pub.Share.Controller
+	}
+	return pub.Device.Name
+}
+
+// checkShare checks what a claim may ask of a share: a broker session
+// (the controller stays umdd's), with at most the share's queue pairs.
+func checkShare(pub Published, params Parameters) error {
+	sh := pub.Share
+	if sh == nil {
+		return nil
+	}
+	if params.Mode != ModeMediated && params.Mode != ModeTrusted {
+		return fmt.Errorf("%s is a share of %s, a broker session: %w", pub.Device.Name, sh.Controller, &FieldError{
+			Field: "mode", Value: fmt.Sprintf("%q", params.Mode), Allowed: fmt.Sprintf("%q or %q on a share", ModeMediated, ModeTrusted),
+		})
+	}
+	if params.QueuePairs > sh.QueuePairs {
+		return fmt.Errorf("%s: %w", pub.Device.Name, &FieldError{
+			Field: "queuePairs", Value: fmt.Sprint(params.QueuePairs),
+			Allowed: fmt.Sprintf("%d to %d: each share of %s has %d queue pairs", MinQueuePairs, sh.QueuePairs, sh.Controller, sh.QueuePairs),
+		})
+	}
+	return nil
 }
 
 func (p *Preparer) save() error {

@@ -579,3 +579,127 @@ func TestPrepareDeviceInUse(t *testing.T) {
 		t.Errorf("after the first claim's unprepare: %v", err)
 	}
 }
+
+// recordingReserver is a fakeReserver that keeps every Reservation asked.
+type recordingReserver struct {
+	*fakeReserver
+	asked []Reservation
+}
+
+func (r *recordingReserver) Reserve(ctx context.Context, res Reservation) (Grant, error) {
+	r.asked = append(r.asked, res)
+	return r.fakeReserver.Reserve(ctx, res)
+}
+
+// sharesRig is a rig over the cards topology with 03:00.0 and 04:00.0
+// (8 queue pairs each) split into four shares of two queue pairs.
+func sharesRig(t *testing.T) (*rig, *recordingReserver) {
+	t.Helper()
+	r := newRig(t)
+	ids, err := BrokerIdentities(brokerList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := PublishWith(restore(t, "qemu-cards"), ids, PublishOptions{Shares: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordingReserver{fakeReserver: r.res}
+	r.cfg.Inventory, r.cfg.Reserver = inv, rec
+	return r, rec
+}
+
+// TestPrepareShares: two claims each prepare a share of one controller;
+// umdd is asked to reserve on the controller's address under each claim,
+// the CDI device and the environment name the share. The whole
+// controller is refused to a third claim while a share is held (and a
+// share while the whole is), as is a claim holding two devices of one
+// controller.
+func TestPrepareShares(t *testing.T) {
+	r, rec := sharesRig(t)
+	p := r.preparer(t)
+	ctx := context.Background()
+	params := DefaultParameters()
+	params.QueuePairs = 2
+	s0, s1 := ShareName("nvme-0000-03-00-0", 0), ShareName("nvme-0000-03-00-0", 1)
+	a, err := p.Prepare(ctx, "claim-a", []string{s0}, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Prepare(ctx, "claim-b", []string{s1}, params)
+	if err != nil {
+		t.Fatalf("a second share of the controller: %v", err)
+	}
+	if len(rec.asked) != 2 {
+		t.Fatalf("asked %d reservations, want 2", len(rec.asked))
+	}
+	for i, want := range []string{"claim-a", "claim-b"} {
+		got := rec.asked[i]
+		if got.ClaimUID != want || got.BDF.String() != "0000:03:00.0" || got.Params.QueuePairs != 2 {
+			t.Errorf("reservation %d: %+v, want claim %s on 0000:03:00.0 with 2 queue pairs", i, got, want)
+		}
+	}
+	if want := "umd.umdkit.io/claim=claim-a-" + s0; a.Devices[0].CDIDevice != want || a.Devices[0].BDF.String() != "0000:03:00.0" {
+		t.Errorf("prepared %+v, want CDI device %s on 0000:03:00.0", a.Devices[0], want)
+	}
+	spec := readSpec(t, b.CDISpec)
+	if env := spec.Devices[0].ContainerEdits.Env; !slices.Equal(env, []string{"UMD_DEVICE_NVME_0000_03_00_0_SHARE_1=0000:03:00.0," + b.Devices[0].Grant.ID}) {
+		t.Errorf("share's env %q", env)
+	}
+
+	// The whole controller, while shares are held.
+	if _, err := p.Prepare(ctx, "claim-c", []string{"nvme-0000-03-00-0"}, DefaultParameters()); !errors.Is(err, ErrDeviceInUse) || !strings.Contains(err.Error(), "-share-") {
+		t.Errorf("the whole controller while its shares are held: %v, want ErrDeviceInUse naming the share", err)
+	}
+	// Two devices of one controller in one claim.
+	if _, err := p.Prepare(ctx, "claim-d", []string{ShareName("nvme-0000-03-00-0", 2), ShareName("nvme-0000-03-00-0", 3)}, params); !errors.Is(err, ErrSameController) {
+		t.Errorf("two shares of one controller in a claim: %v, want ErrSameController", err)
+	}
+	// Shares of two controllers in one claim are fine.
+	if _, err := p.Prepare(ctx, "claim-e", []string{ShareName("nvme-0000-03-00-0", 2), ShareName("nvme-0000-04-00-0", 0)}, params); err != nil {
+		t.Errorf("shares of two controllers: %v", err)
+	}
+	for _, uid := range []string{"claim-a", "claim-b", "claim-e"} {
+		if err := p.Unprepare(ctx, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.Prepare(ctx, "claim-c", []string{"nvme-0000-03-00-0"}, DefaultParameters()); err != nil {
+		t.Fatalf("the whole controller once its shares are unprepared: %v", err)
+	}
+	if _, err := p.Prepare(ctx, "claim-f", []string{s0}, params); !errors.Is(err, ErrDeviceInUse) || !strings.Contains(err.Error(), "claim-c") {
+		t.Errorf("a share while the whole controller is held: %v, want ErrDeviceInUse naming claim-c", err)
+	}
+}
+
+// TestPrepareShareLimits: a claim on a share may ask at most the share's
+// queue pairs and only a broker session; the errors name the field and
+// what is allowed, and nothing is reserved.
+func TestPrepareShareLimits(t *testing.T) {
+	r, rec := sharesRig(t)
+	p := r.preparer(t)
+	ctx := context.Background()
+	share := []string{ShareName("nvme-0000-04-00-0", 3)}
+	params := DefaultParameters()
+	params.QueuePairs = 3
+	_, err := p.Prepare(ctx, "too-many", share, params)
+	var fe *FieldError
+	if !errors.Is(err, ErrInvalidParameters) || !errors.As(err, &fe) || fe.Field != "queuePairs" || !strings.Contains(err.Error(), "must be 1 to 2") {
+		t.Errorf("3 queue pairs on a share of 2: %v, want a queuePairs field error allowing 1 to 2", err)
+	}
+	for _, mode := range []string{ModeExclusive, ModeVF} {
+		params := DefaultParameters()
+		params.Mode = mode
+		_, err := p.Prepare(ctx, "mode-"+mode, share, params)
+		if !errors.As(err, &fe) || fe.Field != "mode" || !strings.Contains(err.Error(), "share") {
+			t.Errorf("mode %s on a share: %v, want a mode field error", mode, err)
+		}
+	}
+	if len(rec.asked) != 0 {
+		t.Errorf("refused claims reserved %+v", rec.asked)
+	}
+	params.QueuePairs = 2
+	if _, err := p.Prepare(ctx, "fits", share, params); err != nil {
+		t.Errorf("2 queue pairs on a share of 2: %v", err)
+	}
+}

@@ -42,10 +42,38 @@ const (
 	AttrSerial     resourceapi.QualifiedName = DriverName + "/serial"     // string, from Identify
 	AttrNamespaces resourceapi.QualifiedName = DriverName + "/namespaces" // int, from Identify
 
+	// AttrController names the controller a device is or is a share of:
+	// the whole controller's device name ("nvme-0000-03-00-0"), on every
+	// device, so matchAttribute and selectors can say "this controller".
+	AttrController resourceapi.QualifiedName = DriverName + "/controller"
+	// AttrShare is true on a named share of a controller and false on
+	// every other device (a whole controller, a VF): the DeviceClasses
+	// that mean whole controllers select share == false.
+	AttrShare resourceapi.QualifiedName = DriverName + "/share"
+
 	// CapStorage is the sum of the namespaces' sizes, in bytes.
 	CapStorage resourceapi.QualifiedName = DriverName + "/storage"
 	// CapQueuePairs is the I/O queue pairs the controller granted.
 	CapQueuePairs resourceapi.QualifiedName = DriverName + "/queuePairs"
+)
+
+// CounterQueuePairs is the counter, in each controller's counter set
+// (named like the controller's device), that its whole device and its
+// shares consume: the I/O queue pairs the controller granted. A counter
+// name must be a DNS label, hence not "queuePairs".
+const CounterQueuePairs = "queue-pairs"
+
+// MaxShares is the most shares a controller is split into; fewer when it
+// has fewer queue pairs (each share gets at least one).
+const MaxShares = 32
+
+// Limits of one ResourceSlice that the 1.34 API server enforces on
+// partitionable devices (its ResourceSliceMaxSharedCounters and
+// ResourceSliceMaxDeviceCountersPerSlice; k8s.io/api v0.37 no longer has
+// them, since 1.35 moved counter sets to slices of their own).
+const (
+	maxSliceSharedCounters = 32
+	maxSliceDeviceCounters = 1024
 )
 
 // Values of AttrFunction.
@@ -107,12 +135,47 @@ func BrokerIdentities(devs []broker.DeviceInfo) (Identities, error) {
 // what preparing a claim on it needs to know.
 type Published struct {
 	Device     resourceapi.Device
-	BDF        pcie.BDF
-	IOMMUGroup int // pcie.NoIOMMUGroup if none
+	BDF        pcie.BDF // the function; a share's is its controller's
+	IOMMUGroup int      // pcie.NoIOMMUGroup if none
 	PhysFn     *pcie.BDF
+	// Counters is the counter set a split controller's whole device
+	// defines (its shares and itself consume it); nil otherwise.
+	Counters *resourceapi.CounterSet
+	// Share is set on a named share of a controller.
+	Share *Share
 }
 
-// An Inventory is the set of devices a node publishes, sorted by BDF.
+// A Share is a named part of a controller: umdd serves many sessions on
+// one controller, and each share is a claim's way to one of them. The
+// scheduler sees the controller's queue pairs as a counter that the whole
+// device consumes entirely and each share in part, so it never gives a
+// controller whole and a share of it at once, nor more shares than it
+// has.
+type Share struct {
+	Controller string // the whole controller's device name
+	Index      int    // 0 ...
+	QueuePairs int    // the most queue pairs a claim on the share may reserve
+}
+
+// ShareName is the device name of a controller's share index:
+// "nvme-0000-03-00-0-share-0".
+func ShareName(controller string, index int) string {
+	return fmt.Sprintf("%s-share-%d", controller, index)
+}
+
+// PublishOptions says how Publish presents the devices.
+type PublishOptions struct {
+	// Shares splits every physical function whose queue pairs are known
+	// (from the IdentitySource) into that many named shares, or into as
+	// many as it has queue pairs if fewer, each getting an equal whole
+	// number of them; 0 publishes whole controllers only. At most
+	// MaxShares. Virtual functions are never split: the broker leases
+	// them whole.
+	Shares int
+}
+
+// An Inventory is the set of devices a node publishes, sorted by BDF,
+// each controller's shares right after it.
 type Inventory struct {
 	devices []Published
 	byName  map[string]int
@@ -130,10 +193,20 @@ func isNVMe(c pcie.Class) bool { return c.Base() == 0x01 && c.Sub() == 0x08 }
 
 // Publish picks the devices to publish out of a scan: every NVMe function
 // bound to vfio-pci (physical functions, and the virtual functions of
-// those when sysfs shows them enabled and bound to vfio-pci too). ids may
-// be nil. It fails only on a value Kubernetes would refuse (an Identify
-// string too long, say), naming the device.
+// those when sysfs shows them enabled and bound to vfio-pci too), each
+// whole. ids may be nil. It fails only on a value Kubernetes would refuse
+// (an Identify string too long, say), naming the device.
 func Publish(sys *pcie.System, ids IdentitySource) (*Inventory, error) {
+	return PublishWith(sys, ids, PublishOptions{})
+}
+
+// PublishWith is Publish with options: with opt.Shares, each physical
+// function whose queue pairs ids knows is published whole and as named
+// shares (see PublishOptions).
+func PublishWith(sys *pcie.System, ids IdentitySource, opt PublishOptions) (*Inventory, error) {
+	if opt.Shares < 0 || opt.Shares > MaxShares {
+		return nil, fmt.Errorf("publishing: %d shares per controller is not allowed, must be 0 to %d", opt.Shares, MaxShares)
+	}
 	inv := &Inventory{byName: map[string]int{}}
 	for _, f := range sys.Functions {
 		if !isNVMe(f.Class) || f.Driver != "vfio-pci" {
@@ -149,9 +222,11 @@ func Publish(sys *pcie.System, ids IdentitySource) (*Inventory, error) {
 		if err != nil {
 			return nil, err
 		}
+		shares := split(&p, opt.Shares)
 		inv.devices = append(inv.devices, p)
+		inv.devices = append(inv.devices, shares...)
 	}
-	slices.SortFunc(inv.devices, func(a, b Published) int { return a.BDF.Compare(b.BDF) })
+	slices.SortStableFunc(inv.devices, func(a, b Published) int { return a.BDF.Compare(b.BDF) })
 	for i, p := range inv.devices {
 		inv.byName[p.Device.Name] = i
 	}
@@ -161,11 +236,13 @@ func Publish(sys *pcie.System, ids IdentitySource) (*Inventory, error) {
 func publish(sys *pcie.System, f *pcie.Function, ids IdentitySource) (Published, error) {
 	name := DeviceName(f.BDF)
 	attrs := map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
-		AttrPCIBusID: str(f.BDF.String()),
-		AttrNUMANode: num(int64(f.NUMANode)),
-		AttrVendorID: str(f.VendorID.String()),
-		AttrDeviceID: str(f.DeviceID.String()),
-		AttrFunction: str(FunctionPF),
+		AttrController: str(name),
+		AttrShare:      boolean(false),
+		AttrPCIBusID:   str(f.BDF.String()),
+		AttrNUMANode:   num(int64(f.NUMANode)),
+		AttrVendorID:   str(f.VendorID.String()),
+		AttrDeviceID:   str(f.DeviceID.String()),
+		AttrFunction:   str(FunctionPF),
 	}
 	if f.IOMMUGroup != pcie.NoIOMMUGroup {
 		attrs[AttrIOMMUGroup] = num(int64(f.IOMMUGroup))
@@ -234,8 +311,49 @@ func pcieRoot(f *pcie.Function) string {
 	return first
 }
 
-func str(s string) resourceapi.DeviceAttribute { return resourceapi.DeviceAttribute{StringValue: &s} }
-func num(n int64) resourceapi.DeviceAttribute  { return resourceapi.DeviceAttribute{IntValue: &n} }
+// split makes whole (a physical function's device) the owner of a
+// counter set of its queue pairs, consumed entirely by itself, and
+// returns its shares, each consuming its part. Nothing is split when
+// shares is 0, the device is a VF, or its queue pairs are unknown.
+func split(whole *Published, shares int) []Published {
+	qp, ok := whole.Device.Capacity[CapQueuePairs]
+	if shares == 0 || whole.PhysFn != nil || !ok || qp.Value.Value() < 1 {
+		return nil
+	}
+	total := qp.Value.Value()
+	n := min(int64(shares), total)
+	each := total / n
+	name := whole.Device.Name
+	whole.Counters = &resourceapi.CounterSet{Name: name, Counters: map[string]resourceapi.Counter{
+		CounterQueuePairs: {Value: *resource.NewQuantity(total, resource.DecimalSI)},
+	}}
+	whole.Device.ConsumesCounters = consume(name, total)
+	out := make([]Published, n)
+	for i := range out {
+		d := whole.Device.DeepCopy()
+		d.Name = ShareName(name, i)
+		d.Attributes[AttrShare] = boolean(true)
+		d.Capacity[CapQueuePairs] = resourceapi.DeviceCapacity{Value: *resource.NewQuantity(each, resource.DecimalSI)}
+		d.ConsumesCounters = consume(name, each)
+		out[i] = Published{
+			Device:     *d,
+			BDF:        whole.BDF,
+			IOMMUGroup: whole.IOMMUGroup,
+			Share:      &Share{Controller: name, Index: i, QueuePairs: int(each)},
+		}
+	}
+	return out
+}
+
+func consume(set string, queuePairs int64) []resourceapi.DeviceCounterConsumption {
+	return []resourceapi.DeviceCounterConsumption{{CounterSet: set, Counters: map[string]resourceapi.Counter{
+		CounterQueuePairs: {Value: *resource.NewQuantity(queuePairs, resource.DecimalSI)},
+	}}}
+}
+
+func str(s string) resourceapi.DeviceAttribute   { return resourceapi.DeviceAttribute{StringValue: &s} }
+func num(n int64) resourceapi.DeviceAttribute    { return resourceapi.DeviceAttribute{IntValue: &n} }
+func boolean(b bool) resourceapi.DeviceAttribute { return resourceapi.DeviceAttribute{BoolValue: &b} }
 
 // Devices returns the published devices, sorted by BDF. The caller must
 // not modify them.
@@ -251,31 +369,85 @@ func (inv *Inventory) Lookup(name string) (Published, bool) {
 }
 
 // Slices returns the ResourceSlices that publish the inventory for node:
-// one pool named after the node, at generation, cut into slices of at
-// most resourceapi.ResourceSliceMaxDevices devices. Slice names are
+// one pool named after the node, at generation, cut into slices in
+// inventory order. A split controller's counter set goes in the slice
+// of its devices, as the 1.34 API server wants (a device may consume only
+// counters of its own slice), and a controller's devices are never cut
+// apart; a slice holds at most resourceapi.ResourceSliceMaxDevices
+// devices and 32 shared counters. Slice names are
 // "<node>-umd.umdkit.io-<index>" (the kubelet plugin library names its own
 // slices; these names serve tests and the apiserver round trip). A node
 // with no devices gets one empty slice, so the pool exists.
 func (inv *Inventory) Slices(node string, generation int64) []resourceapi.ResourceSlice {
-	per := resourceapi.ResourceSliceMaxDevices
-	n := max(1, (len(inv.devices)+per-1)/per)
-	out := make([]resourceapi.ResourceSlice, 0, n)
-	for i := range n {
-		devs := make([]resourceapi.Device, 0, per)
-		for _, p := range inv.devices[i*per : min(len(inv.devices), (i+1)*per)] {
-			devs = append(devs, *p.Device.DeepCopy())
-		}
+	parts := inv.sliceParts()
+	out := make([]resourceapi.ResourceSlice, len(parts))
+	for i, part := range parts {
 		nodeName := node
-		out = append(out, resourceapi.ResourceSlice{
+		out[i] = resourceapi.ResourceSlice{
 			TypeMeta:   metav1.TypeMeta{APIVersion: resourceapi.SchemeGroupVersion.String(), Kind: "ResourceSlice"},
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%s-%d", node, DriverName, i)},
 			Spec: resourceapi.ResourceSliceSpec{
-				Driver:   DriverName,
-				Pool:     resourceapi.ResourcePool{Name: node, Generation: generation, ResourceSliceCount: int64(n)},
-				NodeName: &nodeName,
-				Devices:  devs,
+				Driver:         DriverName,
+				Pool:           resourceapi.ResourcePool{Name: node, Generation: generation, ResourceSliceCount: int64(len(parts))},
+				NodeName:       &nodeName,
+				Devices:        part.Devices,
+				SharedCounters: part.SharedCounters,
 			},
-		})
+		}
 	}
 	return out
+}
+
+// A slicePart is what one ResourceSlice holds.
+type slicePart struct {
+	Devices        []resourceapi.Device
+	SharedCounters []resourceapi.CounterSet
+}
+
+// sliceParts cuts the inventory into slices: devices in order, a
+// controller's whole device and its shares (one group) always together,
+// a new slice when the group would not fit the limits. At least one
+// (perhaps empty) part.
+func (inv *Inventory) sliceParts() []slicePart {
+	var (
+		parts                 []slicePart
+		cur                   slicePart
+		counters, devCounters int
+	)
+	flush := func() {
+		parts = append(parts, cur)
+		cur, counters, devCounters = slicePart{Devices: []resourceapi.Device{}}, 0, 0
+	}
+	cur.Devices = []resourceapi.Device{}
+	for i := 0; i < len(inv.devices); {
+		j := i + 1
+		for j < len(inv.devices) && inv.devices[j].Share != nil {
+			j++ // a share follows its controller
+		}
+		group := inv.devices[i:j]
+		gCounters, gDevCounters := 0, 0
+		for _, p := range group {
+			if p.Counters != nil {
+				gCounters += len(p.Counters.Counters)
+			}
+			for _, c := range p.Device.ConsumesCounters {
+				gDevCounters += len(c.Counters)
+			}
+		}
+		if len(cur.Devices) > 0 && (len(cur.Devices)+len(group) > resourceapi.ResourceSliceMaxDevices ||
+			counters+gCounters > maxSliceSharedCounters || devCounters+gDevCounters > maxSliceDeviceCounters) {
+			flush()
+		}
+		for _, p := range group {
+			cur.Devices = append(cur.Devices, *p.Device.DeepCopy())
+			if p.Counters != nil {
+				cur.SharedCounters = append(cur.SharedCounters, *p.Counters.DeepCopy())
+			}
+		}
+		counters += gCounters
+		devCounters += gDevCounters
+		i = j
+	}
+	flush()
+	return parts
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
@@ -105,18 +106,25 @@ func TestSlicesGolden(t *testing.T) {
 		name    string
 		sys     func(*testing.T) *pcie.System
 		ids     IdentitySource
+		shares  int
 		devices []string
 	}{
-		{"qemu-cards", func(t *testing.T) *pcie.System { return restore(t, "qemu-cards") }, ids,
+		{"qemu-cards", func(t *testing.T) *pcie.System { return restore(t, "qemu-cards") }, ids, 0,
 			[]string{"nvme-0000-03-00-0", "nvme-0000-04-00-0", "nvme-0000-07-00-0", "nvme-0000-08-00-0", "nvme-0000-09-00-0"}},
-		{"qemu-numa", func(t *testing.T) *pcie.System { return restore(t, "qemu-numa") }, nil,
+		// 03:00.0 and 04:00.0 have 8 queue pairs each (the broker says):
+		// four shares of two; the others' queue pairs are unknown.
+		{"qemu-cards-shares", func(t *testing.T) *pcie.System { return restore(t, "qemu-cards") }, ids, 4,
+			[]string{"nvme-0000-03-00-0", "nvme-0000-03-00-0-share-0", "nvme-0000-03-00-0-share-1", "nvme-0000-03-00-0-share-2", "nvme-0000-03-00-0-share-3",
+				"nvme-0000-04-00-0", "nvme-0000-04-00-0-share-0", "nvme-0000-04-00-0-share-1", "nvme-0000-04-00-0-share-2", "nvme-0000-04-00-0-share-3",
+				"nvme-0000-07-00-0", "nvme-0000-08-00-0", "nvme-0000-09-00-0"}},
+		{"qemu-numa", func(t *testing.T) *pcie.System { return restore(t, "qemu-numa") }, nil, 0,
 			[]string{"nvme-0000-41-00-0", "nvme-0000-42-00-0", "nvme-0000-61-00-0", "nvme-0000-62-00-0"}},
-		{"qemu-single", func(t *testing.T) *pcie.System { return restore(t, "qemu-single") }, nil, nil},
-		{"sriov", sriovTree, nil, []string{"nvme-0000-01-00-0", "nvme-0000-01-00-1", "nvme-0000-82-00-0"}},
+		{"qemu-single", func(t *testing.T) *pcie.System { return restore(t, "qemu-single") }, nil, 0, nil},
+		{"sriov", sriovTree, nil, 0, []string{"nvme-0000-01-00-0", "nvme-0000-01-00-1", "nvme-0000-82-00-0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sys := tc.sys(t)
-			inv, err := Publish(sys, tc.ids)
+			inv, err := PublishWith(sys, tc.ids, PublishOptions{Shares: tc.shares})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,13 +139,14 @@ func TestSlicesGolden(t *testing.T) {
 				checkDevice(t, sys, p)
 			}
 			sl := inv.Slices("node-a", 3)
+			checkCounters(t, sl)
 			got, err := yaml.Marshal(sl)
 			if err != nil {
 				t.Fatal(err)
 			}
 			// Publishing twice gives the same bytes (maps are sorted by
 			// the encoder; devices by BDF).
-			inv2, _ := Publish(tc.sys(t), tc.ids)
+			inv2, _ := PublishWith(tc.sys(t), tc.ids, PublishOptions{Shares: tc.shares})
 			again, _ := yaml.Marshal(inv2.Slices("node-a", 3))
 			if !bytes.Equal(got, again) {
 				t.Error("two publications of the same tree differ")
@@ -337,5 +346,212 @@ func TestPublishVMD(t *testing.T) {
 	checkDevice(t, sys, p)
 	if p.Device.Name != "nvme-10000-e1-00-0" || *p.Device.Attributes[AttrPCIeRoot].StringValue != "pci0000:00" {
 		t.Errorf("name %s, pcieRoot %s", p.Device.Name, *p.Device.Attributes[AttrPCIeRoot].StringValue)
+	}
+}
+
+// checkCounters checks what the 1.34 API server checks of partitionable
+// devices in each slice: every counter a device consumes is in a counter
+// set of the same slice, set names are unique, and the slice is within
+// the limits on devices and counters.
+func checkCounters(t *testing.T, sl []resourceapi.ResourceSlice) {
+	t.Helper()
+	for _, s := range sl {
+		sets := map[string]resourceapi.CounterSet{}
+		shared := 0
+		for _, cs := range s.Spec.SharedCounters {
+			if _, dup := sets[cs.Name]; dup {
+				t.Errorf("slice %s: counter set %s twice", s.Name, cs.Name)
+			}
+			if errs := validation.IsDNS1123Label(cs.Name); len(errs) > 0 {
+				t.Errorf("counter set name %q: %v", cs.Name, errs)
+			}
+			for c := range cs.Counters {
+				if errs := validation.IsDNS1123Label(c); len(errs) > 0 {
+					t.Errorf("counter name %q: %v", c, errs)
+				}
+			}
+			sets[cs.Name] = cs
+			shared += len(cs.Counters)
+		}
+		consumed := 0
+		for _, d := range s.Spec.Devices {
+			for _, c := range d.ConsumesCounters {
+				set, ok := sets[c.CounterSet]
+				if !ok {
+					t.Errorf("slice %s: device %s consumes counter set %s of another slice", s.Name, d.Name, c.CounterSet)
+				}
+				for name := range c.Counters {
+					if _, ok := set.Counters[name]; !ok {
+						t.Errorf("slice %s: device %s consumes %s/%s, which the set lacks", s.Name, d.Name, c.CounterSet, name)
+					}
+					consumed++
+				}
+			}
+		}
+		if len(s.Spec.Devices) > resourceapi.ResourceSliceMaxDevices || shared > maxSliceSharedCounters || consumed > maxSliceDeviceCounters {
+			t.Errorf("slice %s: %d devices, %d shared counters, %d consumed: over the 1.34 limits", s.Name, len(s.Spec.Devices), shared, consumed)
+		}
+	}
+}
+
+// queuePairs is what a device consumes of its controller's queue pairs.
+func queuePairs(t *testing.T, d resourceapi.Device) int64 {
+	t.Helper()
+	if len(d.ConsumesCounters) != 1 {
+		t.Fatalf("%s consumes %d counter sets, want 1", d.Name, len(d.ConsumesCounters))
+	}
+	q := d.ConsumesCounters[0].Counters[CounterQueuePairs].Value
+	return q.Value()
+}
+
+// TestPublishShares: a controller whose queue pairs are known is published
+// whole and as named shares; the whole device consumes all of its counter,
+// each share its part, and the shares carry the controller's attributes,
+// share == true and the controller's name. Devices that cannot be split
+// are whole only, with share == false.
+func TestPublishShares(t *testing.T) {
+	ids, err := BrokerIdentities(brokerList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := restore(t, "qemu-cards")
+	inv, err := PublishWith(sys, ids, PublishOptions{Shares: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, ok := inv.Lookup("nvme-0000-03-00-0")
+	if !ok {
+		t.Fatal("03:00.0 not published")
+	}
+	if whole.Counters == nil || whole.Counters.Name != whole.Device.Name {
+		t.Fatalf("whole device's counter set %+v", whole.Counters)
+	}
+	if q := whole.Counters.Counters[CounterQueuePairs].Value; q.Value() != 8 {
+		t.Errorf("counter set holds %s queue pairs, want the controller's 8", q.String())
+	}
+	if got := queuePairs(t, whole.Device); got != 8 {
+		t.Errorf("the whole device consumes %d, want all 8", got)
+	}
+	if b := whole.Device.Attributes[AttrShare].BoolValue; b == nil || *b {
+		t.Errorf("whole device: share %v, want false", b)
+	}
+	// 8 queue pairs in 3 shares: 2 each (whole numbers; 2 left over).
+	for i := range 3 {
+		name := ShareName("nvme-0000-03-00-0", i)
+		sh, ok := inv.Lookup(name)
+		if !ok {
+			t.Fatalf("%s not published", name)
+		}
+		checkDevice(t, sys, sh)
+		if sh.Share == nil || *sh.Share != (Share{Controller: "nvme-0000-03-00-0", Index: i, QueuePairs: 2}) || sh.BDF != whole.BDF {
+			t.Errorf("%s: share %+v at %s", name, sh.Share, sh.BDF)
+		}
+		if got := queuePairs(t, sh.Device); got != 2 || sh.Device.ConsumesCounters[0].CounterSet != "nvme-0000-03-00-0" {
+			t.Errorf("%s consumes %d of %s, want 2 of the controller's set", name, got, sh.Device.ConsumesCounters[0].CounterSet)
+		}
+		if b := sh.Device.Attributes[AttrShare].BoolValue; b == nil || !*b {
+			t.Errorf("%s: share %v, want true", name, b)
+		}
+		for _, a := range []resourceapi.QualifiedName{AttrController, AttrPCIBusID, AttrSerial, AttrCard, AttrNUMANode} {
+			if !apiequality(sh.Device.Attributes[a], whole.Device.Attributes[a]) {
+				t.Errorf("%s: attribute %s differs from its controller's", name, a)
+			}
+		}
+		if q := sh.Device.Capacity[CapQueuePairs].Value; q.Value() != 2 {
+			t.Errorf("%s: capacity queuePairs %s, want 2", name, q.String())
+		}
+	}
+	if _, ok := inv.Lookup(ShareName("nvme-0000-03-00-0", 3)); ok {
+		t.Error("a fourth share of three published")
+	}
+	// 07:00.0: queue pairs unknown, so not split; whole, consuming nothing.
+	p7, _ := inv.Lookup("nvme-0000-07-00-0")
+	if p7.Counters != nil || p7.Device.ConsumesCounters != nil || *p7.Device.Attributes[AttrShare].BoolValue || *p7.Device.Attributes[AttrController].StringValue != p7.Device.Name {
+		t.Errorf("unsplit device: %+v", p7)
+	}
+	if _, ok := inv.Lookup(ShareName("nvme-0000-07-00-0", 0)); ok {
+		t.Error("a controller of unknown queue pairs was split")
+	}
+
+	// Fewer queue pairs than shares: one share per queue pair.
+	few, err := PublishWith(sys, Identities{whole.BDF: {QueuePairs: 3}}, PublishOptions{Shares: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range few.Devices() {
+		if p.Share != nil {
+			names = append(names, p.Device.Name)
+			if p.Share.QueuePairs != 1 {
+				t.Errorf("%s has %d queue pairs, want 1", p.Device.Name, p.Share.QueuePairs)
+			}
+		}
+	}
+	if len(names) != 3 {
+		t.Errorf("3 queue pairs in 4 shares gave shares %q, want 3", names)
+	}
+	for _, n := range []int{-1, MaxShares + 1} {
+		if _, err := PublishWith(sys, ids, PublishOptions{Shares: n}); err == nil || !strings.Contains(err.Error(), "must be 0 to") {
+			t.Errorf("%d shares: %v, want an error naming the range", n, err)
+		}
+	}
+
+	// A VF is never split, even with its queue pairs known.
+	sr := sriovTree(t)
+	vfInv, err := PublishWith(sr, Identities{mustBDF(t, "0000:01:00.1"): {QueuePairs: 8}, mustBDF(t, "0000:01:00.0"): {QueuePairs: 8}}, PublishOptions{Shares: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := vfInv.Lookup(ShareName("nvme-0000-01-00-1", 0)); ok {
+		t.Error("a VF was split")
+	}
+	if _, ok := vfInv.Lookup(ShareName("nvme-0000-01-00-0", 1)); !ok {
+		t.Error("the PF was not split")
+	}
+}
+
+func apiequality(a, b resourceapi.DeviceAttribute) bool {
+	x, _ := yaml.Marshal(a)
+	y, _ := yaml.Marshal(b)
+	return bytes.Equal(x, y)
+}
+
+// TestSlicesSplitShares: many split controllers are cut into slices that
+// keep each controller's devices with its counter set, within 128 devices
+// and 32 shared counters a slice, whichever binds first.
+func TestSlicesSplitShares(t *testing.T) {
+	for _, tc := range []struct {
+		shares              int
+		firstDevs, firstSet int
+	}{
+		{4, 125, 25}, // 5 devices per controller: 128 devices bind
+		{1, 64, 32},  // 2 devices per controller: 32 counters bind
+	} {
+		inv := &Inventory{byName: map[string]int{}}
+		for i := range 40 {
+			b := pcie.BDF{Bus: uint8(i + 1)}
+			p := Published{BDF: b, Device: resourceapi.Device{Name: DeviceName(b),
+				Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{AttrShare: boolean(false)},
+				Capacity:   map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{CapQueuePairs: {Value: *resource.NewQuantity(16, resource.DecimalSI)}}}}
+			shares := split(&p, tc.shares)
+			inv.devices = append(inv.devices, p)
+			inv.devices = append(inv.devices, shares...)
+		}
+		sl := inv.Slices("n", 1)
+		checkCounters(t, sl)
+		total := 0
+		for _, s := range sl {
+			total += len(s.Spec.Devices)
+			if s.Spec.Pool.ResourceSliceCount != int64(len(sl)) {
+				t.Errorf("slice %s: count %d of %d", s.Name, s.Spec.Pool.ResourceSliceCount, len(sl))
+			}
+		}
+		if want := 40 * (1 + tc.shares); total != want {
+			t.Errorf("%d shares: %d devices in slices, want %d", tc.shares, total, want)
+		}
+		if len(sl) != 2 || len(sl[0].Spec.Devices) != tc.firstDevs || len(sl[0].Spec.SharedCounters) != tc.firstSet {
+			t.Errorf("%d shares: %d slices, the first with %d devices and %d counter sets; want 2, %d and %d",
+				tc.shares, len(sl), len(sl[0].Spec.Devices), len(sl[0].Spec.SharedCounters), tc.firstDevs, tc.firstSet)
+		}
 	}
 }

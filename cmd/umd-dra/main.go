@@ -50,7 +50,8 @@ Usage:
 What run does:
   1. scans --sysfs for NVMe controllers bound to vfio-pci (and their SR-IOV
      VFs bound to vfio-pci) and asks umdd (--socket) for each one's model,
-     serial, namespaces and capacity: these are the node's devices;
+     serial, namespaces and capacity: these are the node's devices, each
+     controller whole and as --shares named shares (nvme-…-share-0, …);
   2. registers with the kubelet: a socket umd.umdkit.io-reg.sock in
      <kubelet-dir>/plugins_registry, and the DRA service (gRPC v1 and
      v1beta1) on <kubelet-dir>/plugins/umd.umdkit.io/dra.sock;
@@ -93,6 +94,12 @@ Options of run:
                            runtime reads them (default /var/run/cdi)
   --container-socket PATH  where containers find umdd's socket
                            (default /run/umd/umdd.sock)
+  --shares N               publish each controller whose queue pairs umdd
+                           reports also as N named shares (default 4, 0 to
+                           32; fewer if it has fewer queue pairs): claims on
+                           shares of one controller get sessions on it side
+                           by side; the scheduler needs the
+                           DRAPartitionableDevices feature (Kubernetes 1.34)
   --v N                    log verbosity (klog); 6 logs every gRPC call
 
 Options of slices:
@@ -100,6 +107,7 @@ Options of slices:
   --sysfs DIR|FILE         sysfs root to scan (default /sys), or a snapshot file
   --socket PATH            umdd's socket, to add model, serial, namespaces, capacity
   --generation N           the pool's generation (default 1)
+  --shares N               as for run (default 4)
 `
 
 type usageError struct{ error }
@@ -118,7 +126,12 @@ type options struct {
 	cdiDir          string
 	containerSocket string
 	verbosity       int
+	shares          int // run, slices
 }
+
+// defaultShares is how many named shares run and slices split each
+// controller into (whose queue pairs umdd reports).
+const defaultShares = 4
 
 // parseArgs parses a command line; getenv supplies the defaults taken
 // from the environment (NODE_NAME, KUBECONFIG).
@@ -141,11 +154,13 @@ func parseArgs(args []string, getenv func(string) string) (options, error) {
 		fs.StringVar(&o.cdiDir, "cdi-dir", "/var/run/cdi", "")
 		fs.StringVar(&o.containerSocket, "container-socket", dra.DefaultContainerSocket, "")
 		fs.IntVar(&o.verbosity, "v", 0, "")
+		fs.IntVar(&o.shares, "shares", defaultShares, "")
 	case "slices":
 		fs.StringVar(&o.node, "node", "", "")
 		fs.StringVar(&o.sysfs, "sysfs", "/sys", "")
 		fs.StringVar(&o.socket, "socket", "", "")
 		fs.Int64Var(&o.generation, "generation", 1, "")
+		fs.IntVar(&o.shares, "shares", defaultShares, "")
 	case "params":
 	default:
 		return o, usageError{fmt.Errorf("unknown command %q (run, slices or params)", o.cmd)}
@@ -154,6 +169,9 @@ func parseArgs(args []string, getenv func(string) string) (options, error) {
 		return o, usageError{err}
 	}
 	o.files = fs.Args()
+	if o.shares < 0 || o.shares > dra.MaxShares {
+		return o, usageError{fmt.Errorf("%s: --shares %d: want 0 to %d", o.cmd, o.shares, dra.MaxShares)}
+	}
 	switch o.cmd {
 	case "run":
 		switch {
@@ -247,7 +265,7 @@ func runPlugin(ctx context.Context, o options, newClient func(string) (kubernete
 		return err
 	}
 
-	inv, err := inventory(o.sysfs, o.socket)
+	inv, err := inventory(o.sysfs, o.socket, o.shares)
 	if err != nil {
 		return err
 	}
@@ -295,7 +313,7 @@ func runPlugin(ctx context.Context, o options, newClient func(string) (kubernete
 
 // inventory scans sysfs and, with umdd's socket, adds what umdd's
 // device list says of each device.
-func inventory(sysfs, socket string) (*dra.Inventory, error) {
+func inventory(sysfs, socket string, shares int) (*dra.Inventory, error) {
 	sys, err := scan(sysfs)
 	if err != nil {
 		return nil, err
@@ -317,7 +335,7 @@ func inventory(sysfs, socket string) (*dra.Inventory, error) {
 		}
 		ids = m
 	}
-	return dra.Publish(sys, ids)
+	return dra.PublishWith(sys, ids, dra.PublishOptions{Shares: shares})
 }
 
 // scan scans the sysfs tree at root: a directory, or a snapshot file
@@ -348,7 +366,7 @@ func scan(root string) (*pcie.System, error) {
 }
 
 func printSlices(o options, w io.Writer) error {
-	inv, err := inventory(o.sysfs, o.socket)
+	inv, err := inventory(o.sysfs, o.socket, o.shares)
 	if err != nil {
 		return err
 	}

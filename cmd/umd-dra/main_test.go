@@ -46,11 +46,11 @@ func TestParseArgs(t *testing.T) {
 	o, err = parseArgs([]string{"run", "--socket", "/run/umdd.sock", "--kubelet-dir", "/k"}, func(k string) string { return env[k] })
 	if err != nil || o.node != "from-env" || o.kubeconfig != "/etc/kube.conf" || o.sysfs != "/sys" || o.cdiDir != "/var/run/cdi" ||
 		o.containerSocket != dra.DefaultContainerSocket || o.stateDir != "/k/plugins/umd.umdkit.io" ||
-		registrarDir(o.kubeletDir) != "/k/plugins_registry" {
+		registrarDir(o.kubeletDir) != "/k/plugins_registry" || o.shares != defaultShares {
 		t.Errorf("run defaults: %+v, %v", o, err)
 	}
-	o, err = parseArgs([]string{"run", "--node", "n2", "--socket", "s", "--state-dir", "/st", "--v", "6"}, func(k string) string { return env[k] })
-	if err != nil || o.node != "n2" || o.stateDir != "/st" || o.verbosity != 6 {
+	o, err = parseArgs([]string{"run", "--node", "n2", "--socket", "s", "--state-dir", "/st", "--v", "6", "--shares", "0"}, func(k string) string { return env[k] })
+	if err != nil || o.node != "n2" || o.stateDir != "/st" || o.verbosity != 6 || o.shares != 0 {
 		t.Errorf("run flags: %+v, %v", o, err)
 	}
 	for _, bad := range [][]string{
@@ -58,6 +58,7 @@ func TestParseArgs(t *testing.T) {
 		{"run", "--socket", "s"}, {"run", "--node", "n"}, {"run", "--node", "n", "--socket", "s", "x"},
 		{"run", "--node", "n", "--socket", "s", "--container-socket", "rel/umdd.sock"},
 		{"run", "--node", "n", "--socket", "s", "--v", "-1"},
+		{"run", "--node", "n", "--socket", "s", "--shares", "33"}, {"slices", "--node", "n", "--shares", "-1"},
 	} {
 		var ue usageError
 		if _, err := parseArgs(bad, noEnv); !errors.As(err, &ue) {
