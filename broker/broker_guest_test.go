@@ -380,21 +380,8 @@ func guestServerN(t *testing.T, n int, mode os.FileMode, access Access) (*Server
 			t.Fatal(err)
 		}
 	}
-	if err := s.Listen(); err != nil {
-		s.Close()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("closing the broker: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		os.RemoveAll(dir)
-	})
+	t.Cleanup(func() { os.RemoveAll(dir) }) // after the server has closed
+	serveInTest(t, s)
 	return s, devs, bdfs
 }
 

@@ -215,20 +215,28 @@ func startFake(t *testing.T, cfg Config, access Access, devs ...*fakeDevice) *Se
 			t.Fatal(err)
 		}
 	}
+	serveInTest(t, s)
+	return s
+}
+
+// serveInTest is brokertest.Serve for this package's own tests (which
+// brokertest, importing broker, cannot serve).
+func serveInTest(t testing.TB, s *Server) {
+	t.Helper()
 	if err := s.Listen(); err != nil {
-		t.Fatal(err)
+		s.Close()
+		t.Fatalf("broker: %v", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
-			t.Errorf("closing the server: %v", err)
+			t.Errorf("closing the broker: %v", err)
 		}
 		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
+			t.Errorf("broker: Serve: %v", err)
 		}
 	})
-	return s
 }
 
 // dial connects to the broker at path, failing t if it cannot; the

@@ -125,20 +125,7 @@ func reopenableServer(t *testing.T) (*Server, string) {
 		dev.Close()
 		t.Fatal(err)
 	}
-	if err := s.Listen(); err != nil {
-		s.Close()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("closing the broker: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	serveInTest(t, s)
 	return s, bdf
 }
 

@@ -27,19 +27,7 @@ func startSim(t *testing.T, cfg Config, bdfs ...string) *Server {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("closing the server: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	serveInTest(t, s)
 	return s
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/broker/brokertest"
 	"github.com/umdkit/umd/pcie"
 )
 
@@ -28,17 +29,7 @@ func simBrokerFor(t *testing.T, bdfs ...string) (*broker.Server, string) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	t.Cleanup(func() {
-		s.Close()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	brokertest.Serve(t, s)
 	return s, sock
 }
 

@@ -27,6 +27,7 @@ import (
 	cdi "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/broker/brokertest"
 	"github.com/umdkit/umd/dra"
 	"github.com/umdkit/umd/pcie"
 )
@@ -155,20 +156,7 @@ func startUmdd(t *testing.T, bdf string) (*broker.Server, string) {
 		s.Close()
 		t.Fatal(err)
 	}
-	if err := s.Listen(); err != nil {
-		s.Close()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("closing umdd: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("umdd: %v", err)
-		}
-	})
+	brokertest.Serve(t, s)
 	return s, sock
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/broker/brokertest"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -79,17 +80,7 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	defer func() {
-		s.Close()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	brokertest.Serve(t, s)
 	var out bytes.Buffer
 	if err := run([]string{"status", "--socket", sock, "-o", "json"}, &out, os.Stderr); err != nil {
 		t.Fatal(err)

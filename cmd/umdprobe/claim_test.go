@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/broker/brokertest"
 )
 
 // With runAsUmdprobe set, the test binary is umdprobe, with the arguments
@@ -78,17 +79,7 @@ func simBroker(t *testing.T, bdfs ...string) (string, *broker.Client) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	t.Cleanup(func() {
-		s.Close()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	brokertest.Serve(t, s)
 	c, err := broker.Dial(sock)
 	if err != nil {
 		t.Fatal(err)
