@@ -686,23 +686,7 @@ func TestUnsatisfiableClaimPending(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, probePod("nowhere", "numa7"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var cond corev1.PodCondition
-	err := waitFor(ctx, nil, "the scheduler's verdict", 2*time.Minute, func(ctx context.Context) error {
-		p, err := cs.CoreV1().Pods(ns).Get(ctx, "nowhere", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-				cond = c
-				return nil
-			}
-		}
-		return fmt.Errorf("conditions %+v", p.Status.Conditions)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cond := waitUnschedulable(t, ns, "nowhere")
 	t.Logf("PodScheduled=False %s: %s", cond.Reason, cond.Message)
 	if !strings.Contains(cond.Message, "cannot allocate all claims") {
 		t.Errorf("the reason does not say the claim cannot be allocated: %q", cond.Message)
@@ -716,6 +700,34 @@ func TestUnsatisfiableClaimPending(t *testing.T) {
 	if p.Status.Phase != corev1.PodPending || p.Spec.NodeName != "" {
 		t.Fatalf("pod is %s on %q, want Pending on no node", p.Status.Phase, p.Spec.NodeName)
 	}
+}
+
+// waitUnschedulable waits (up to 2 minutes) for the scheduler to mark
+// pod name unschedulable, and returns that PodScheduled condition; the
+// pod being bound to a node instead fails t (at the timeout, saying so).
+func waitUnschedulable(t *testing.T, ns, name string) corev1.PodCondition {
+	t.Helper()
+	var cond corev1.PodCondition
+	err := waitFor(context.Background(), nil, "the scheduler's verdict on pod "+name, 2*time.Minute, func(ctx context.Context) error {
+		p, err := testCluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Spec.NodeName != "" {
+			return fmt.Errorf("scheduled on %s", p.Spec.NodeName)
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+				cond = c
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %+v", p.Status.Conditions)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cond
 }
 
 // TestNUMASelectorPlacesPod: only node-b (qemu-numa) has devices on NUMA

@@ -227,26 +227,7 @@ func TestSharesOfOneController(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, probePod("whole", "whole", "--verify", "64"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var cond corev1.PodCondition
-	err := waitFor(ctx, nil, "the scheduler's verdict on the whole controller", 2*time.Minute, func(ctx context.Context) error {
-		p, err := cs.CoreV1().Pods(ns).Get(ctx, "whole", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if p.Spec.NodeName != "" {
-			return fmt.Errorf("scheduled on %s while shares of its controller are allocated", p.Spec.NodeName)
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-				cond = c
-				return nil
-			}
-		}
-		return fmt.Errorf("conditions %+v", p.Status.Conditions)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cond := waitUnschedulable(t, ns, "whole")
 	t.Logf("%v: whole controller while shared: PodScheduled=False %s: %s", since(), cond.Reason, cond.Message)
 	if !strings.Contains(cond.Message, "cannot allocate all claims") {
 		t.Errorf("the reason does not say the claim cannot be allocated: %q", cond.Message)
@@ -266,7 +247,7 @@ func TestSharesOfOneController(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	err = waitFor(ctx, nil, "umdd to release the shares' claims", 2*time.Minute, func(context.Context) error {
+	err := waitFor(ctx, nil, "umdd to release the shares' claims", 2*time.Minute, func(context.Context) error {
 		raw := umddStatus(t, node(t, sharedNode))
 		if err := json.Unmarshal([]byte(raw), &st); err != nil {
 			return fmt.Errorf("umdd status: %v: %s", err, raw)
