@@ -187,9 +187,10 @@ func DeviceName(b pcie.BDF) string {
 	return fmt.Sprintf("nvme-%04x-%02x-%02x-%x", b.Domain, b.Bus, b.Device, b.Function)
 }
 
-// isNVMe reports whether the class is Mass storage / Non-Volatile memory
-// controller (any programming interface).
-func isNVMe(c pcie.Class) bool { return c.Base() == 0x01 && c.Sub() == 0x08 }
+// isNVMe reports whether the class is NVMe's (pcie.ClassNVMe), the
+// functions umdd serves when it is given no selector: the two must agree,
+// or the node would publish devices its umdd does not serve.
+func isNVMe(c pcie.Class) bool { return c == pcie.ClassNVMe }
 
 // Publish picks the devices to publish out of a scan: every NVMe function
 // bound to vfio-pci (physical functions, and the virtual functions of

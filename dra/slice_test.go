@@ -555,3 +555,25 @@ func TestSlicesSplitShares(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishOnlyNVMe: a function of the NVM subclass with another
+// programming interface (NVMHCI, 01:08:01) is not published even when
+// bound to vfio-pci: umdd, given no selector, does not serve it either.
+func TestPublishOnlyNVMe(t *testing.T) {
+	tr := pcietest.New(t)
+	tr.Add(pcietest.Func{BDF: "0000:00:03.0", Vendor: pcietest.VendorRedHat, Device: pcietest.DeviceNVMe,
+		Class: pcietest.ClassNVMe, Driver: "vfio-pci", IOMMUGroup: "3"})
+	tr.Add(pcietest.Func{BDF: "0000:00:04.0", Vendor: pcietest.VendorRedHat, Device: 0x1234,
+		Class: 0x010801, Driver: "vfio-pci", IOMMUGroup: "4"})
+	inv, err := Publish(scan(t, tr.Root), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range inv.Devices() {
+		got = append(got, d.BDF.String())
+	}
+	if len(got) != 1 || got[0] != "0000:00:03.0" {
+		t.Fatalf("published %v, want only 0000:00:03.0", got)
+	}
+}

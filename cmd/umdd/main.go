@@ -422,7 +422,7 @@ func pick(o *options, root string) ([]string, error) {
 	}
 	var bdfs []string
 	for _, f := range sys.Select(sel) {
-		if sel.Empty() && (f.Class != 0x010802 || f.Driver != "vfio-pci") {
+		if sel.Empty() && (f.Class != pcie.ClassNVMe || f.Driver != "vfio-pci") {
 			continue
 		}
 		if f.Driver != "vfio-pci" {
