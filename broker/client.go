@@ -23,7 +23,7 @@ type Client struct {
 	sess *Session
 
 	done     chan struct{} // closed when the broker hangs up
-	stop     chan struct{} // closed by Close, ends the watcher
+	stopFd   int           // an eventfd Close writes to end the watcher; closed by Close
 	watched  sync.WaitGroup
 	stopOnce sync.Once
 }
@@ -36,7 +36,7 @@ func Dial(path string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the broker at %s: %w", path, err)
 	}
-	c := &Client{uc: uc, done: make(chan struct{}), stop: make(chan struct{})}
+	c := &Client{uc: uc, done: make(chan struct{}), stopFd: -1}
 	if _, _, err := c.call(&Request{Op: OpHello, Version: ProtocolVersion}, 0); err != nil {
 		uc.Close()
 		return nil, fmt.Errorf("connecting to the broker at %s: %w", path, err)
@@ -57,7 +57,8 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 
 // watch starts a goroutine that waits for the broker to hang up, without
 // reading (responses are read by call): poll(2) for POLLRDHUP on a
-// duplicate of the socket, checking for Close every 100 ms.
+// duplicate of the socket, and for Close on an eventfd, so it sleeps
+// until one of them happens.
 func (c *Client) watch() error {
 	rc, err := c.uc.SyscallConn()
 	if err != nil {
@@ -71,23 +72,26 @@ func (c *Client) watch() error {
 	if derr != nil {
 		return fmt.Errorf("duplicating the socket: %w", derr)
 	}
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("eventfd: %w", err)
+	}
+	c.stopFd = stop
 	c.watched.Add(1)
 	go func() {
 		defer c.watched.Done()
 		defer unix.Close(fd)
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}, {Fd: int32(stop), Events: unix.POLLIN}}
 		for {
-			select {
-			case <-c.stop:
-				return
-			default:
+			n, err := unix.Poll(pfd, -1)
+			if err == unix.EINTR || (err == nil && n == 0) {
+				continue
 			}
-			n, err := unix.Poll(pfd, 100)
-			if err != nil && err != unix.EINTR {
-				close(c.done)
-				return
+			if pfd[1].Revents != 0 {
+				return // Close
 			}
-			if n > 0 && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			if err != nil || pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
 				close(c.done)
 				return
 			}
@@ -461,7 +465,20 @@ func (c *Client) Close() error {
 	if err := c.uc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		errs = append(errs, err)
 	}
-	c.stopOnce.Do(func() { close(c.stop) })
-	c.watched.Wait()
+	c.stopOnce.Do(func() {
+		if c.stopFd < 0 {
+			return
+		}
+		var one [8]byte
+		one[0] = 1 // eventfd counters are host-endian; 1 on little-endian, nonzero anywhere
+		if _, err := unix.Write(c.stopFd, one[:]); err != nil {
+			// Cannot happen for a fresh eventfd; leave the watcher
+			// (and its eventfd) rather than wait for it forever.
+			errs = append(errs, fmt.Errorf("stopping the hang-up watcher: %w", err))
+			return
+		}
+		c.watched.Wait()
+		unix.Close(c.stopFd)
+	})
 	return errors.Join(errs...)
 }
