@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/umdkit/umd/internal/mountinfo"
 )
 
 // cgroupMount is where the cgroup v1 hierarchies are mounted (these hosts
@@ -27,31 +28,17 @@ const cgroupMount = "/sys/fs/cgroup"
 // v1 one and the unified v2 one of a hybrid host (runc makes the
 // container's cgroup there too).
 func hierarchies() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mountinfo.Read("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		// mountinfo: id parent dev root mountpoint opts [optional…] - fstype source superopts
-		sep := -1
-		for i, fld := range fields {
-			if fld == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+1 >= len(fields) || (fields[sep+1] != "cgroup" && fields[sep+1] != "cgroup2") {
-			continue
-		}
-		if mp := unescapeMount(fields[4]); mp == cgroupMount || strings.HasPrefix(mp, cgroupMount+"/") {
-			out = append(out, mp)
+	for _, m := range ms {
+		if (m.FSType == "cgroup" || m.FSType == "cgroup2") && (m.Point == cgroupMount || strings.HasPrefix(m.Point, cgroupMount+"/")) {
+			out = append(out, m.Point)
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // makeCgroups creates the node's cgroup root in every hierarchy: the
@@ -249,25 +236,18 @@ func shimSockets(args []string) []string {
 
 // mountsBelow lists the mount points at or below dir, deepest first.
 func mountsBelow(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mountinfo.Read("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
+	for _, m := range ms {
+		if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m.Point)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out, sc.Err()
+	return out, nil
 }
 
 // unmountBelow detaches every mount at or below dir (pods' volumes,
@@ -293,25 +273,6 @@ func unmountBelow(dir string) error {
 		errs = append(errs, fmt.Errorf("still mounted below %s: %v", dir, mps))
 	}
 	return errors.Join(errs...)
-}
-
-// unescapeMount decodes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // containerLogLinks is where the kubelet links every container's log, a

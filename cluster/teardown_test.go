@@ -2,19 +2,6 @@ package cluster
 
 import "testing"
 
-func TestUnescapeMount(t *testing.T) {
-	for in, want := range map[string]string{
-		`/plain/path`:         "/plain/path",
-		`/with\040space`:      "/with space",
-		`/tab\011and\134back`: "/tab\tand\\back",
-		`/short\04`:           `/short\04`,
-	} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestShimSockets: the socket names match containerd's
 // shim.SocketAddress (sha256 of address/namespace/id), for shims only.
 func TestShimSockets(t *testing.T) {

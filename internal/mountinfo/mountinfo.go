@@ -3,6 +3,8 @@
 package mountinfo
 
 import (
+	"bufio"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -25,4 +27,39 @@ func Unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// A Mount is one line of a mountinfo file (proc(5)), the fields umd reads.
+type Mount struct {
+	Point  string // the mount point, unescaped
+	FSType string // the filesystem type ("cgroup", "overlay", …)
+}
+
+// Read parses a mountinfo file (/proc/self/mountinfo). Lines too short to
+// hold a mount point are skipped; FSType is empty where the line lacks
+// the "-" separator.
+func Read(path string) ([]Mount, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Mount
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root point options [optional…] - fstype source superoptions
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		m := Mount{Point: Unescape(fields[4])}
+		for i := 5; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				m.FSType = fields[i+1]
+				break
+			}
+		}
+		out = append(out, m)
+	}
+	return out, sc.Err()
 }

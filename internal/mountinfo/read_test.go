@@ -1,0 +1,35 @@
+package mountinfo
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mountinfo")
+	const text = `22 1 0:21 / /proc rw,nosuid - proc proc rw
+35 24 0:30 / /sys/fs/cgroup/cpu rw shared:9 master:2 - cgroup cgroup rw,cpu
+36 24 0:31 / /mnt/with\040space rw - tmpfs tmpfs rw
+short line
+`
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Mount{{"/proc", "proc"}, {"/sys/fs/cgroup/cpu", "cgroup"}, {"/mnt/with space", "tmpfs"}}
+	if len(ms) != len(want) {
+		t.Fatalf("Read = %+v, want %+v", ms, want)
+	}
+	for i := range want {
+		if ms[i] != want[i] {
+			t.Errorf("mount %d = %+v, want %+v", i, ms[i], want[i])
+		}
+	}
+	if _, err := Read(filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Error("Read of a missing file: no error")
+	}
+}
