@@ -46,6 +46,9 @@ func Read(path string) ([]Mount, error) {
 	defer f.Close()
 	var out []Mount
 	sc := bufio.NewScanner(f)
+	// Overlay mounts (container root filesystems) carry lowerdir lists
+	// far beyond bufio's default 64 KiB line limit.
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		// id parent major:minor root point options [optional…] - fstype source superoptions
 		fields := strings.Fields(sc.Text())

@@ -3,16 +3,17 @@ package mountinfo
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
 func TestRead(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mountinfo")
-	const text = `22 1 0:21 / /proc rw,nosuid - proc proc rw
+	text := `22 1 0:21 / /proc rw,nosuid - proc proc rw
 35 24 0:30 / /sys/fs/cgroup/cpu rw shared:9 master:2 - cgroup cgroup rw,cpu
 36 24 0:31 / /mnt/with\040space rw - tmpfs tmpfs rw
 short line
-`
+` + "40 24 0:40 / /run/ctr/rootfs rw - overlay overlay rw,lowerdir=" + strings.Repeat("/var/lib/layer:", 8000) + "\n"
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +21,7 @@ short line
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Mount{{"/proc", "proc"}, {"/sys/fs/cgroup/cpu", "cgroup"}, {"/mnt/with space", "tmpfs"}}
+	want := []Mount{{"/proc", "proc"}, {"/sys/fs/cgroup/cpu", "cgroup"}, {"/mnt/with space", "tmpfs"}, {"/run/ctr/rootfs", "overlay"}}
 	if len(ms) != len(want) {
 		t.Fatalf("Read = %+v, want %+v", ms, want)
 	}
