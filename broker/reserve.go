@@ -178,11 +178,8 @@ func (c *conn) reserve(req *Request) (*Grant, *Error) {
 		return nil, e
 	}
 	if want.Mode == ModeTrusted {
-		if isSimulated(d.b) {
-			return nil, errorf(CodeState, "reserve: %s is simulated: trusted sessions need a VFIO device", want.Device)
-		}
-		if !d.access.Trusted {
-			return nil, errorf(CodePermission, "reserve: %s does not allow trusted sessions", want.Device)
+		if e := d.refuseTrusted("reserve", want.Device); e != nil {
+			return nil, e
 		}
 	}
 	page := int64(s.poolPageSize(d))

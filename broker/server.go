@@ -599,13 +599,11 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	if mode == "" {
 		mode = ModeMediated
 	}
-	if mode == ModeTrusted && isSimulated(d.b) {
-		c.s.mu.Unlock()
-		return nil, nil, errorf(CodeState, "open: %s is simulated: trusted sessions need a VFIO device", req.Device)
-	}
-	if mode == ModeTrusted && !d.access.Trusted {
-		c.s.mu.Unlock()
-		return nil, nil, errorf(CodePermission, "open: %s does not allow trusted sessions", req.Device)
+	if mode == ModeTrusted {
+		if e := d.refuseTrusted("open", req.Device); e != nil {
+			c.s.mu.Unlock()
+			return nil, nil, e
+		}
 	}
 	if free := d.info.MaxQueues - d.held; req.Queues > free {
 		c.s.mu.Unlock()

@@ -27,9 +27,25 @@ type SimOptions struct {
 	MaxQueues int
 }
 
-// ErrSimulatedTrusted is what a trusted session on a simulated device
-// fails with (wrapped): there is no VFIO device to hand the client.
+// ErrSimulatedTrusted is what the backend of a simulated device answers
+// when asked for what only trusted sessions use (a VFIO descriptor,
+// remote queues). Clients never see it: the broker refuses a trusted open
+// or reservation on a simulated device before (refuseTrusted).
 var ErrSimulatedTrusted = errors.New("device is simulated: trusted sessions need a VFIO device")
+
+// refuseTrusted is why a trusted session or reservation (op) on device d
+// is refused, nil when it is allowed: a simulated device has no VFIO
+// descriptor to send (ErrState), and the device's Access must allow
+// trusted sessions (ErrPermission).
+func (d *served) refuseTrusted(op, device string) *Error {
+	if isSimulated(d.b) {
+		return errorf(CodeState, "%s: %s is simulated: trusted sessions need a VFIO device", op, device)
+	}
+	if !d.access.Trusted {
+		return errorf(CodePermission, "%s: %s does not allow trusted sessions", op, device)
+	}
+	return nil
+}
 
 // AddSimulated serves a software controller (nvmelike/sim) under the PCI
 // address bdf, with the allow-list a, for machines without VFIO: the
@@ -40,8 +56,9 @@ var ErrSimulatedTrusted = errors.New("device is simulated: trusted sessions need
 // (a 4 KiB-page memfd; hugepages are not needed), mapped into an IOVA
 // space of the broker's own; each mediated command's data is copied
 // between the pool and the controller's memory around the command (the
-// controller reaches only its own memory); trusted sessions are refused
-// (ErrSimulatedTrusted: no VFIO descriptor to send); queue pairs'
+// controller reaches only its own memory); trusted sessions and
+// reservations are refused with an error matching ErrState (no VFIO
+// descriptor to send); queue pairs'
 // eventfds are signalled by the broker after each command, since the
 // controller raises no interrupts.
 func (s *Server) AddSimulated(ctx context.Context, bdf string, o SimOptions, a Access) error {
@@ -170,6 +187,32 @@ type simQueue struct {
 	q      *nvmelike.QueuePair
 	irq    *vfio.Interrupt // nil when polled
 	vector int
+	// bounce is the queue pair's buffer in the controller's memory, kept
+	// from one command to the next (grown when a command needs more).
+	bounce nvmelike.Buffer
+}
+
+// bounceFor returns n bytes of the queue pair's bounce buffer, replacing
+// it with a larger one when it is too small.
+func (q *simQueue) bounceFor(n int) (nvmelike.Buffer, error) {
+	if len(q.bounce.Bytes) < n {
+		b, err := q.b.mem.Alloc(n, 4096)
+		if err != nil {
+			return nvmelike.Buffer{}, fmt.Errorf("software controller: a %d-byte bounce buffer: %w", n, err)
+		}
+		q.releaseBounce()
+		q.bounce = b
+	}
+	b := q.bounce
+	b.Bytes = b.Bytes[:n]
+	return b, nil
+}
+
+func (q *simQueue) releaseBounce() {
+	if q.bounce.Bytes != nil {
+		_ = q.b.mem.Free(q.bounce)
+		q.bounce = nvmelike.Buffer{}
+	}
 }
 
 func (q *simQueue) ID() uint16  { return q.q.ID() }
@@ -189,8 +232,8 @@ func (q *simQueue) Exec(ctx context.Context, cmd *nvmelike.Command) (nvmelike.Co
 	var bounce nvmelike.Buffer
 	if n := len(cmd.Data.Bytes); n > 0 {
 		var err error
-		if bounce, err = q.b.mem.Alloc(n, 4096); err != nil {
-			return nvmelike.Completion{}, fmt.Errorf("software controller: a %d-byte bounce buffer: %w", n, err)
+		if bounce, err = q.bounceFor(n); err != nil {
+			return nvmelike.Completion{}, err
 		}
 		if cmd.Opcode != nvmelike.CmdRead {
 			copy(bounce.Bytes, cmd.Data.Bytes)
@@ -200,13 +243,14 @@ func (q *simQueue) Exec(ctx context.Context, cmd *nvmelike.Command) (nvmelike.Co
 	cpl, err := q.q.Exec(ctx, &c)
 	var status *nvmelike.StatusError
 	completed := err == nil || errors.As(err, &status)
-	if bounce.Bytes != nil && completed {
-		if err == nil && cmd.Opcode == nvmelike.CmdRead {
+	if bounce.Bytes != nil {
+		if !completed {
+			// Exec gave up: the command is still the controller's, and
+			// so is its buffer; the next command gets a new one.
+			q.bounce = nvmelike.Buffer{}
+		} else if err == nil && cmd.Opcode == nvmelike.CmdRead {
 			copy(cmd.Data.Bytes, bounce.Bytes)
 		}
-		// Not freed when Exec gave up: the command is still the
-		// controller's, and so is its buffer.
-		_ = q.b.mem.Free(bounce)
 	}
 	if completed && q.irq != nil {
 		_ = q.irq.Signal()
@@ -220,6 +264,7 @@ func (q *simQueue) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := q.b.ctrl.DeleteQueuePair(ctx, q.q)
+	q.releaseBounce()
 	if q.irq != nil {
 		err = errors.Join(err, q.irq.Close())
 	}
