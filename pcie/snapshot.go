@@ -229,3 +229,31 @@ func noLinkBelow(dir, rel string) error {
 	}
 	return nil
 }
+
+// OpenTree returns a sysfs root to scan for path: path itself when it is
+// a directory, else a new temporary directory with the snapshot in the
+// file path restored into it, which cleanup removes. cleanup is never
+// nil when err is nil; for a directory it does nothing.
+func OpenTree(path string) (root string, cleanup func(), err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", nil, err
+	}
+	if fi.IsDir() {
+		return path, func() {}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	dir, err := os.MkdirTemp("", "umd-sysfs-")
+	if err != nil {
+		return "", nil, err
+	}
+	if err := RestoreSnapshot(f, dir); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}

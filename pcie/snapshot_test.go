@@ -118,3 +118,43 @@ func cutConfigs(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpenTree: a directory is its own root; a snapshot file is restored
+// into a temporary root that cleanup removes; a file that is not a
+// snapshot is refused, naming it, and leaves nothing behind.
+func TestOpenTree(t *testing.T) {
+	dir := t.TempDir()
+	root, cleanup, err := OpenTree(dir)
+	if err != nil || root != dir {
+		t.Fatalf("OpenTree(dir) = %q, %v", root, err)
+	}
+	cleanup()
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("cleanup of a directory removed it: %v", err)
+	}
+
+	snap := filepath.Join("testdata", "snapshots", "qemu-single.txt")
+	root, cleanup, err = OpenTree(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := Scan(Options{SysfsRoot: root})
+	if err != nil || len(sys.Functions) == 0 {
+		t.Fatalf("scanning the restored snapshot: %d functions, %v", len(sys.Functions), err)
+	}
+	cleanup()
+	if _, err := os.Stat(root); !os.IsNotExist(err) {
+		t.Fatalf("cleanup left %s: %v", root, err)
+	}
+
+	bad := filepath.Join(t.TempDir(), "not-a-snapshot")
+	if err := os.WriteFile(bad, []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := OpenTree(bad); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("OpenTree of a non-snapshot: %v", err)
+	}
+	if _, _, err := OpenTree(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("OpenTree of a missing path: no error")
+	}
+}

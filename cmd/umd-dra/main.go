@@ -341,28 +341,13 @@ func inventory(sysfs, socket string, shares int) (*dra.Inventory, error) {
 // scan scans the sysfs tree at root: a directory, or a snapshot file
 // ("umdprobe snapshot"), as umdd --simulate takes, restored into a
 // temporary directory for the scan.
-func scan(root string) (*pcie.System, error) {
-	fi, err := os.Stat(root)
+func scan(path string) (*pcie.System, error) {
+	root, cleanup, err := pcie.OpenTree(path)
 	if err != nil {
 		return nil, fmt.Errorf("--sysfs: %w", err)
 	}
-	if fi.IsDir() {
-		return pcie.Scan(pcie.Options{SysfsRoot: root})
-	}
-	f, err := os.Open(root)
-	if err != nil {
-		return nil, fmt.Errorf("--sysfs: %w", err)
-	}
-	defer f.Close()
-	dir, err := os.MkdirTemp("", "umd-dra-sysfs-")
-	if err != nil {
-		return nil, fmt.Errorf("--sysfs: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	if err := pcie.RestoreSnapshot(f, dir); err != nil {
-		return nil, fmt.Errorf("--sysfs %s: %w", root, err)
-	}
-	return pcie.Scan(pcie.Options{SysfsRoot: dir})
+	defer cleanup()
+	return pcie.Scan(pcie.Options{SysfsRoot: root})
 }
 
 func printSlices(o options, w io.Writer) error {

@@ -445,33 +445,6 @@ func serve(stderr io.Writer, o *options) error {
 	return serveUntil(ctx, stderr, o, nil)
 }
 
-// simulatedTree returns the sysfs root to simulate: TREE itself when it
-// is a directory, else a temporary directory with the snapshot TREE
-// restored into it, which cleanup removes.
-func simulatedTree(tree string) (root string, cleanup func(), err error) {
-	fi, err := os.Stat(tree)
-	if err != nil {
-		return "", nil, fmt.Errorf("--simulate: %w", err)
-	}
-	if fi.IsDir() {
-		return tree, func() {}, nil
-	}
-	f, err := os.Open(tree)
-	if err != nil {
-		return "", nil, fmt.Errorf("--simulate: %w", err)
-	}
-	defer f.Close()
-	dir, err := os.MkdirTemp("", "umdd-sysfs-")
-	if err != nil {
-		return "", nil, fmt.Errorf("--simulate: %w", err)
-	}
-	if err := pcie.RestoreSnapshot(f, dir); err != nil {
-		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("--simulate %s: %w", tree, err)
-	}
-	return dir, func() { os.RemoveAll(dir) }, nil
-}
-
 // serveUntil serves until ctx is done (then releases everything) or the
 // server fails. ready, if set, is called once the socket listens.
 func serveUntil(ctx context.Context, stderr io.Writer, o *options, ready func(*broker.Server)) error {
@@ -480,8 +453,8 @@ func serveUntil(ctx context.Context, stderr io.Writer, o *options, ready func(*b
 	if o.simulate != "" {
 		var cleanup func()
 		var err error
-		if root, cleanup, err = simulatedTree(o.simulate); err != nil {
-			return err
+		if root, cleanup, err = pcie.OpenTree(o.simulate); err != nil {
+			return fmt.Errorf("--simulate: %w", err)
 		}
 		defer cleanup()
 	}
