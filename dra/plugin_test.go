@@ -301,18 +301,51 @@ func TestDriverUnprepareError(t *testing.T) {
 	}
 }
 
+// TestDriverResources: what the kubelet helper publishes holds every
+// device of the inventory once, and each device that consumes counters
+// finds their counter set in its own slice (the helper publishes each
+// Slice as one ResourceSlice, and 1.34 wants them together).
 func TestDriverResources(t *testing.T) {
-	inv, err := cardsInventory()
+	ids, err := BrokerIdentities(brokerList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := PublishWith(restore(t, "qemu-cards"), ids, PublishOptions{Shares: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	res := inv.DriverResources(testNode)
 	pool, ok := res.Pools[testNode]
-	if len(res.Pools) != 1 || !ok || len(pool.Slices) != 1 {
-		t.Fatalf("%+v, want one pool %s with one slice", res, testNode)
+	if len(res.Pools) != 1 || !ok || len(pool.Slices) == 0 {
+		t.Fatalf("%+v, want one pool %s with slices", res, testNode)
 	}
-	if got, want := deviceNames(pool.Slices[0].Devices), deviceNames(inv.Slices(testNode, 1)[0].Spec.Devices); !slices.Equal(got, want) || len(got) == 0 {
+	var got, want []string
+	consumers := 0
+	for _, sl := range pool.Slices {
+		sets := map[string]bool{}
+		for _, cs := range sl.SharedCounters {
+			sets[cs.Name] = true
+		}
+		for _, d := range sl.Devices {
+			got = append(got, d.Name)
+			for _, c := range d.ConsumesCounters {
+				consumers++
+				if !sets[c.CounterSet] {
+					t.Errorf("device %s consumes counter set %s, which its slice does not carry", d.Name, c.CounterSet)
+				}
+			}
+		}
+	}
+	for _, p := range inv.Devices() {
+		want = append(want, p.Device.Name)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
 		t.Errorf("devices %v, want %v", got, want)
+	}
+	if consumers == 0 {
+		t.Error("no device consumes counters: the inventory has no shares to check")
 	}
 }
 
