@@ -159,7 +159,7 @@ func TestGarbledCID(t *testing.T) {
 
 func TestInvalidCIDFromPoll(t *testing.T) {
 	r := newRig(t, sim.Config{}, nil)
-	q := r.queue(t, 8) // 7 trackers: index bits 3, index 7 is invalid
+	q := r.queue(t, 7) // 6 trackers and the spare: index bits 3, index 7 is invalid
 	if !r.dev.PostRaw(q.ID(), nvmelike.Completion{CID: 7, SQID: q.ID()}) {
 		t.Fatal("PostRaw")
 	}

@@ -56,20 +56,20 @@ type nvmeFormat struct{}
 func (nvmeFormat) SQESize() int { return 64 }
 func (nvmeFormat) CQESize() int { return 16 }
 
+// EncodeSQE writes the entry as eight 64-bit stores into the slot (an
+// array pointer: one length check, none per store), each dword pair
+// composed in registers; the slot is written whole, reserved dwords as zero.
 func (nvmeFormat) EncodeSQE(b []byte, cmd *Command, cid uint16, prp1, prp2 uint64) {
-	e := SQE(b[:64])
-	e.SetCDW0(cmd.Opcode, cmd.Flags, cid)
-	e.SetNSID(cmd.NSID)
-	e.SetCDW(2, cmd.CDW2)
-	e.SetCDW(3, cmd.CDW3)
-	e.SetMPTR(cmd.MPTR)
-	e.SetPRP(prp1, prp2)
-	e.SetCDW(10, cmd.CDW10)
-	e.SetCDW(11, cmd.CDW11)
-	e.SetCDW(12, cmd.CDW12)
-	e.SetCDW(13, cmd.CDW13)
-	e.SetCDW(14, cmd.CDW14)
-	e.SetCDW(15, cmd.CDW15)
+	e := (*[64]byte)(b)
+	le := binary.LittleEndian
+	le.PutUint64(e[0:8], uint64(cmd.Opcode)|uint64(cmd.Flags)<<8|uint64(cid)<<16|uint64(cmd.NSID)<<32)
+	le.PutUint64(e[8:16], uint64(cmd.CDW2)|uint64(cmd.CDW3)<<32)
+	le.PutUint64(e[16:24], cmd.MPTR)
+	le.PutUint64(e[24:32], prp1)
+	le.PutUint64(e[32:40], prp2)
+	le.PutUint64(e[40:48], uint64(cmd.CDW10)|uint64(cmd.CDW11)<<32)
+	le.PutUint64(e[48:56], uint64(cmd.CDW12)|uint64(cmd.CDW13)<<32)
+	le.PutUint64(e[56:64], uint64(cmd.CDW14)|uint64(cmd.CDW15)<<32)
 }
 
 func (nvmeFormat) CQEPhase(b []byte) bool {
@@ -77,12 +77,18 @@ func (nvmeFormat) CQEPhase(b []byte) bool {
 }
 
 func (nvmeFormat) DecodeCQE(b []byte) Completion {
-	_ = b[15]
-	dw3 := binary.LittleEndian.Uint32(b[12:16])
-	dw2 := binary.LittleEndian.Uint32(b[8:12])
+	return decodeNVMeCQE((*[16]byte)(b), binary.LittleEndian.Uint32(b[12:16]))
+}
+
+// decodeNVMeCQE decodes entry e whose last dword, dw3 (CID, phase,
+// status), the caller has already loaded: Poll reads it once, with
+// acquire ordering, for the phase tag.
+func decodeNVMeCQE(e *[16]byte, dw3 uint32) Completion {
+	lo := binary.LittleEndian.Uint64(e[0:8])
+	dw2 := binary.LittleEndian.Uint32(e[8:12])
 	return Completion{
-		DW0:    binary.LittleEndian.Uint32(b[0:4]),
-		DW1:    binary.LittleEndian.Uint32(b[4:8]),
+		DW0:    uint32(lo),
+		DW1:    uint32(lo >> 32),
 		SQHead: uint16(dw2),
 		SQID:   uint16(dw2 >> 16),
 		CID:    uint16(dw3),

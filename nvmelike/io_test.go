@@ -230,17 +230,32 @@ func TestQueueFull(t *testing.T) {
 	if done != 4 || q.Outstanding() != 0 {
 		t.Errorf("%d done, %d outstanding", done, q.Outstanding())
 	}
-	// A callback may resubmit on a full queue: its tracker is already free.
+	// A callback may resubmit on a full queue (the spare tracker stands
+	// in for its own), once: the second finds the queue full. The
+	// command it was handed stays as it was across its submissions, and
+	// it is not counted as outstanding.
 	resubmitted := false
-	var resubErr error
+	var resubErr, secondErr error
+	var inside int
 	var cb2 nvmelike.Callback
 	cb2 = func(cmd *nvmelike.Command, _ nvmelike.Completion, _ error) {
-		if !resubmitted {
-			resubmitted = true
-			resubErr = q.Submit(cmd, cb2)
+		if resubmitted {
+			return
+		}
+		resubmitted = true
+		inside = q.Outstanding()
+		before := *cmd
+		other := nvmelike.ReadCommand(1, 3, 1, buf.Slice(0, 512))
+		other.Tag = 99
+		resubErr = q.Submit(&other, cb2)
+		secondErr = q.Submit(&other, cb2)
+		if cmd.Tag != before.Tag || cmd.CDW10 != before.CDW10 || cmd.Opcode != before.Opcode {
+			t.Errorf("the callback's command changed under it: %+v, was %+v", *cmd, before)
 		}
 	}
-	for range 3 {
+	for i := range 3 {
+		c := nvmelike.ReadCommand(1, uint64(i), 1, buf.Slice(0, 512))
+		c.Tag = uint64(i)
 		if err := q.Submit(&c, cb2); err != nil {
 			t.Fatal(err)
 		}
@@ -251,6 +266,12 @@ func TestQueueFull(t *testing.T) {
 	}
 	if resubErr != nil {
 		t.Fatalf("resubmit from a callback: %v", resubErr)
+	}
+	if secondErr != nvmelike.ErrQueueFull {
+		t.Errorf("a second submission from the callback on a full queue: %v, want ErrQueueFull", secondErr)
+	}
+	if inside != 2 {
+		t.Errorf("Outstanding in the callback: %d, want 2", inside)
 	}
 	q.Ring()
 	if _, err := q.Poll(0); err != nil {

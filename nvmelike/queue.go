@@ -62,16 +62,19 @@ const (
 	trackerSync                  // submitted by Exec, which waits for done
 	trackerOrphaned              // Exec gave up; the completion frees it
 	trackerChild                 // a part of a split command after the first; see head
+	// trackerDelivering: completed, its callback running with a pointer
+	// to the tracker's command; freed when the callback returns.
+	trackerDelivering
 )
 
-// tracker follows one outstanding command. There is one per usable SQ slot,
-// allocated with the queue pair; its index is the low bits of the CID.
+// tracker follows one outstanding command. There is one per usable SQ slot
+// and a spare (see QueuePair.reserve), allocated with the queue pair; its
+// index is the low bits of the CID.
 type tracker struct {
-	cmd   Command // copy of the command, for callbacks and errors
+	cmd   Command // copy of the command, for callbacks (handed &cmd) and errors
 	cb    Callback
 	list  Buffer // this tracker's PRP list pages
 	cid   uint16 // CID of the command in flight: generation<<idxBits | index
-	gen   uint16
 	state trackerState
 	done  bool // for trackerSync: the completion arrived
 	cpl   Completion
@@ -151,12 +154,20 @@ type QueuePair struct {
 
 	trackers []tracker
 	free     []uint16 // stack of free tracker indexes
+	// reserve is how many free trackers Submit leaves alone: 1, the
+	// spare, except while a callback runs, when its own tracker is
+	// held (not free) until it returns, so that the callback can use
+	// the command it was handed in place and still submit the next.
+	// Submit finds the queue full when len(free) <= reserve.
+	reserve int
 	idxBits  uint
 	idxMask  uint16
-	genMask  uint16
+	genStep  uint16 // 1<<idxBits: the CID's generation counts in the bits above
 
 	inPoll bool
-	cbCmd  Command // the completed command handed to a callback
+	// cbCmd is the command handed to a callback that has no tracker
+	// to point into: backlog entries failed, split commands.
+	cbCmd Command
 	// splitCmd is scratch for the first part of a split command, whose
 	// tracker keeps the caller's command.
 	splitCmd Command
@@ -244,12 +255,13 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 		return nil, err
 	}
 	n := p.depth - 1 // a full ring keeps one slot empty
-	q.idxBits = uint(bits.Len(uint(n - 1)))
+	// n trackers for the commands in flight, and the spare (reserve).
+	q.idxBits = uint(bits.Len(uint(n)))
 	if q.idxBits == 0 {
 		q.idxBits = 1
 	}
 	q.idxMask = uint16(1)<<q.idxBits - 1
-	q.genMask = uint16(0xffff >> q.idxBits)
+	q.genStep = uint16(1) << q.idxBits
 
 	var err error
 	if p.sq.Bytes != nil {
@@ -265,16 +277,18 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 	}
 	listPages := prpListPages(p.maxTransfer, p.pageSize)
 	if listPages > 0 {
-		if q.lists, err = p.dma.Alloc(n*listPages*p.pageSize, p.pageSize); err != nil {
+		if q.lists, err = p.dma.Alloc((n+1)*listPages*p.pageSize, p.pageSize); err != nil {
 			q.freeMemory(p.dma)
 			return nil, fmt.Errorf("queue %d: allocating PRP lists: %w", p.id, err)
 		}
 	}
-	q.trackers = make([]tracker, n)
-	q.free = make([]uint16, n)
+	q.trackers = make([]tracker, n+1)
+	q.free = make([]uint16, n+1)
+	q.reserve = 1
 	for i := range q.trackers {
 		q.trackers[i].list = q.lists.Slice(i*listPages*p.pageSize, listPages*p.pageSize)
-		q.free[i] = uint16(n - 1 - i) // pop order 0, 1, 2, …
+		q.trackers[i].cid = uint16(i) // generation 0; newCID starts each at 1
+		q.free[i] = uint16(n - i) // pop order 0, 1, 2, …
 	}
 	return q, nil
 }
@@ -302,7 +316,11 @@ func (q *QueuePair) Depth() int { return int(q.depth) }
 // completed (including ones whose Exec gave up), counted as the device
 // sees them: a split command counts once per part not yet completed (its
 // first part's tracker until all have).
-func (q *QueuePair) Outstanding() int { return len(q.trackers) - len(q.free) }
+func (q *QueuePair) Outstanding() int {
+	// Inside a callback (reserve 0) its tracker is neither free nor
+	// outstanding.
+	return len(q.trackers) - len(q.free) - (1 - q.reserve)
+}
 
 // Stats returns the queue pair's counters.
 func (q *QueuePair) Stats() QueueStats { return q.stats }
@@ -349,24 +367,36 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	if q.closed {
 		return nil, ErrClosed
 	}
-	n := cmd.DataLen()
-	if n > 0 && q.ops[cmd.Opcode].Dir == DirNone {
-		return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data: %w", q.id, cmd.Opcode, n, ErrDirection)
+	n := len(cmd.Data.Bytes)
+	if len(cmd.Buffers) != 0 {
+		n = cmd.DataLen()
 	}
-	if q.ops[cmd.Opcode].LBAData && int(cmd.NSID) < len(q.lbaShift) && q.lbaShift[cmd.NSID] != 0 {
-		// The device moves NLB blocks: the buffer must hold exactly that,
-		// or it would read or write memory past the buffer's PRPs.
-		if want := (int(cmd.CDW12&0xffff) + 1) << q.lbaShift[cmd.NSID]; want != n {
-			return nil, fmt.Errorf("queue %d: opcode 0x%02x moves %d bytes, the data buffer holds %d: %w", q.id, cmd.Opcode, want, n, ErrDataLength)
+	if n > 0 {
+		op := &q.ops[cmd.Opcode]
+		if op.Dir == DirNone {
+			return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data: %w", q.id, cmd.Opcode, n, ErrDirection)
+		}
+		if op.LBAData && int(cmd.NSID) < len(q.lbaShift) {
+			// The device moves NLB blocks: the buffer must hold exactly that,
+			// or it would read or write memory past the buffer's PRPs.
+			if shift := q.lbaShift[cmd.NSID]; shift != 0 {
+				if want := (int(cmd.CDW12&0xffff) + 1) << shift; want != n {
+					return nil, fmt.Errorf("queue %d: opcode 0x%02x moves %d bytes, the data buffer holds %d: %w", q.id, cmd.Opcode, want, n, ErrDataLength)
+				}
+			}
+		}
+		if n > q.maxTransfer {
+			if q.splittable(cmd) {
+				return q.submitSplit(cmd, cb, state)
+			}
+			return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data, limit %d: %w", q.id, cmd.Opcode, n, q.maxTransfer, ErrTransferTooLarge)
 		}
 	}
-	if n > q.maxTransfer {
-		if q.splittable(cmd) {
-			return q.submitSplit(cmd, cb, state)
-		}
-		return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data, limit %d: %w", q.id, cmd.Opcode, n, q.maxTransfer, ErrTransferTooLarge)
+	tail := q.sqTail + 1
+	if tail == q.depth {
+		tail = 0
 	}
-	if len(q.free) == 0 || q.next(q.sqTail) == q.sqHead {
+	if len(q.free) <= q.reserve || tail == q.sqHead {
 		return nil, ErrQueueFull
 	}
 	idx := q.free[len(q.free)-1]
@@ -375,22 +405,28 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	// The data pointer: PRPs or an SGL (sgl.go), and PSDT to match.
 	prp1, prp2, flags := cmd.PRP1, cmd.PRP2, cmd.Flags
 	if n > 0 {
-		var err error
-		if q.dptr == DataPointerPRP && len(cmd.Buffers) == 0 { // the default, without a call more
+		iova := cmd.Data.IOVA
+		switch {
+		case q.dptr != DataPointerPRP || len(cmd.Buffers) != 0:
+			var err error
+			if prp1, prp2, flags, err = q.dataPointer(cmd, n, t.list); err != nil {
+				return nil, fmt.Errorf("queue %d: opcode 0x%02x: %w", q.id, cmd.Opcode, err)
+			}
+		case iova&3 == 0 && uint64(n) <= uint64(q.pageSize)-iova&uint64(q.pageSize-1):
+			// Within one memory page, the common case: PRP1 alone.
+			prp1, prp2 = iova, 0
+			flags &^= FlagsPSDTMask
+		default:
+			var err error
 			if prp1, prp2, err = buildPRP(cmd.Data, q.pageSize, t.list); err != nil {
-				err = prpError(cmd.Data, err)
+				return nil, fmt.Errorf("queue %d: opcode 0x%02x: %w", q.id, cmd.Opcode, prpError(cmd.Data, err))
 			}
 			flags &^= FlagsPSDTMask
-		} else {
-			prp1, prp2, flags, err = q.dataPointer(cmd, n, t.list)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("queue %d: opcode 0x%02x: %w", q.id, cmd.Opcode, err)
 		}
 	}
 	q.free = q.free[:len(q.free)-1]
 
-	q.newCID(t, idx)
+	q.newCID(t)
 	t.cmd = *cmd
 	t.cmd.Flags = flags
 	t.cb = cb
@@ -399,25 +435,24 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	t.deadline = 0
 
 	if q.nvme { // q.encode's fast case, spelled out: encode is too big to inline
-		off := int(q.sqTail) * 64
-		nvmeFormat{}.EncodeSQE(q.sq.Bytes[off:off+64], &t.cmd, t.cid, prp1, prp2)
+		nvmeFormat{}.EncodeSQE(q.sq.Bytes[int(q.sqTail)*64:], &t.cmd, t.cid, prp1, prp2)
 	} else {
 		q.encode(q.sqTail, &t.cmd, t.cid, prp1, prp2)
 	}
-	q.sqTail = q.next(q.sqTail)
+	q.sqTail = tail
 	q.stats.Submitted++
 	return t, nil
 }
 
-// newCID gives tracker t (at index idx) the CID of its next use: the
-// next generation, above the index bits; never the reserved FFFFh.
-func (q *QueuePair) newCID(t *tracker, idx uint16) {
-	t.gen = (t.gen + 1) & q.genMask
-	t.cid = t.gen<<q.idxBits | idx
-	if t.cid == 0xffff {
-		t.gen = 0
-		t.cid = idx
+// newCID gives tracker t the CID of its next use: the next generation in
+// the bits above the index (adding genStep wraps within 16 bits and
+// leaves the index alone); never the reserved FFFFh.
+func (q *QueuePair) newCID(t *tracker) {
+	c := t.cid + q.genStep
+	if c == 0xffff {
+		c += q.genStep
 	}
+	t.cid = c
 }
 
 // encode writes cmd into SQ slot with its CID and data pointer: NVMe
@@ -482,27 +517,34 @@ func (q *QueuePair) Poll(max int) (int, error) {
 	}
 	oldHead := q.cqHead
 	n, consumed := 0, 0
+	if max <= 0 {
+		max = -1 // n never reaches it
+	}
 	var bad error
 	// At most one ring's worth per call: a controller flooding the CQ
 	// cannot keep Poll here forever.
-	for consumed < int(q.depth) && (max <= 0 || n < max) {
-		off := int(q.cqHead) * q.cqeSize
-		e := q.cq.Bytes[off : off+q.cqeSize]
+	for consumed < int(q.depth) && n != max {
 		var c Completion
 		if q.nvme {
-			// The NVMe layout without an interface call per entry.
-			if nvmeFormat.CQEPhase(nvmeFormat{}, e) != q.phase {
+			// The NVMe layout without an interface call per entry: the
+			// dword with the phase tag once, with acquire ordering,
+			// then the rest.
+			e := (*[16]byte)(q.cq.Bytes[int(q.cqHead)*16:])
+			dw3 := AcquireLoad32(e[12:16])
+			if dw3>>16&1 == 1 != q.phase {
 				break
 			}
-			c = nvmeFormat{}.DecodeCQE(e)
+			c = decodeNVMeCQE(e, dw3)
 		} else {
+			off := int(q.cqHead) * q.cqeSize
+			e := q.cq.Bytes[off : off+q.cqeSize]
 			if q.format.CQEPhase(e) != q.phase {
 				break
 			}
 			c = q.format.DecodeCQE(e)
 		}
-		q.cqHead = q.next(q.cqHead)
-		if q.cqHead == 0 {
+		if q.cqHead++; q.cqHead == q.depth {
+			q.cqHead = 0
 			q.phase = !q.phase
 		}
 		consumed++
@@ -544,9 +586,10 @@ func (q *QueuePair) complete(c *Completion) error {
 		return ErrInvalidCID
 	}
 	t := &q.trackers[idx]
-	if t.state == trackerFree || t.cid != c.CID || t.done || t.partDone {
+	if t.cid != c.CID || t.state == trackerFree || t.state == trackerDelivering || t.done || t.partDone {
 		// t.done: a second completion for a waiting Exec; t.partDone:
-		// for the first part of a split command.
+		// for the first part of a split command; trackerDelivering: a
+		// second one while the first's callback runs.
 		return ErrStaleCID
 	}
 	// The SQ head must lie between the last one seen and the tail the
@@ -577,16 +620,29 @@ func (q *QueuePair) complete(c *Completion) error {
 		q.stats.Orphaned++
 		return nil
 	default:
-		cb := t.cb
-		q.cbCmd = t.cmd
-		q.release(idx)
-		if cb != nil {
-			var err error
-			if c.Status != 0 {
-				err = q.statusError(c, q.cbCmd.Opcode)
-			}
-			cb(&q.cbCmd, *c, err)
+		q.stats.Completed++
+		if t.cb == nil {
+			q.release(idx)
+			return nil
 		}
+		// The callback gets the tracker's own copy of the command (no
+		// copy per completion), and the tracker is freed when it
+		// returns. Meanwhile it is held out of the free stack and the
+		// spare stands in for it, so the callback can submit a command
+		// even when the queue was full.
+		t.state = trackerDelivering
+		var err error
+		if c.Status != 0 {
+			err = q.statusError(c, t.cmd.Opcode)
+		}
+		reserve := q.reserve
+		q.reserve = 0
+		t.cb(&t.cmd, *c, err)
+		q.reserve = reserve
+		if t.state == trackerDelivering { // not taken by a reset meanwhile
+			q.release(idx)
+		}
+		return nil
 	}
 	q.stats.Completed++
 	return nil
@@ -600,18 +656,23 @@ func (q *QueuePair) dist(from, to uint16) int {
 	return d
 }
 
+// release frees tracker idx. It keeps the command's Data and callback,
+// which the next Submit overwrites, and drops the references a command
+// rarely has (Buffers, Ext, an error).
 func (q *QueuePair) release(idx uint16) {
 	t := &q.trackers[idx]
 	t.state = trackerFree
 	t.done = false
-	t.failed = nil
 	t.parts = 0
 	t.partDone = false
 	t.deadline = 0
-	t.cb = nil
-	t.cmd.Data = Buffer{} // drop the references to the caller's memory
-	t.cmd.Buffers = nil
-	t.cmd.Ext = nil
+	if t.failed != nil {
+		t.failed = nil
+	}
+	if t.cmd.Buffers != nil || t.cmd.Ext != nil {
+		t.cmd.Buffers = nil
+		t.cmd.Ext = nil
+	}
 	q.free = append(q.free, idx)
 }
 

@@ -50,16 +50,16 @@ func (q *QueuePair) submitSplit(cmd *Command, cb Callback, state trackerState) (
 		return nil, fmt.Errorf("queue %d: opcode 0x%02x: transfer limit %d below one block of %d bytes: %w", q.id, cmd.Opcode, q.maxTransfer, 1<<shift, ErrTransferTooLarge)
 	}
 	parts := (n + chunk - 1) / chunk
-	if parts > len(q.trackers) {
+	if parts > len(q.trackers)-1 {
 		return nil, fmt.Errorf("queue %d: opcode 0x%02x with %d bytes of data: %d commands of at most %d bytes, the queue holds %d: %w",
-			q.id, cmd.Opcode, n, parts, q.maxTransfer, len(q.trackers), ErrTransferTooLarge)
+			q.id, cmd.Opcode, n, parts, q.maxTransfer, len(q.trackers)-1, ErrTransferTooLarge)
 	}
 	if cmd.Data.IOVA&3 != 0 && !q.unalignedOK() {
 		// Every part starts a multiple of the block size further on, so
 		// it would be unaligned too (only SGLs describe that).
 		return nil, fmt.Errorf("queue %d: opcode 0x%02x: building PRPs for %d bytes at IOVA 0x%x: %w", q.id, cmd.Opcode, n, cmd.Data.IOVA, ErrUnalignedBuffer)
 	}
-	if len(q.free) < parts || q.sqFree() < parts {
+	if len(q.free)-q.reserve < parts || q.sqFree() < parts {
 		return nil, ErrQueueFull
 	}
 	slba := uint64(cmd.CDW10) | uint64(cmd.CDW11)<<32
@@ -80,7 +80,7 @@ func (q *QueuePair) submitSplit(cmd *Command, cb Callback, state trackerState) (
 			}
 			return nil, fmt.Errorf("queue %d: opcode 0x%02x: part %d of %d: %w", q.id, cmd.Opcode, j+1, parts, err)
 		}
-		q.newCID(t, idx)
+		q.newCID(t)
 		t.done = false
 		t.partDone = false
 		t.failed = nil
