@@ -160,9 +160,9 @@ type QueuePair struct {
 	// the command it was handed in place and still submit the next.
 	// Submit finds the queue full when len(free) <= reserve.
 	reserve int
-	idxBits  uint
-	idxMask  uint16
-	genStep  uint16 // 1<<idxBits: the CID's generation counts in the bits above
+	idxBits uint
+	idxMask uint16
+	genStep uint16 // 1<<idxBits: the CID's generation counts in the bits above
 
 	inPoll bool
 	// cbCmd is the command handed to a callback that has no tracker
@@ -288,7 +288,7 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 	for i := range q.trackers {
 		q.trackers[i].list = q.lists.Slice(i*listPages*p.pageSize, listPages*p.pageSize)
 		q.trackers[i].cid = uint16(i) // generation 0; newCID starts each at 1
-		q.free[i] = uint16(n - i) // pop order 0, 1, 2, …
+		q.free[i] = uint16(n - i)     // pop order 0, 1, 2, …
 	}
 	return q, nil
 }
