@@ -201,15 +201,15 @@ func (q *QueuePair) failCommand(cid uint16, err error) bool {
 		// tracker; otherwise it leaves it orphaned.
 		t.failed = err
 	case trackerBusy:
-		cb := t.cb
+		cb, io := t.cb, t.io
 		t.state = trackerOrphaned
 		t.failed = err
-		t.cb = nil
-		if cb != nil {
+		t.cb, t.io = nil, false
+		if cb != nil || io {
 			cmd := t.cmd
 			wasIn := q.inPoll
 			q.inPoll = true // the callback may Submit, not Poll
-			cb(&cmd, Completion{CID: cid, SQID: q.id}, err)
+			q.notify(io, cb, &cmd, Completion{CID: cid, SQID: q.id}, err)
 			q.inPoll = wasIn
 		}
 	default:

@@ -71,8 +71,11 @@ const (
 // and a spare (see QueuePair.reserve), allocated with the queue pair; its
 // index is the low bits of the CID.
 type tracker struct {
-	cmd   Command // copy of the command, for callbacks (handed &cmd) and errors
-	cb    Callback
+	cmd Command // copy of the command, for callbacks (handed &cmd) and errors
+	cb  Callback
+	// io: submitted by SubmitIO (or submitTagged), completes through the
+	// queue's IOCallback with cmd.Tag instead of cb.
+	io    bool
 	list  Buffer // this tracker's PRP list pages
 	cid   uint16 // CID of the command in flight: generation<<idxBits | index
 	state trackerState
@@ -164,6 +167,7 @@ type QueuePair struct {
 	idxMask uint16
 	genStep uint16 // 1<<idxBits: the CID's generation counts in the bits above
 
+	ioCB   IOCallback // SubmitIO's commands complete through it
 	inPoll bool
 	// cbCmd is the command handed to a callback that has no tracker
 	// to point into: backlog entries failed, split commands.
@@ -430,6 +434,7 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	t.cmd = *cmd
 	t.cmd.Flags = flags
 	t.cb = cb
+	t.io = false
 	t.state = state
 	t.done = false
 	t.deadline = 0
@@ -621,6 +626,10 @@ func (q *QueuePair) complete(c *Completion) error {
 		return nil
 	default:
 		q.stats.Completed++
+		if t.io {
+			q.deliverIO(idx, c)
+			return nil
+		}
 		if t.cb == nil {
 			q.release(idx)
 			return nil
@@ -646,6 +655,37 @@ func (q *QueuePair) complete(c *Completion) error {
 	}
 	q.stats.Completed++
 	return nil
+}
+
+// notify hands the outcome of a command taken off its tracker (cmd, a
+// copy) to its IOCallback if SubmitIO submitted it (io), else to cb if
+// there is one.
+func (q *QueuePair) notify(io bool, cb Callback, cmd *Command, c Completion, err error) {
+	switch {
+	case io:
+		q.ioCB(cmd.Tag, c, err)
+	case cb != nil:
+		cb(cmd, c, err)
+	}
+}
+
+// deliverIO hands the completion c of SubmitIO's command on tracker idx
+// to the IOCallback, with the tracker held as complete does for a
+// Callback.
+func (q *QueuePair) deliverIO(idx uint16, c *Completion) {
+	t := &q.trackers[idx]
+	t.state = trackerDelivering
+	var err error
+	if c.Status != 0 {
+		err = q.statusError(c, t.cmd.Opcode)
+	}
+	reserve := q.reserve
+	q.reserve = 0
+	q.ioCB(t.cmd.Tag, *c, err)
+	q.reserve = reserve
+	if t.state == trackerDelivering { // not taken by a reset meanwhile
+		q.release(idx)
+	}
 }
 
 func (q *QueuePair) dist(from, to uint16) int {
@@ -796,12 +836,10 @@ func (q *QueuePair) abortAll(err error) {
 		t := &q.trackers[i]
 		switch t.state {
 		case trackerBusy:
-			cb := t.cb
+			cb, io := t.cb, t.io
 			q.cbCmd = t.cmd
 			q.release(uint16(i))
-			if cb != nil {
-				cb(&q.cbCmd, Completion{CID: t.cid, SQID: q.id}, err)
-			}
+			q.notify(io, cb, &q.cbCmd, Completion{CID: t.cid, SQID: q.id}, err)
 		case trackerSync, trackerOrphaned, trackerChild:
 			q.release(uint16(i))
 		}

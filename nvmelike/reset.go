@@ -109,8 +109,14 @@ func (c *Controller) Reset(ctx context.Context, policy ResetPolicy) error {
 	for _, r := range retries {
 		for i := range r.cmds {
 			p := &r.cmds[i]
-			if err := r.q.SubmitTimeout(&p.cmd, p.cb, r.q.timeout); err != nil && p.cb != nil {
-				p.cb(&p.cmd, Completion{SQID: r.q.id}, fmt.Errorf("queue %d: resubmitting after reset: %w", r.q.id, err))
+			var err error
+			if p.io {
+				err = r.q.submitTagged(&p.cmd)
+			} else {
+				err = r.q.SubmitTimeout(&p.cmd, p.cb, r.q.timeout)
+			}
+			if err != nil {
+				r.q.notify(p.io, p.cb, &p.cmd, Completion{SQID: r.q.id}, fmt.Errorf("queue %d: resubmitting after reset: %w", r.q.id, err))
 			}
 		}
 		r.q.Ring()
@@ -123,6 +129,7 @@ func (c *Controller) Reset(ctx context.Context, policy ResetPolicy) error {
 type pendingCommand struct {
 	cmd Command
 	cb  Callback
+	io  bool // SubmitIO's: completes through the IOCallback
 }
 
 // takeOutstanding frees every tracker and returns the callback commands
@@ -133,7 +140,7 @@ func (q *QueuePair) takeOutstanding() []pendingCommand {
 	for i := range q.trackers {
 		t := &q.trackers[i]
 		if t.state == trackerBusy {
-			out = append(out, pendingCommand{cmd: t.cmd, cb: t.cb})
+			out = append(out, pendingCommand{cmd: t.cmd, cb: t.cb, io: t.io})
 		}
 		if t.state != trackerFree {
 			q.release(uint16(i))

@@ -81,6 +81,7 @@ func (q *QueuePair) submitSplit(cmd *Command, cb Callback, state trackerState) (
 			return nil, fmt.Errorf("queue %d: opcode 0x%02x: part %d of %d: %w", q.id, cmd.Opcode, j+1, parts, err)
 		}
 		q.newCID(t)
+		t.io = false
 		t.done = false
 		t.partDone = false
 		t.failed = nil
