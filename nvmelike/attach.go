@@ -130,7 +130,7 @@ func (q *QueuePair) Detach() error {
 	if q.closed {
 		return nil
 	}
-	q.closed = true
+	q.markClosed()
 	q.abortAll(fmt.Errorf("queue %d detached: %w", q.id, ErrClosed))
 	q.freeMemory(q.attachDMA)
 	return nil

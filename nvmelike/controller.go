@@ -528,7 +528,7 @@ func (c *Controller) deleteQueuePair(ctx context.Context, q *QueuePair) error {
 	}
 	_, _ = q.Poll(0) // deliver what already completed
 	err := c.deleteIOQueues(ctx, q.id)
-	q.closed = true
+	q.markClosed()
 	c.pairs[q.id] = nil
 	q.abortAll(fmt.Errorf("queue %d deleted: %w", q.id, ErrClosed))
 	if err == nil {
@@ -571,7 +571,7 @@ func (c *Controller) Close() error {
 		}
 	}
 	c.closed = true
-	c.admin.closed = true
+	c.admin.markClosed()
 	if err := c.shutdown(ctx, timeout); err != nil {
 		errs = append(errs, fmt.Errorf("shutting down: %w", err))
 		if !errors.Is(err, ErrDeviceGone) {

@@ -15,7 +15,22 @@ type IOCallback func(tag uint64, c Completion, err error)
 // SetIOCallback sets the callback of the commands SubmitIO submits on q.
 // Set it once, before the first SubmitIO: commands in flight complete
 // through the callback set when they complete.
-func (q *QueuePair) SetIOCallback(cb IOCallback) { q.ioCB = cb }
+func (q *QueuePair) SetIOCallback(cb IOCallback) {
+	q.ioCB = cb
+	q.updateIOPath()
+}
+
+// updateIOPath works out whether SubmitIO may take its short path on q;
+// whatever changes one of the conditions calls it.
+func (q *QueuePair) updateIOPath() {
+	q.ioFast = !q.closed && q.nvme && q.dptr == DataPointerPRP && q.timeout == 0 && q.ioCB != nil
+}
+
+// markClosed marks q deleted (or detached): no more submissions.
+func (q *QueuePair) markClosed() {
+	q.closed = true
+	q.updateIOPath()
+}
 
 // SubmitIO submits a command that moves nlb logical blocks (1 to 65536)
 // starting at slba of namespace nsid to or from buf: Read, Write, or any
@@ -35,12 +50,12 @@ func (q *QueuePair) SubmitIO(opcode uint8, nsid uint32, slba uint64, nlb uint32,
 	n := len(buf.Bytes)
 	iova := buf.IOVA
 	op := &q.ops[opcode]
-	// The common case in one test: a buffer within one memory page, PRPs,
-	// the NVMe entry layout, no timeout, and a length that matches nlb
-	// blocks of a namespace whose LBA size is known. Anything else goes
-	// through Submit's general path.
-	if n == 0 || !op.LBAData || op.Dir == DirNone || q.ioCB == nil || q.closed || !q.nvme ||
-		q.dptr != DataPointerPRP || q.timeout != 0 || iova&3 != 0 ||
+	// The common case in one test: a queue pair that is open, with PRPs,
+	// the NVMe entry layout and no timeout (ioFast), a buffer within one
+	// memory page, and a length that matches nlb blocks of a namespace
+	// whose LBA size is known. Anything else goes through Submit's
+	// general path.
+	if !q.ioFast || n == 0 || !op.LBAData || op.Dir == DirNone || iova&3 != 0 ||
 		uint64(n) > uint64(q.pageSize)-iova&uint64(q.pageSize-1) ||
 		int(nsid) >= len(q.lbaShift) || q.lbaShift[nsid] == 0 || nlb-1 > 0xffff ||
 		int(nlb)<<q.lbaShift[nsid] != n {

@@ -97,7 +97,7 @@ func (c *Controller) Reset(ctx context.Context, policy ResetPolicy) error {
 			continue
 		}
 		if err := c.createRings(ctx, q); err != nil {
-			q.closed = true
+			q.markClosed()
 			c.pairs[i] = nil
 			q.abortAll(fmt.Errorf("queue %d: %w", q.id, ErrReset))
 			return fmt.Errorf("resetting: %w", err)

@@ -186,6 +186,7 @@ func (q *QueuePair) SetDataPointer(d DataPointer) error {
 	}
 	q.dptr = d
 	q.sglDword = dword
+	q.updateIOPath()
 	return nil
 }
 

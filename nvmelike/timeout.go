@@ -33,7 +33,10 @@ func clock() int64 { return max(int64(time.Since(clockEpoch)), 1) }
 // SetTimeout sets the default timeout of commands submitted with Submit,
 // SubmitBatch and SubmitWait from now on; 0 means none. Commands already
 // submitted keep theirs.
-func (q *QueuePair) SetTimeout(d time.Duration) { q.timeout = max(d, 0) }
+func (q *QueuePair) SetTimeout(d time.Duration) {
+	q.timeout = max(d, 0)
+	q.updateIOPath()
+}
 
 // Timeout returns the default timeout of asynchronous commands (0: none).
 func (q *QueuePair) Timeout() time.Duration { return q.timeout }
