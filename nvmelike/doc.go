@@ -46,7 +46,9 @@
 //     With PRPs, several Buffers must meet at page boundaries. Admin
 //     commands always use PRPs.
 //   - Execution: Exec (synchronous, with a context), Submit + Ring + Poll
-//     (asynchronous, with callbacks), SubmitBatch, SubmitWait; a full
+//     (asynchronous, with callbacks), SubmitBatch, SubmitWait, and
+//     SubmitIO (reads and writes from their fields and a tag, completing
+//     through the queue's IOCallback: the shortest path); a full
 //     queue is ErrQueueFull, or, after SetBacklog, a software backlog that
 //     Poll drains into the SQ in order; typed NVMe
 //     status errors (*StatusError and sentinels such as
@@ -85,7 +87,14 @@
 //	q.Ring()              // one MMIO write for the batch
 //	q.Poll(0)             // CQE with our phase → tracker by CID → done(...)
 //
-// No allocation, lock, channel or syscall happens on that path. A
+// or, for reads and writes, the shorter way umdbench takes:
+//
+//	q.SetIOCallback(done)                                   // once
+//	q.SubmitIO(nvmelike.CmdRead, nsid, lba, blocks, buf, tag) // entry written from the fields
+//	q.Ring()
+//	q.Poll(0)             // CQE → tracker by CID → done(tag, ...), inline
+//
+// No allocation, lock, channel or syscall happens on either path. A
 // QueuePair belongs to one goroutine; the Controller's own methods (admin
 // commands) are safe for concurrent use.
 //

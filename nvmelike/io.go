@@ -14,7 +14,8 @@ type IOCallback func(tag uint64, c Completion, err error)
 
 // SetIOCallback sets the callback of the commands SubmitIO submits on q.
 // Set it once, before the first SubmitIO: commands in flight complete
-// through the callback set when they complete.
+// through the callback set when they complete (none: they complete
+// unheard).
 func (q *QueuePair) SetIOCallback(cb IOCallback) {
 	q.ioCB = cb
 	q.updateIOPath()

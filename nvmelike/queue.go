@@ -724,7 +724,9 @@ func (q *QueuePair) complete(c *Completion) error {
 func (q *QueuePair) notify(io bool, cb Callback, cmd *Command, c Completion, err error) {
 	switch {
 	case io:
-		q.ioCB(cmd.Tag, c, err)
+		if q.ioCB != nil { // SetIOCallback(nil) meanwhile: nobody to tell
+			q.ioCB(cmd.Tag, c, err)
+		}
 	case cb != nil:
 		cb(cmd, c, err)
 	}
@@ -735,6 +737,10 @@ func (q *QueuePair) notify(io bool, cb Callback, cmd *Command, c Completion, err
 // Callback.
 func (q *QueuePair) deliverIO(idx uint16, c *Completion) {
 	t := &q.trackers[idx]
+	if q.ioCB == nil { // SetIOCallback(nil) meanwhile: nobody to tell
+		q.release(idx)
+		return
+	}
 	t.state = trackerDelivering
 	var err error
 	if c.Status != 0 {

@@ -144,6 +144,14 @@ func TestSubmitIOErrors(t *testing.T) {
 	}
 	drain(t, q)
 
+	// The IOCallback removed with a command in flight: it completes
+	// unheard, and its tracker is free again.
+	if err := q.SubmitIO(nvmelike.CmdRead, 1, 0, 1, buf.Slice(0, 4096), 9); err != nil {
+		t.Fatal(err)
+	}
+	q.SetIOCallback(nil)
+	drain(t, q)
+
 	// Without an IOCallback.
 	q2 := r.queue(t, 4)
 	if err := q2.SubmitIO(nvmelike.CmdRead, 1, 0, 1, buf.Slice(0, 4096), 1); err == nil {
