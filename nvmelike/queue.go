@@ -628,7 +628,7 @@ func (q *QueuePair) completeIO(e *[16]byte, dw3 uint32) bool {
 		q.stats.BadSQHead++
 	}
 	q.stats.Completed++
-	// Held while the callback runs, as complete does.
+	// Held while the callback runs, as deliver does.
 	t.state = trackerDelivering
 	reserve := q.reserve
 	q.reserve = 0
@@ -687,31 +687,7 @@ func (q *QueuePair) complete(c *Completion) error {
 		return nil
 	default:
 		q.stats.Completed++
-		if t.io {
-			q.deliverIO(idx, c)
-			return nil
-		}
-		if t.cb == nil {
-			q.release(idx)
-			return nil
-		}
-		// The callback gets the tracker's own copy of the command (no
-		// copy per completion), and the tracker is freed when it
-		// returns. Meanwhile it is held out of the free stack and the
-		// spare stands in for it, so the callback can submit a command
-		// even when the queue was full.
-		t.state = trackerDelivering
-		var err error
-		if c.Status != 0 {
-			err = q.statusError(c, t.cmd.Opcode)
-		}
-		reserve := q.reserve
-		q.reserve = 0
-		t.cb(&t.cmd, *c, err)
-		q.reserve = reserve
-		if t.state == trackerDelivering { // not taken by a reset meanwhile
-			q.release(idx)
-		}
+		q.deliver(idx, c)
 		return nil
 	}
 	q.stats.Completed++
@@ -732,13 +708,16 @@ func (q *QueuePair) notify(io bool, cb Callback, cmd *Command, c Completion, err
 	}
 }
 
-// deliverIO hands the completion c of SubmitIO's command on tracker idx
-// to the IOCallback, with the tracker held as complete does for a
-// Callback.
-func (q *QueuePair) deliverIO(idx uint16, c *Completion) {
+// deliver hands the completion c of the command on tracker idx to its
+// callback: the IOCallback with the tag for SubmitIO's, else its
+// Callback with the tracker's own copy of the command (no copy per
+// completion). The tracker is freed when the callback returns; meanwhile
+// it is held out of the free stack and the spare stands in for it, so the
+// callback can submit a command even when the queue was full.
+func (q *QueuePair) deliver(idx uint16, c *Completion) {
 	t := &q.trackers[idx]
-	if q.ioCB == nil { // SetIOCallback(nil) meanwhile: nobody to tell
-		q.release(idx)
+	if (t.io && q.ioCB == nil) || (!t.io && t.cb == nil) {
+		q.release(idx) // nobody to tell (SetIOCallback(nil) meanwhile, or no callback)
 		return
 	}
 	t.state = trackerDelivering
@@ -748,7 +727,11 @@ func (q *QueuePair) deliverIO(idx uint16, c *Completion) {
 	}
 	reserve := q.reserve
 	q.reserve = 0
-	q.ioCB(t.cmd.Tag, *c, err)
+	if t.io {
+		q.ioCB(t.cmd.Tag, *c, err)
+	} else {
+		t.cb(&t.cmd, *c, err)
+	}
 	q.reserve = reserve
 	if t.state == trackerDelivering { // not taken by a reset meanwhile
 		q.release(idx)
