@@ -187,7 +187,7 @@ type disk struct {
 // qemuArgs returns the QEMU arguments that build the topology's devices,
 // with namespace backing files placed in dir, and the files to create.
 // The memory size is split evenly across NUMA nodes.
-func (t Topology) qemuArgs(dir string, memMiB, cpus int) ([]string, []disk) {
+func (t Topology) qemuArgs(dir string, memMiB, cpus int, aio string) ([]string, []disk) {
 	var args []string
 	var disks []disk
 	add := func(a ...string) { args = append(args, a...) }
@@ -234,7 +234,7 @@ func (t Topology) qemuArgs(dir string, memMiB, cpus int) ([]string, []disk) {
 			drive := fmt.Sprintf("%s-ns%d", id, nsid)
 			p := filepath.Join(dir, drive+".img")
 			disks = append(disks, disk{Path: p, MiB: mib})
-			add("-drive", "file="+p+",if=none,format=raw,id="+drive)
+			add("-drive", "file="+p+",if=none,format=raw,id="+drive+",aio="+aio)
 			add("-device", fmt.Sprintf("nvme-ns,drive=%s,bus=%s,nsid=%d,logical_block_size=%d,physical_block_size=%d%s", drive, id, nsid, bs, bs, extra))
 		}
 		for i, mib := range c.Namespaces {

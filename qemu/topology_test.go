@@ -28,7 +28,7 @@ func TestTopologiesAreConsistent(t *testing.T) {
 				t.Errorf("%s: controller %s has no namespace", name, c.Serial)
 			}
 		}
-		args, disks := top.qemuArgs("/run", 2048, 2)
+		args, disks := top.qemuArgs("/run", 2048, 2, AIOThreads)
 		checkQEMUArgs(t, name, top, args, disks)
 	}
 }
@@ -124,7 +124,7 @@ func TestCardsTopology(t *testing.T) {
 
 func TestNUMATopologyArgs(t *testing.T) {
 	top, _ := LookupTopology("numa")
-	args, _ := top.qemuArgs("/run", 2048, 2)
+	args, _ := top.qemuArgs("/run", 2048, 2, AIOThreads)
 	joined := strings.Join(args, " ")
 	for _, want := range []string{"node,nodeid=0,memdev=mem0,cpus=0-0", "node,nodeid=1,memdev=mem1,cpus=1-1", "numa_node=0", "numa_node=1", "size=1024M"} {
 		if !strings.Contains(joined, want) {

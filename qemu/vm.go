@@ -44,6 +44,9 @@ type Config struct {
 	Cache string
 	// QEMU is the emulator binary (default qemu-system-x86_64).
 	QEMU string
+	// DiskAIO is how QEMU does the emulated disks' host I/O (-drive
+	// aio=): AIOThreads, AIOIOURing or "native"; empty means DefaultAIO().
+	DiskAIO string
 	// Trace, when set, enables its QEMU trace events for the run and
 	// counts them; "mark TEXT" lines the guest writes to its status port
 	// (ttyS2) are stamped into it.
@@ -90,6 +93,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.CPUs == 0 {
 		cfg.CPUs = 2
 	}
+	if cfg.DiskAIO == "" {
+		cfg.DiskAIO = DefaultAIO()
+	}
+	if err := checkAIO(cfg.DiskAIO); err != nil {
+		return Result{}, err
+	}
 	if cfg.Hugepages == 0 {
 		cfg.Hugepages = 128
 	}
@@ -131,7 +140,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := writeInitrd(initrd, base, cfg); err != nil {
 		return Result{}, fmt.Errorf("building the run's initramfs: %w", err)
 	}
-	devArgs, disks := cfg.Topology.qemuArgs(dir, cfg.MemoryMiB, cfg.CPUs)
+	devArgs, disks := cfg.Topology.qemuArgs(dir, cfg.MemoryMiB, cfg.CPUs, cfg.DiskAIO)
 	for _, d := range disks {
 		if err := createSparse(d.Path, int64(d.MiB)<<20); err != nil {
 			return Result{}, err

@@ -433,8 +433,8 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		results[id] = r
 	}
 	var table bytes.Buffer
-	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver, one boot of the %q topology (QEMU nvme, TCG), kernel %s\n",
-		"3.33", o.topology, cfg.Kernel.Release)
+	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver, one boot of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
+		"3.33", o.topology, cfg.DiskAIO, cfg.Kernel.Release)
 	fmt.Fprintf(&table, "each phase %v after a %v ramp; latency from submission to completion; ", *runtime, *ramp)
 	if *doorbells {
 		table.WriteString("doorbells are QEMU's MMIO doorbell trace events (SQ + CQ) per I/O, ramp included\n\n")
