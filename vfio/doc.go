@@ -59,7 +59,9 @@
 // notifications) is delivered as an eventfd: create Interrupts with
 // NewInterrupt, connect them with Device.ConnectIRQs or ConnectIRQ, and
 // Wait on them (the goroutine parks on the runtime poller, no OS thread is
-// held, ctx cancels) or poll them with TryRead (one read(2), no
+// held, ctx cancels), block a thread-locked completion loop's own thread
+// on them with WaitThread (a raw ppoll(2): the goroutine keeps its P, no
+// hand-off per wake-up), or poll them with TryRead (one read(2), no
 // allocation). The package starts no goroutine per vector. TriggerIRQs and
 // TriggerSelectedIRQs make the kernel signal vectors from software, to test
 // the wiring. DisconnectIRQ stops one vector, DisableIRQ a whole index;

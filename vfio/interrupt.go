@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,6 +49,14 @@ type Interrupt struct {
 	tryErr   error
 	tryFn    func(fd uintptr)
 
+	// WaitThread's, likewise.
+	threadMu      sync.Mutex
+	threadTimeout unix.Timespec
+	threadFds     [1]unix.PollFd
+	threadBuf     [8]byte
+	threadCount   uint64
+	threadErr     error
+	threadFn      func(fd uintptr)
 	// Signal's, likewise.
 	sigMu  sync.Mutex
 	sigBuf [8]byte
@@ -107,6 +116,7 @@ func newInterrupt(fd int) *Interrupt {
 	rc, _ := f.SyscallConn()
 	i := &Interrupt{f: f, rc: rc, fd: fd, waitSem: make(chan struct{}, 1)}
 	i.tryFn = i.tryRead
+	i.threadFn = i.waitThread
 	i.sigFn = i.signal
 	return i
 }
@@ -190,6 +200,64 @@ func (i *Interrupt) TryRead() (uint64, error) {
 		return 0, fmt.Errorf("reading interrupt eventfd %d: %w", i.fd, i.tryErr)
 	}
 	return i.tryCount, nil
+}
+
+// WaitThread blocks the calling OS thread until the interrupt fires or
+// timeout passes, then reads and resets the count, like TryRead: it
+// returns the count, 0 when the wait timed out or a signal interrupted it.
+//
+// It is for a goroutine locked to its thread (runtime.LockOSThread) that
+// polls its queues between waits, such as a completion loop. The wait is
+// a raw ppoll(2) the Go runtime is not told of, so the goroutine keeps its
+// P while it sleeps. Wait, or any system call the runtime knows of, has
+// sysmon hand the P to another thread after 20 µs and the woken goroutine
+// get one back: in a TCG guest those hand-offs cost more CPU than the
+// waiting goroutine's own work, and interrupt-driven I/O ran at a third to
+// two thirds of the rate it does with WaitThread (docs/performance.md).
+// The runtime can still preempt the goroutine: its signal ends the wait.
+// Keep timeout short (the runtime cannot stop the world for a GC while a
+// goroutine is in WaitThread; a signal ends it) and use Wait when other
+// goroutines should run on the P meanwhile.
+//
+// One WaitThread at a time; a Close meanwhile takes effect when it
+// returns. It does not allocate.
+func (i *Interrupt) WaitThread(timeout time.Duration) (uint64, error) {
+	i.threadMu.Lock()
+	defer i.threadMu.Unlock()
+	i.threadTimeout = unix.NsecToTimespec(int64(max(timeout, 0)))
+	i.threadCount, i.threadErr = 0, nil
+	if err := i.rc.Control(i.threadFn); err != nil {
+		return 0, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, ErrClosed)
+	}
+	if i.threadErr != nil {
+		return 0, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, i.threadErr)
+	}
+	return i.threadCount, nil
+}
+
+// waitThread is WaitThread's callback; i.threadMu is held.
+func (i *Interrupt) waitThread(fd uintptr) {
+	i.threadFds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&i.threadFds[0])), 1,
+		uintptr(unsafe.Pointer(&i.threadTimeout)), 0, 0, 0)
+	switch {
+	case errno == unix.EINTR || (errno == 0 && n == 0):
+		return // a signal, or the timeout: nothing read
+	case errno != 0:
+		i.threadErr = os.NewSyscallError("ppoll", errno)
+		return
+	}
+	r, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&i.threadBuf[0])), uintptr(len(i.threadBuf)))
+	switch {
+	case errno == unix.EAGAIN:
+		// Someone else read it first.
+	case errno != 0:
+		i.threadErr = os.NewSyscallError("read", errno)
+	case r != uintptr(len(i.threadBuf)):
+		i.threadErr = fmt.Errorf("read %d bytes, want %d", r, len(i.threadBuf))
+	default:
+		i.threadCount = binary.NativeEndian.Uint64(i.threadBuf[:])
+	}
 }
 
 // tryRead is TryRead's callback; i.tryMu is held.

@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/internal/bench"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/pcie"
+	"github.com/umdkit/umd/vfio"
 )
 
 // errNoMatch: the selectors picked no function (exit status 3).
@@ -146,45 +144,24 @@ func newJob(w bench.Workload, target bench.Target, i int, q *umd.QueuePair, allo
 	}
 	c := bench.JobConfig{Name: fmt.Sprintf("%s/%d", target.Device, i), Target: target, Index: i, Queue: q.QueuePair, Buffers: mine}
 	if irq := q.Interrupt(); irq != nil {
-		c.Wait = waitOn(irq.Fd())
+		c.Wait = waitOn(irq)
 	}
 	return bench.NewJob(w, c)
 }
 
-// waitOn returns a job's interrupt wait: ppoll(2) on the queue pair's
-// eventfd from the job's own thread, then one read(2) to reset its count.
-// The job goroutine is locked to its thread, so the kernel wakes that
-// thread directly, and a wait allocates nothing (vfio.Interrupt.Wait parks
-// the goroutine on Go's netpoller, and with a cancellable ctx allocates
-// per call).
-//
-// Both are raw system calls: the runtime is not told that the thread is
-// in a system call, so the job keeps its P while it sleeps. Through the
-// runtime's syscall entry, a wait longer than 20 µs had sysmon take the P
-// away and hand it to another thread, and the job's wake-up then went
-// through getting one back: in the TCG guest, at queue depth 1, the
-// process's other threads used 3.3 s of CPU per 5 s run for those
-// hand-offs (10,000 waits), against 2.7 s for the job itself, and the
-// raw calls took interrupt-driven 4 KiB random reads from 1.3-2.5 K to
-// 3.9-4.7 K IOPS at depth 1 and from 22-42 K to 34-62 K at depth 32. The
-// runtime can still preempt the job: its signal ends the ppoll with
-// EINTR. The ppoll times out every 100 ms to look at ctx. The eventfd
-// stays owned by the queue pair; nothing else reads it during the run.
-func waitOn(fd int) func(ctx context.Context) error {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	timeout := unix.NsecToTimespec(int64(100 * time.Millisecond))
-	var count [8]byte
+// waitOn returns a job's interrupt wait: irq.WaitThread, which blocks the
+// job's own thread in a raw ppoll(2) and reads the count, so the job
+// keeps its P while it sleeps (through the runtime's poller or a system
+// call it knows of, the P was handed to another thread on every wait:
+// at queue depth 1 in the TCG guest those hand-offs took 3.3 s of CPU
+// per 5 s run; interrupt-driven 4 KiB reads at depth 1 ran 1.3-2.5 K
+// IOPS, against 1.8-3.1 K now). The wait ends every 100 ms, or at one of the
+// runtime's signals, to look at ctx. The eventfd stays owned by the queue
+// pair; nothing else reads it during the run.
+func waitOn(irq *vfio.Interrupt) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
-		n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&timeout)), 0, 0, 0)
-		switch {
-		case errno == unix.EINTR:
-			return nil // the caller polls the queue and comes back
-		case errno != 0:
-			return fmt.Errorf("waiting on interrupt eventfd %d: %w", fd, errno)
-		case n > 0:
-			// Non-blocking: EAGAIN if someone was quicker; harmless.
-			_, _, _ = unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&count[0])), uintptr(len(count)))
-			return nil
+		if _, err := irq.WaitThread(100 * time.Millisecond); err != nil {
+			return err
 		}
 		return ctx.Err()
 	}
