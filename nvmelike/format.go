@@ -56,20 +56,27 @@ type nvmeFormat struct{}
 func (nvmeFormat) SQESize() int { return 64 }
 func (nvmeFormat) CQESize() int { return 16 }
 
-// EncodeSQE writes the entry as eight 64-bit stores into the slot (an
-// array pointer: one length check, none per store), each dword pair
-// composed in registers; the slot is written whole, reserved dwords as zero.
 func (nvmeFormat) EncodeSQE(b []byte, cmd *Command, cid uint16, prp1, prp2 uint64) {
-	e := (*[64]byte)(b)
+	putSQE((*[64]byte)(b), uint64(cmd.Opcode)|uint64(cmd.Flags)<<8|uint64(cid)<<16|uint64(cmd.NSID)<<32,
+		uint64(cmd.CDW2)|uint64(cmd.CDW3)<<32, cmd.MPTR, prp1, prp2,
+		uint64(cmd.CDW10)|uint64(cmd.CDW11)<<32, uint64(cmd.CDW12)|uint64(cmd.CDW13)<<32, uint64(cmd.CDW14)|uint64(cmd.CDW15)<<32)
+}
+
+// putSQE writes a 64-byte NVMe entry as its eight little-endian quadwords
+// (an array pointer: one length check, none per store): CDW0 with NSID,
+// CDW2-3, MPTR, PRP1, PRP2, CDW10-11, CDW12-13, CDW14-15. The slot is
+// written whole. EncodeSQE composes the words from a Command, SubmitIO
+// from its arguments.
+func putSQE(e *[64]byte, dw01, dw23, mptr, prp1, prp2, dw1011, dw1213, dw1415 uint64) {
 	le := binary.LittleEndian
-	le.PutUint64(e[0:8], uint64(cmd.Opcode)|uint64(cmd.Flags)<<8|uint64(cid)<<16|uint64(cmd.NSID)<<32)
-	le.PutUint64(e[8:16], uint64(cmd.CDW2)|uint64(cmd.CDW3)<<32)
-	le.PutUint64(e[16:24], cmd.MPTR)
+	le.PutUint64(e[0:8], dw01)
+	le.PutUint64(e[8:16], dw23)
+	le.PutUint64(e[16:24], mptr)
 	le.PutUint64(e[24:32], prp1)
 	le.PutUint64(e[32:40], prp2)
-	le.PutUint64(e[40:48], uint64(cmd.CDW10)|uint64(cmd.CDW11)<<32)
-	le.PutUint64(e[48:56], uint64(cmd.CDW12)|uint64(cmd.CDW13)<<32)
-	le.PutUint64(e[56:64], uint64(cmd.CDW14)|uint64(cmd.CDW15)<<32)
+	le.PutUint64(e[40:48], dw1011)
+	le.PutUint64(e[48:56], dw1213)
+	le.PutUint64(e[56:64], dw1415)
 }
 
 func (nvmeFormat) CQEPhase(b []byte) bool {

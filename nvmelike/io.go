@@ -1,9 +1,6 @@
 package nvmelike
 
-import (
-	"encoding/binary"
-	"fmt"
-)
+import "fmt"
 
 // IOCallback receives the completion of a command submitted with
 // SubmitIO: the tag it was submitted with, its completion, and err as for
@@ -49,15 +46,13 @@ func (q *QueuePair) markClosed() {
 // and never queues in the software backlog.
 func (q *QueuePair) SubmitIO(opcode uint8, nsid uint32, slba uint64, nlb uint32, buf Buffer, tag uint64) error {
 	n := len(buf.Bytes)
-	iova := buf.IOVA
 	op := &q.ops[opcode]
 	// The common case in one test: a queue pair that is open, with PRPs,
 	// the NVMe entry layout and no timeout (ioFast), a buffer within one
 	// memory page, and a length that matches nlb blocks of a namespace
 	// whose LBA size is known. Anything else goes through Submit's
 	// general path.
-	if !q.ioFast || n == 0 || !op.LBAData || op.Dir == DirNone || iova&3 != 0 ||
-		uint64(n) > uint64(q.pageSize)-iova&uint64(q.pageSize-1) ||
+	if !q.ioFast || n == 0 || !op.LBAData || op.Dir == DirNone || !q.onePage(buf) ||
 		int(nsid) >= len(q.lbaShift) || q.lbaShift[nsid] == 0 || nlb-1 > 0xffff ||
 		int(nlb)<<q.lbaShift[nsid] != n {
 		return q.submitIOSlow(opcode, nsid, slba, nlb, buf, tag)
@@ -89,8 +84,8 @@ func (q *QueuePair) SubmitIO(opcode uint8, nsid uint32, slba uint64, nlb uint32,
 	t.done = false
 	t.deadline = 0
 
-	e := (*[64]byte)(q.sq.Bytes[int(q.sqTail)*64:])
-	putSQEIO(e, opcode, t.cid, nsid, iova, slba, nlb-1)
+	putSQE((*[64]byte)(q.sq.Bytes[int(q.sqTail)*64:]), uint64(opcode)|uint64(t.cid)<<16|uint64(nsid)<<32,
+		0, 0, buf.IOVA, 0, slba, uint64(nlb-1), 0)
 	q.sqTail = tail
 	q.stats.Submitted++
 	return nil
@@ -126,18 +121,4 @@ func (q *QueuePair) submitTagged(cmd *Command) error {
 	t.io = true
 	q.setDeadline(t, deadlineAfter(q.timeout))
 	return nil
-}
-
-// putSQEIO writes an LBA command with a one-page data buffer into SQ
-// entry e: EncodeSQE for that command, without the Command.
-func putSQEIO(e *[64]byte, opcode uint8, cid uint16, nsid uint32, prp1, slba uint64, nlb0 uint32) {
-	le := binary.LittleEndian
-	le.PutUint64(e[0:8], uint64(opcode)|uint64(cid)<<16|uint64(nsid)<<32)
-	le.PutUint64(e[8:16], 0)
-	le.PutUint64(e[16:24], 0)
-	le.PutUint64(e[24:32], prp1)
-	le.PutUint64(e[32:40], 0)
-	le.PutUint64(e[40:48], slba)
-	le.PutUint64(e[48:56], uint64(nlb0))
-	le.PutUint64(e[56:64], 0)
 }

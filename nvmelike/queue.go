@@ -2,7 +2,6 @@ package nvmelike
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -411,16 +410,15 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	// The data pointer: PRPs or an SGL (sgl.go), and PSDT to match.
 	prp1, prp2, flags := cmd.PRP1, cmd.PRP2, cmd.Flags
 	if n > 0 {
-		iova := cmd.Data.IOVA
 		switch {
 		case q.dptr != DataPointerPRP || len(cmd.Buffers) != 0:
 			var err error
 			if prp1, prp2, flags, err = q.dataPointer(cmd, n, t.list); err != nil {
 				return nil, fmt.Errorf("queue %d: opcode 0x%02x: %w", q.id, cmd.Opcode, err)
 			}
-		case iova&3 == 0 && uint64(n) <= uint64(q.pageSize)-iova&uint64(q.pageSize-1):
+		case q.onePage(cmd.Data):
 			// Within one memory page, the common case: PRP1 alone.
-			prp1, prp2 = iova, 0
+			prp1, prp2 = cmd.Data.IOVA, 0
 			flags &^= FlagsPSDTMask
 		default:
 			var err error
@@ -612,30 +610,14 @@ func (q *QueuePair) completeIO(e *[16]byte, dw3 uint32) bool {
 	if t.cid != cid || t.state != trackerBusy || !t.io || q.ioCB == nil {
 		return false
 	}
-	// The SQ head, checked as complete does.
-	sqhd := binary.LittleEndian.Uint16(e[8:10])
-	from := int(q.sqHead)
-	d, max := int(sqhd)-from, int(q.rungTail)-from
-	if d < 0 {
-		d += int(q.depth)
-	}
-	if max < 0 {
-		max += int(q.depth)
-	}
-	if d <= max {
-		q.sqHead = sqhd
-	} else {
-		q.stats.BadSQHead++
-	}
+	c := decodeNVMeCQE(e, dw3)
+	q.ackSQHead(c.SQHead)
 	q.stats.Completed++
 	// Held while the callback runs, as deliver does.
 	t.state = trackerDelivering
 	reserve := q.reserve
 	q.reserve = 0
-	q.ioCB(t.cmd.Tag, Completion{
-		DW0: binary.LittleEndian.Uint32(e[0:4]), DW1: binary.LittleEndian.Uint32(e[4:8]),
-		SQHead: sqhd, SQID: binary.LittleEndian.Uint16(e[10:12]), CID: cid, Phase: dw3>>16&1 == 1,
-	}, nil)
+	q.ioCB(t.cmd.Tag, c, nil)
 	q.reserve = reserve
 	if t.state == trackerDelivering { // not taken by a reset meanwhile
 		t.state = trackerFree
@@ -658,14 +640,7 @@ func (q *QueuePair) complete(c *Completion) error {
 		// second one while the first's callback runs.
 		return ErrStaleCID
 	}
-	// The SQ head must lie between the last one seen and the tail the
-	// device was given. A bad one is counted and ignored: the completion
-	// itself is still the command's.
-	if q.dist(q.sqHead, c.SQHead) <= q.dist(q.sqHead, q.rungTail) {
-		q.sqHead = c.SQHead
-	} else {
-		q.stats.BadSQHead++
-	}
+	q.ackSQHead(c.SQHead)
 	if t.state == trackerChild {
 		h := t.head
 		q.release(idx)
@@ -736,6 +711,23 @@ func (q *QueuePair) deliver(idx uint16, c *Completion) {
 	if t.state == trackerDelivering { // not taken by a reset meanwhile
 		q.release(idx)
 	}
+}
+
+// ackSQHead takes the SQ head a completion reports. It must lie between
+// the last one seen and the tail the device was given; a bad one is
+// counted and ignored (the completion itself is still the command's).
+func (q *QueuePair) ackSQHead(head uint16) {
+	if q.dist(q.sqHead, head) <= q.dist(q.sqHead, q.rungTail) {
+		q.sqHead = head
+	} else {
+		q.stats.BadSQHead++
+	}
+}
+
+// onePage reports whether buf, dword aligned, lies within one memory
+// page: PRP1 alone describes it.
+func (q *QueuePair) onePage(buf Buffer) bool {
+	return buf.IOVA&3 == 0 && uint64(len(buf.Bytes)) <= uint64(q.pageSize)-buf.IOVA&uint64(q.pageSize-1)
 }
 
 func (q *QueuePair) dist(from, to uint16) int {
