@@ -122,6 +122,38 @@ func TestCardsTopology(t *testing.T) {
 	}
 }
 
+// TestDiskAIO: every namespace's -drive carries the disk I/O mode asked
+// for, and only the two modes the harness runs are accepted.
+func TestDiskAIO(t *testing.T) {
+	top, _ := LookupTopology("cards")
+	for _, mode := range []string{AIOThreads, AIOIOURing} {
+		args, disks := top.qemuArgs("/run", 2048, 2, mode)
+		drives := 0
+		for i, a := range args {
+			if a == "-drive" {
+				drives++
+				if !strings.HasSuffix(args[i+1], ",aio="+mode) {
+					t.Errorf("%s: -drive %s", mode, args[i+1])
+				}
+			}
+		}
+		if drives != len(disks) || drives == 0 {
+			t.Errorf("%s: %d -drive arguments for %d disks", mode, drives, len(disks))
+		}
+		if err := checkAIO(mode); err != nil {
+			t.Error(err)
+		}
+	}
+	for _, bad := range []string{"native", "uring", ""} {
+		if checkAIO(bad) == nil {
+			t.Errorf("disk I/O mode %q accepted", bad)
+		}
+	}
+	if m := DefaultAIO(); m != AIOThreads && m != AIOIOURing {
+		t.Errorf("DefaultAIO() = %q", m)
+	}
+}
+
 func TestNUMATopologyArgs(t *testing.T) {
 	top, _ := LookupTopology("numa")
 	args, _ := top.qemuArgs("/run", 2048, 2, AIOThreads)

@@ -45,7 +45,7 @@ type Config struct {
 	// QEMU is the emulator binary (default qemu-system-x86_64).
 	QEMU string
 	// DiskAIO is how QEMU does the emulated disks' host I/O (-drive
-	// aio=): AIOThreads, AIOIOURing or "native"; empty means DefaultAIO().
+	// aio=): AIOThreads or AIOIOURing; empty means DefaultAIO().
 	DiskAIO string
 	// Trace, when set, enables its QEMU trace events for the run and
 	// counts them; "mark TEXT" lines the guest writes to its status port
