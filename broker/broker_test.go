@@ -223,18 +223,13 @@ func startFake(t *testing.T, cfg Config, access Access, devs ...*fakeDevice) *Se
 // brokertest, importing broker, cannot serve).
 func serveInTest(t testing.TB, s *Server) {
 	t.Helper()
-	if err := s.Listen(); err != nil {
-		s.Close()
+	stop, err := s.Start()
+	if err != nil {
 		t.Fatalf("broker: %v", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
 	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("closing the broker: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("broker: Serve: %v", err)
+		if err := stop(); err != nil {
+			t.Errorf("broker: %v", err)
 		}
 	})
 }

@@ -348,6 +348,25 @@ func (s *Server) devices4(uid, gid uint32, groups []uint32) []DeviceInfo {
 	return out
 }
 
+// Start listens and serves in a goroutine of its own. stop closes s and
+// waits for Serve to return, and reports an error of either. If s cannot
+// listen, Start closes it and returns the error.
+func (s *Server) Start() (stop func() error, err error) {
+	if err := s.Listen(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	return func() error {
+		cerr := s.Close()
+		if serr := <-done; serr != nil {
+			return errors.Join(cerr, fmt.Errorf("serve: %w", serr))
+		}
+		return cerr
+	}, nil
+}
+
 // Close stops accepting, drops every client (releasing what each held)
 // and closes every device. It is safe to call twice.
 func (s *Server) Close() error {
