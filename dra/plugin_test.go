@@ -306,14 +306,7 @@ func TestDriverUnprepareError(t *testing.T) {
 // finds their counter set in its own slice (the helper publishes each
 // Slice as one ResourceSlice, and 1.34 wants them together).
 func TestDriverResources(t *testing.T) {
-	ids, err := BrokerIdentities(brokerList)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := PublishWith(restore(t, "qemu-cards"), ids, PublishOptions{Shares: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := cardsShares(t)
 	res := inv.DriverResources(testNode)
 	pool, ok := res.Pools[testNode]
 	if len(res.Pools) != 1 || !ok || len(pool.Slices) == 0 {

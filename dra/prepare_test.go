@@ -596,14 +596,7 @@ func (r *recordingReserver) Reserve(ctx context.Context, res Reservation) (Grant
 func sharesRig(t *testing.T) (*rig, *recordingReserver) {
 	t.Helper()
 	r := newRig(t)
-	ids, err := BrokerIdentities(brokerList)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := PublishWith(restore(t, "qemu-cards"), ids, PublishOptions{Shares: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := cardsShares(t)
 	rec := &recordingReserver{fakeReserver: r.res}
 	r.cfg.Inventory, r.cfg.Reserver = inv, rec
 	return r, rec

@@ -24,16 +24,27 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // restore rebuilds one of pcie's captured guest trees and scans it.
 func restore(t *testing.T, name string) *pcie.System {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "pcie", "testdata", "snapshots", name+".txt"))
+	dir, cleanup, err := pcie.OpenTree(filepath.Join("..", "pcie", "testdata", "snapshots", name+".txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	dir := t.TempDir()
-	if err := pcie.RestoreSnapshot(f, dir); err != nil {
+	t.Cleanup(cleanup)
+	return scan(t, dir)
+}
+
+// cardsShares is the "qemu-cards" tree published as umdd serves it, each
+// controller with four shares.
+func cardsShares(t *testing.T) *Inventory {
+	t.Helper()
+	ids, err := BrokerIdentities(brokerList)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return scan(t, dir)
+	inv, err := PublishWith(restore(t, "qemu-cards"), ids, PublishOptions{Shares: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inv
 }
 
 func scan(t *testing.T, root string) *pcie.System {
