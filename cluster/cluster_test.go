@@ -515,22 +515,12 @@ func node(t *testing.T, name string) *Node {
 // pciBusID is the PCI address a node's ResourceSlices publish for device.
 func pciBusID(t *testing.T, nodeName, device string) string {
 	t.Helper()
-	l, err := testCluster.Client.ResourceV1().ResourceSlices().List(context.Background(), metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeName})
-	if err != nil {
-		t.Fatal(err)
+	d, _ := publishedDevice(t, nodeName, device)
+	id := stringAttr(d, "resource.kubernetes.io/pciBusID")
+	if id == "" {
+		t.Fatalf("device %s of node %s has no pciBusID attribute", device, nodeName)
 	}
-	for _, s := range l.Items {
-		for _, d := range s.Spec.Devices {
-			if d.Name == device {
-				if a, ok := d.Attributes["resource.kubernetes.io/pciBusID"]; ok && a.StringValue != nil {
-					return *a.StringValue
-				}
-				t.Fatalf("device %s of node %s has no pciBusID attribute", device, nodeName)
-			}
-		}
-	}
-	t.Fatalf("node %s publishes no device %s", nodeName, device)
-	return ""
+	return id
 }
 
 // claimWatch records the last state of every ResourceClaim of a
