@@ -21,7 +21,9 @@ func (q *QueuePair) SetIOCallback(cb IOCallback) {
 // updateIOPath works out whether SubmitIO may take its short path on q;
 // whatever changes one of the conditions calls it.
 func (q *QueuePair) updateIOPath() {
-	q.ioFast = !q.closed && q.nvme && q.dptr == DataPointerPRP && q.timeout == 0 && q.ioCB != nil
+	// The short path takes only buffers within one page, which PRPs and
+	// DataPointerAuto both describe with PRP1 alone.
+	q.ioFast = !q.closed && q.nvme && q.dptr != DataPointerSGL && q.timeout == 0 && q.ioCB != nil
 }
 
 // markClosed marks q deleted (or detached): no more submissions.
@@ -47,8 +49,8 @@ func (q *QueuePair) markClosed() {
 func (q *QueuePair) SubmitIO(opcode uint8, nsid uint32, slba uint64, nlb uint32, buf Buffer, tag uint64) error {
 	n := len(buf.Bytes)
 	op := &q.ops[opcode]
-	// The common case in one test: a queue pair that is open, with PRPs,
-	// the NVMe entry layout and no timeout (ioFast), a buffer within one
+	// The common case in one test: a queue pair that is open, with PRPs
+	// or DataPointerAuto, the NVMe entry layout and no timeout (ioFast), a buffer within one
 	// memory page, and a length that matches nlb blocks of a namespace
 	// whose LBA size is known. Anything else goes through Submit's
 	// general path.

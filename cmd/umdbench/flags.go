@@ -122,6 +122,7 @@ type options struct {
 	completion string
 	pollSpins  int
 	shadowDB   onOffFlag
+	dataPtr    string
 	nsid       uint
 	disableLat bool
 	traceFault bool
@@ -171,6 +172,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.completion, "completion", "poll", "")
 	fs.IntVar(&o.pollSpins, "poll_spins", 1000, "")
 	fs.Var(&o.shadowDB, "shadow_doorbells", "")
+	fs.StringVar(&o.dataPtr, "data_pointer", "auto", "")
 	fs.UintVar(&o.nsid, "nsid", 1, "")
 	fs.BoolVar(&o.disableLat, "disable_lat", false, "")
 	fs.BoolVar(&o.traceFault, "trace_faults", false, "")
@@ -230,6 +232,9 @@ func (o *options) workload() (bench.Workload, error) {
 		return w, usageError{err}
 	}
 	if w.Completion, err = bench.ParseCompletion(o.completion); err != nil {
+		return w, usageError{err}
+	}
+	if w.DataPointer, err = bench.ParseDataPointer(o.dataPtr); err != nil {
 		return w, usageError{err}
 	}
 	w.RWMixRead = o.rwmixread

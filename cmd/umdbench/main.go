@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/umdkit/umd/internal/bench"
+	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/pcie"
 )
 
@@ -85,6 +86,12 @@ Workload (fio's names; fio's --name=value spelling works too):
                       the controller's event index asks; a device that does not offer them
                       fails the run. off: an MMIO write per ring and per poll that consumed
                       completions (default off). --sim offers them when on
+  --data_pointer MODE how commands describe their buffers. prp: PRPs, with a list page for
+                      an I/O that spans more than two memory pages; sgl: one SGL Data Block
+                      per I/O (the controller must offer SGLs); auto: PRPs for I/Os within
+                      two pages, an SGL beyond, PRPs only on a controller without SGLs
+                      (default auto: QEMU's emulated NVMe maps an SGL's extent in one go and
+                      a PRP list page by page, so large I/Os run faster with SGLs there)
   --randseed N        seed of random offsets and of the mix; job i uses N+i
 
 Verify:
@@ -299,6 +306,9 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	}
 	if o.shadowDB.on {
 		title += ", shadow doorbells"
+	}
+	if w.DataPointer != nvmelike.DataPointerAuto {
+		title += ", data pointer " + w.DataPointer.String()
 	}
 	if o.format == "json" {
 		err = bench.WriteJSON(out, result, o.given)

@@ -191,6 +191,9 @@ func NewJob(w Workload, c JobConfig) (*Job, error) {
 	case w.Verify && t.LBASize < verifyHeaderSize:
 		return nil, fmt.Errorf("--verify needs logical blocks of at least %d bytes", verifyHeaderSize)
 	}
+	if err := c.Queue.SetDataPointer(w.DataPointer); err != nil {
+		return nil, fmt.Errorf("%s: %w (--data_pointer auto uses SGLs only where the controller has them)", t.Device, err)
+	}
 	nsBytes := int64(t.Blocks) * int64(t.LBASize)
 	size := w.Size
 	if size == 0 {

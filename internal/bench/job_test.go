@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/umdkit/umd/nvmelike"
 )
 
 func openSim(t testing.TB, lbaSize int, size int64) *SimDevice {
@@ -258,5 +260,33 @@ func TestSimShadowDoorbells(t *testing.T) {
 			t.Errorf("ShadowDoorbells %v: %v, %d blocks verified", on, err, r.Total.Verified)
 		}
 		d.Close()
+	}
+}
+
+// TestDataPointers writes and reads back 128 KiB blocks with verify in
+// each --data_pointer mode: each job's queue pair is left in the mode
+// asked for, and the data round-trips (PRP lists and SGLs alike).
+func TestDataPointers(t *testing.T) {
+	for _, dp := range []nvmelike.DataPointer{nvmelike.DataPointerPRP, nvmelike.DataPointerSGL, nvmelike.DataPointerAuto} {
+		t.Run(dp.String(), func(t *testing.T) {
+			d := openSim(t, 512, 4<<20)
+			for _, rw := range []RW{SeqWrite, RandRead} {
+				w := Workload{RW: rw, BlockSize: 128 << 10, IODepth: 4, Size: 2 << 20, Verify: true, VerifyPass: 1, Seed: 1, DataPointer: dp}
+				jobs, err := d.NewJobs(context.Background(), w, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := jobs[0].q.DataPointer(); got != dp {
+					t.Fatalf("%v: the queue pair's data pointer is %v", rw, got)
+				}
+				r := ExecuteSim(context.Background(), d, w, jobs, ExecOptions{})
+				if err := r.Err(); err != nil {
+					t.Fatalf("%v: %v", rw, err)
+				}
+				if r.Total.Read.IOs+r.Total.Write.IOs != 16 || r.Jobs[0].Verified == 0 {
+					t.Errorf("%v: %d reads, %d writes, %d blocks verified", rw, r.Total.Read.IOs, r.Total.Write.IOs, r.Jobs[0].Verified)
+				}
+			}
+		})
 	}
 }

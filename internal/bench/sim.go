@@ -95,7 +95,13 @@ func OpenSim(ctx context.Context, o SimOptions) (*SimDevice, error) {
 	}
 	blocks := uint64(o.Bytes) / uint64(o.LBASize)
 	mem := sim.NewMemory()
-	s := sim.New(mem, sim.Config{DoorbellBufferConfig: o.ShadowDoorbells, Namespaces: []sim.NamespaceConfig{{Blocks: blocks, LBASize: o.LBASize}}})
+	// SGLs as QEMU's emulated NVMe offers them (byte aligned, bit
+	// buckets), so that every --data_pointer mode runs here too.
+	s := sim.New(mem, sim.Config{
+		DoorbellBufferConfig: o.ShadowDoorbells,
+		SGLS:                 nvmelike.NVME_CTRL_SGLS_BYTE_ALIGNED | nvmelike.NVME_CTRL_SGLS_BIT_BUCKET,
+		Namespaces:           []sim.NamespaceConfig{{Blocks: blocks, LBASize: o.LBASize}},
+	})
 	regs := &CountingRegisters{Registers: s}
 	ctrl, err := nvmelike.Open(ctx, regs, mem, &nvmelike.Options{ShadowDoorbells: o.ShadowDoorbells})
 	if err != nil {

@@ -3,6 +3,8 @@ package bench
 import (
 	"testing"
 	"time"
+
+	"github.com/umdkit/umd/nvmelike"
 )
 
 func TestParseSize(t *testing.T) {
@@ -66,6 +68,14 @@ func TestParseRWAndCompletion(t *testing.T) {
 	}
 	if _, err := ParseRW("trim"); err == nil {
 		t.Error("ParseRW(trim) succeeded")
+	}
+	for name, want := range map[string]nvmelike.DataPointer{"prp": nvmelike.DataPointerPRP, "sgl": nvmelike.DataPointerSGL, "auto": nvmelike.DataPointerAuto} {
+		if d, err := ParseDataPointer(name); err != nil || d != want {
+			t.Errorf("ParseDataPointer(%q) = %v, %v; want %v", name, d, err, want)
+		}
+	}
+	if _, err := ParseDataPointer("PRP"); err == nil {
+		t.Error("ParseDataPointer(PRP) succeeded")
 	}
 	for _, c := range []struct {
 		rw                           RW

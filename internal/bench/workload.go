@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/umdkit/umd/nvmelike"
 )
 
 // RW is the I/O pattern of a job, with fio's names.
@@ -78,6 +80,19 @@ func ParseCompletion(s string) (CompletionMode, error) {
 	return 0, fmt.Errorf("--completion %q: want poll, adaptive or irq", s)
 }
 
+// ParseDataPointer parses --data_pointer: prp, sgl or auto.
+func ParseDataPointer(s string) (nvmelike.DataPointer, error) {
+	switch s {
+	case "prp":
+		return nvmelike.DataPointerPRP, nil
+	case "sgl":
+		return nvmelike.DataPointerSGL, nil
+	case "auto":
+		return nvmelike.DataPointerAuto, nil
+	}
+	return 0, fmt.Errorf("--data_pointer %q: want prp, sgl or auto", s)
+}
+
 func (m CompletionMode) String() string {
 	if m >= 0 && int(m) < len(completionNames) {
 		return completionNames[m]
@@ -121,6 +136,10 @@ type Workload struct {
 	// empty polls Adaptive makes before it sleeps.
 	Completion CompletionMode
 	PollSpins  int
+	// DataPointer is how commands describe their buffers: PRPs (the zero
+	// value), SGLs, or DataPointerAuto, an SGL where PRPs would need a
+	// list page (see nvmelike.DataPointer).
+	DataPointer nvmelike.DataPointer
 	// NoLatency takes no per-I/O timestamps (fio's disable_lat): no
 	// latency figures, and the clock is read only every 64 completions.
 	NoLatency bool
