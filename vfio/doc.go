@@ -17,7 +17,9 @@
 //     interrupts (below) and its device features (ProbeFeature,
 //     GetFeature, SetFeature; low power entry and exit; migration flags).
 //   - Interrupt: an eventfd that a device vector signals, waited on
-//     through Go's runtime poller.
+//     through Go's runtime poller (Wait) or by a thread-locked loop's own
+//     ppoll (WaitThread), or read without waiting (TryRead); it joins the
+//     poller's epoll set only once Wait is used.
 //   - GroupOf and GroupDevices read the IOMMU group layout from sysfs.
 //
 // # What it never does

@@ -1,0 +1,221 @@
+package vfio
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umdkit/umd/internal/fdleak"
+)
+
+// eventfdID returns the kernel's id of the eventfd open at fd (the
+// "eventfd-id:" line of /proc/self/fdinfo), and false when fd is not an
+// eventfd or the kernel does not show the id. Every eventfd has the same
+// anonymous inode, so the id is what tells two apart; fds of the same
+// eventfd (dups) share it.
+func eventfdID(fd int) (string, bool) {
+	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil || link != "anon_inode:[eventfd]" {
+		return "", false
+	}
+	f, err := os.Open("/proc/self/fdinfo/" + strconv.Itoa(fd))
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if id, ok := strings.CutPrefix(sc.Text(), "eventfd-id:"); ok {
+			return strings.TrimSpace(id), true
+		}
+	}
+	return "", false
+}
+
+// epollWatchers returns, for every epoll fd of the process (the runtime's
+// poller among them), the fds it watches that are the eventfd with the
+// given id: the "tfd:" lines of /proc/self/fdinfo/<epfd>. The runtime
+// removes an fd from its set before closing it, so the numbers are live.
+func epollWatchers(t *testing.T, id string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var watchers []string
+	epolls := 0
+	for _, e := range entries {
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || link != "anon_inode:[eventpoll]" {
+			continue
+		}
+		data, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile
+		}
+		epolls++
+		for line := range strings.Lines(string(data)) {
+			fields := strings.Fields(line)
+			if len(fields) < 2 || fields[0] != "tfd:" {
+				continue
+			}
+			tfd, err := strconv.Atoi(fields[1])
+			if err != nil {
+				t.Fatalf("epoll fd %s: fdinfo line %q", e.Name(), line)
+			}
+			if got, ok := eventfdID(tfd); ok && got == id {
+				watchers = append(watchers, "epoll fd "+e.Name()+" watches fd "+fields[1])
+			}
+		}
+	}
+	if epolls == 0 {
+		t.Fatal("no epoll fd in /proc/self/fd: the runtime poller should have one")
+	}
+	return watchers
+}
+
+// checkPollerUse runs an Interrupt through TryRead, Signal, WaitThread,
+// Wait and Close and checks, by the epoll sets' fdinfo, that the runtime
+// poller watches its eventfd only from the first Wait to Close.
+func checkPollerUse(t *testing.T, irq *Interrupt) {
+	t.Helper()
+	id, ok := eventfdID(irq.Fd())
+	if !ok {
+		t.Skip("the kernel shows no eventfd-id in /proc/self/fdinfo")
+	}
+	if flags, err := unix.FcntlInt(uintptr(irq.Fd()), unix.F_GETFL, 0); err != nil || flags&unix.O_NONBLOCK == 0 {
+		t.Errorf("flags %#x, %v: want O_NONBLOCK", flags, err)
+	}
+	if w := epollWatchers(t, id); len(w) > 0 {
+		t.Errorf("a fresh Interrupt: %v; want the eventfd in no epoll set", w)
+	}
+	if n, err := irq.TryRead(); n != 0 || err != nil {
+		t.Fatalf("TryRead = %d, %v", n, err)
+	}
+	if err := irq.Signal(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := irq.WaitThread(time.Second); n != 1 || err != nil {
+		t.Fatalf("WaitThread = %d, %v", n, err)
+	}
+	if n, err := irq.WaitThread(time.Millisecond); n != 0 || err != nil {
+		t.Fatalf("WaitThread with nothing pending = %d, %v", n, err)
+	}
+	if w := epollWatchers(t, id); len(w) > 0 {
+		t.Errorf("after TryRead, Signal and WaitThread: %v; want the eventfd in no epoll set", w)
+	}
+
+	// Wait registers it, once, and it stays registered.
+	for range 2 {
+		if err := irq.Signal(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), guard)
+		n, err := irq.Wait(ctx)
+		cancel()
+		if n != 1 || err != nil {
+			t.Fatalf("Wait = %d, %v", n, err)
+		}
+	}
+	if w := epollWatchers(t, id); len(w) != 1 {
+		t.Errorf("after two Waits: %v; want one epoll set watching the eventfd, once", w)
+	}
+	// The raw paths still work beside it.
+	if err := irq.Signal(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := irq.WaitThread(time.Second); n != 1 || err != nil {
+		t.Errorf("WaitThread after Wait = %d, %v", n, err)
+	}
+
+	if err := irq.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w := epollWatchers(t, id); len(w) > 0 {
+		t.Errorf("after Close: %v; want the eventfd in no epoll set", w)
+	}
+	// A Wait after Close fails and registers nothing.
+	if _, err := irq.Wait(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Wait after Close: %v, want ErrClosed", err)
+	}
+	if w := epollWatchers(t, id); len(w) > 0 {
+		t.Errorf("after a Wait after Close: %v; want the eventfd in no epoll set", w)
+	}
+}
+
+// TestInterruptNotInPollerUntilWait: an Interrupt's eventfd is in no epoll
+// set (the runtime poller's would wake a thread per signal) until the first
+// Wait, which puts it in the poller's, and Close takes it out; the same for
+// an adopted eventfd that arrives non-blocking or blocking.
+func TestInterruptNotInPollerUntilWait(t *testing.T) {
+	t.Run("NewInterrupt", func(t *testing.T) {
+		irq, err := NewInterrupt()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer irq.Close()
+		checkPollerUse(t, irq)
+	})
+	for _, flags := range []int{unix.EFD_NONBLOCK, 0} {
+		name := "InterruptFromFD/blocking"
+		if flags != 0 {
+			name = "InterruptFromFD/nonblocking"
+		}
+		t.Run(name, func(t *testing.T) {
+			fd, err := unix.Eventfd(0, flags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			irq, err := InterruptFromFD(fd)
+			if err != nil {
+				unix.Close(fd)
+				t.Fatal(err)
+			}
+			defer irq.Close()
+			checkPollerUse(t, irq)
+		})
+	}
+}
+
+// TestInterruptCloseDuringFirstWait races Close against Waits that make
+// Wait's duplicate fd, and Waits after Close, which must not make one: every
+// Wait returns (ErrClosed, or a count), and no fd stays open.
+func TestInterruptCloseDuringFirstWait(t *testing.T) {
+	before, err := fdleak.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		irq, err := NewInterrupt()
+		if err != nil {
+			t.Fatal(err)
+		}
+		chs := []<-chan waitResult{waitAsync(context.Background(), irq), waitAsync(context.Background(), irq)}
+		if i%2 == 0 {
+			time.Sleep(time.Duration(i%5) * 50 * time.Microsecond)
+		}
+		if err := irq.Close(); err != nil {
+			t.Fatal(err)
+		}
+		chs = append(chs, waitAsync(context.Background(), irq))
+		for _, ch := range chs {
+			if r := receive(t, ch); !errors.Is(r.err, ErrClosed) {
+				t.Fatalf("Wait racing Close = %d, %v; want ErrClosed", r.n, r.err)
+			}
+		}
+	}
+	after, err := fdleak.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaked := before.Leaked(after); len(leaked) > 0 {
+		t.Errorf("100 Interrupts closed during their first Waits leaked %v", leaked)
+	}
+}
