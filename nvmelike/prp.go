@@ -62,25 +62,9 @@ func buildPRP(buf Buffer, pageSize int, list Buffer) (prp1, prp2 uint64, err err
 		return iova, next, nil
 	}
 	entries := (rest + ps - 1) / ps
-	perPage := ps / 8
-	capacity := uint64(len(list.Bytes)) / ps
-	page := uint64(0) // current list page
-	slot := uint64(0) // next free slot in it
-	for i := uint64(0); i < entries; i++ {
-		if slot == perPage-1 && entries-i > 1 {
-			// Last slot of a full page with more to come: chain.
-			if page+1 >= capacity {
-				return 0, 0, ErrTransferTooLarge
-			}
-			binary.LittleEndian.PutUint64(list.Bytes[page*ps+slot*8:], list.IOVA+(page+1)*ps)
-			page++
-			slot = 0
-		}
-		if page >= capacity {
-			return 0, 0, ErrTransferTooLarge
-		}
-		binary.LittleEndian.PutUint64(list.Bytes[page*ps+slot*8:], next+i*ps)
-		slot++
+	w := newPRPWriter(list, ps, entries)
+	if err := w.addRun(next, entries); err != nil {
+		return 0, 0, err
 	}
 	return iova, list.IOVA, nil
 }
@@ -132,51 +116,65 @@ func buildPRPVector(bufs []Buffer, pageSize int, list Buffer) (prp1, prp2 uint64
 	for _, b := range bufs[1:] {
 		entries += (uint64(len(b.Bytes)) + ps - 1) / ps
 	}
-	w := prpWriter{list: list, ps: ps, left: entries}
+	w := newPRPWriter(list, ps, entries)
 	if entries == 1 {
 		// The first buffer fits in its first page and the second in one
 		// page: PRP2 is that page.
 		return bufs[0].IOVA, bufs[1].IOVA, nil
 	}
-	for page := first + ps; page < end; page += ps {
-		if err := w.add(page); err != nil {
-			return 0, 0, err
-		}
+	if err := w.addRun(first+ps, (end-first+ps-1)/ps-1); err != nil {
+		return 0, 0, err
 	}
 	for _, b := range bufs[1:] {
-		for off := uint64(0); off < uint64(len(b.Bytes)); off += ps {
-			if err := w.add(b.IOVA + off); err != nil {
-				return 0, 0, err
-			}
+		if err := w.addRun(b.IOVA, (uint64(len(b.Bytes))+ps-1)/ps); err != nil {
+			return 0, 0, err
 		}
 	}
 	return bufs[0].IOVA, list.IOVA, nil
 }
 
-// prpWriter appends entries to a PRP list, chaining list pages as
-// buildPRP does.
+// prpWriter appends entries to a PRP list (list: whole pages), chaining
+// list pages: the last slot of a full page points to the next page when
+// more than one entry is left. left must start at the number of entries
+// the caller will add.
 type prpWriter struct {
 	list       Buffer
 	ps         uint64
 	left       uint64 // entries still to add
 	page, slot uint64
+	pages      uint64 // list pages there are room for
 }
 
-func (w *prpWriter) add(addr uint64) error {
-	capacity := uint64(len(w.list.Bytes)) / w.ps
-	if w.slot == w.ps/8-1 && w.left > 1 {
-		if w.page+1 >= capacity {
-			return ErrTransferTooLarge
+func newPRPWriter(list Buffer, ps, entries uint64) prpWriter {
+	return prpWriter{list: list, ps: ps, left: entries, pages: uint64(len(list.Bytes)) / ps}
+}
+
+// addRun adds n entries for the consecutive pages from addr on.
+func (w *prpWriter) addRun(addr, n uint64) error {
+	// Locals in the loop: it is the PRP path's per-page cost.
+	b, ps, perPage, pages := w.list.Bytes, w.ps, w.ps/8, w.pages
+	page, slot, left := w.page, w.slot, w.left
+	var err error
+	for ; n > 0; n-- {
+		if slot == perPage-1 && left > 1 {
+			// The last slot of a full page, with more to come: chain.
+			if page+1 >= pages {
+				err = ErrTransferTooLarge
+				break
+			}
+			binary.LittleEndian.PutUint64(b[page*ps+slot*8:], w.list.IOVA+(page+1)*ps)
+			page++
+			slot = 0
 		}
-		binary.LittleEndian.PutUint64(w.list.Bytes[w.page*w.ps+w.slot*8:], w.list.IOVA+(w.page+1)*w.ps)
-		w.page++
-		w.slot = 0
+		if page >= pages {
+			err = ErrTransferTooLarge
+			break
+		}
+		binary.LittleEndian.PutUint64(b[page*ps+slot*8:], addr)
+		slot++
+		left--
+		addr += ps
 	}
-	if w.page >= capacity {
-		return ErrTransferTooLarge
-	}
-	binary.LittleEndian.PutUint64(w.list.Bytes[w.page*w.ps+w.slot*8:], addr)
-	w.slot++
-	w.left--
-	return nil
+	w.page, w.slot, w.left = page, slot, left
+	return err
 }

@@ -187,3 +187,15 @@ func TestCAP(t *testing.T) {
 		t.Error("doorbell offsets")
 	}
 }
+
+// BenchmarkBuildPRP128K: a PRP list of 31 entries, the per-page cost of
+// the PRP path.
+func BenchmarkBuildPRP128K(b *testing.B) {
+	list := Buffer{Bytes: make([]byte, 2*4096), IOVA: 0x100000}
+	buf := Buffer{Bytes: make([]byte, 128<<10), IOVA: 0x200000}
+	for b.Loop() {
+		if _, _, err := buildPRP(buf, 4096, list); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
