@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,10 +20,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/umdkit/umd/dra/dratest"
 )
 
 const testNode = "node-a"
@@ -350,26 +350,6 @@ func deviceNames(devs []resourceapi.Device) []string {
 	return out
 }
 
-// fakeAPIServer is a fake clientset that names created objects from
-// their generateName, as the API server does (the slice controller
-// creates slices that way).
-func fakeAPIServer(objs ...runtime.Object) *fake.Clientset {
-	c := fake.NewClientset(objs...)
-	var mu sync.Mutex
-	n := 0
-	c.PrependReactor("create", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		obj, ok := a.(k8stesting.CreateAction).GetObject().(metav1.Object)
-		if ok && obj.GetName() == "" && obj.GetGenerateName() != "" {
-			mu.Lock()
-			n++
-			obj.SetName(fmt.Sprintf("%s%d", obj.GetGenerateName(), n))
-			mu.Unlock()
-		}
-		return false, nil, nil
-	})
-	return c
-}
-
 func dial(t *testing.T, path string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -390,7 +370,7 @@ func TestPluginStart(t *testing.T) {
 	inv := r.cfg.Inventory
 	claim := newClaim("c", "uid-grpc").ours("nvme", "nvme-0000-09-00-0").c
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode, UID: "node-uid"}}
-	client := fakeAPIServer(node, claim)
+	client := dratest.FakeAPIServer(node, claim)
 	kubelet := t.TempDir()
 	cfg := PluginConfig{
 		NodeName:     testNode,
@@ -424,15 +404,7 @@ func TestPluginStart(t *testing.T) {
 		t.Errorf("registration info %+v, want a DRA plugin %s at %s serving %s", info, DriverName, draSock, drapb.DRAPluginService)
 	}
 
-	var slicesSeen []resourceapi.ResourceSlice
-	for ctx.Err() == nil {
-		l, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
-		if err == nil && len(l.Items) > 0 {
-			slicesSeen = l.Items
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	slicesSeen := dratest.WaitForSlices(t, ctx, client)
 	if len(slicesSeen) != 1 {
 		t.Fatalf("slices %+v, want one", slicesSeen)
 	}

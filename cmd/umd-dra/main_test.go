@@ -5,12 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,13 +20,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
 	cdi "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/umdkit/umd/broker"
 	"github.com/umdkit/umd/broker/brokertest"
 	"github.com/umdkit/umd/dra"
+	"github.com/umdkit/umd/dra/dratest"
 	"github.com/umdkit/umd/pcie"
 )
 
@@ -160,34 +158,6 @@ func startUmdd(t *testing.T, bdf string) (*broker.Server, string) {
 	return s, sock
 }
 
-// fakeAPIServer is a fake clientset that names created objects from
-// their generateName, as the API server does.
-func fakeAPIServer(objs ...runtime.Object) *fake.Clientset {
-	c := fake.NewClientset(objs...)
-	var mu sync.Mutex
-	n := 0
-	c.PrependReactor("create", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if obj, ok := a.(k8stesting.CreateAction).GetObject().(metav1.Object); ok && obj.GetName() == "" {
-			mu.Lock()
-			n++
-			obj.SetName(fmt.Sprintf("%s%d", obj.GetGenerateName(), n))
-			mu.Unlock()
-		}
-		return false, nil, nil
-	})
-	return c
-}
-
-func waitFor(t *testing.T, ctx context.Context, what string, ok func() bool) {
-	t.Helper()
-	for !ok() {
-		if ctx.Err() != nil {
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // `umd-dra run` against umdd serving a simulated controller and a fake
 // API server, with the test as the kubelet: the node's slice carries
 // umdd's identity of the device; a prepared claim's CDI spec names a
@@ -212,7 +182,7 @@ func TestRunPlugin(t *testing.T) {
 			}},
 		}}},
 	}
-	client := fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, UID: "node-uid"}}, claim)
+	client := dratest.FakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, UID: "node-uid"}}, claim)
 	dir := t.TempDir()
 	o, err := parseArgs([]string{"run", "--node", node, "--socket", umddSock, "--sysfs", sysfs,
 		"--kubelet-dir", filepath.Join(dir, "kubelet"), "--cdi-dir", filepath.Join(dir, "cdi")}, noEnv)
@@ -231,14 +201,7 @@ func TestRunPlugin(t *testing.T) {
 
 	draSock := filepath.Join(pluginDir(o.kubeletDir), "dra.sock")
 	regSock := filepath.Join(registrarDir(o.kubeletDir), dra.DriverName+"-reg.sock")
-	var slices []resourceapi.ResourceSlice
-	waitFor(t, ctx, "the node's ResourceSlice", func() bool {
-		l, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
-		if err == nil {
-			slices = l.Items
-		}
-		return len(slices) > 0
-	})
+	slices := dratest.WaitForSlices(t, ctx, client)
 	var published *resourceapi.Device
 	for i, d := range slices[0].Spec.Devices {
 		if d.Name == device {
