@@ -1,15 +1,14 @@
 package main
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"time"
 
 	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/internal/bench"
 )
 
 // environ is the environment claim reads (tests replace it).
@@ -102,16 +101,17 @@ func claimOne(cd *claimDevice, env broker.ClaimEnv, d broker.ClaimDevice, verify
 	if l.Mode != broker.ModeMediated {
 		return fmt.Errorf("--verify: the session is %s; umdprobe verifies through mediated sessions only", l.Mode)
 	}
-	n, err := verifyBlocks(sess, verify, uint64(time.Now().UnixNano()))
+	n, err := verifyBlocks(sess, verify, uint32(time.Now().UnixNano()))
 	cd.Verified = n
 	return err
 }
 
 // verifyBlocks writes blocks blocks of namespace 1 from LBA 0, in chunks
-// that fit half the pool and the transfer limit, each block stamped with
-// its LBA, the pass and a checksum, then reads them back into the other
-// half and compares. It returns how many blocks came back intact.
-func verifyBlocks(sess *broker.Session, blocks int, pass uint64) (int, error) {
+// that fit half the pool and the transfer limit, each block stamped in
+// umdbench's verify format (bench.StampBlock: its LBA, the pass and a
+// checksum), then reads them back into the other half and checks them.
+// It returns how many blocks came back intact.
+func verifyBlocks(sess *broker.Session, blocks int, pass uint32) (int, error) {
 	l := sess.Layout
 	if len(l.Namespaces) == 0 {
 		return 0, errors.New("the device has no namespace")
@@ -131,12 +131,11 @@ func verifyBlocks(sess *broker.Session, blocks int, pass uint64) (int, error) {
 	}
 	chunk = min(chunk, 65536)
 	pool := sess.Pool.Bytes()
-	want := make([]byte, lbs)
 	for first, i := 0, 0; first < blocks; first, i = first+chunk, i+1 {
 		n := min(chunk, blocks-first)
 		q := i % len(l.Queues)
 		for b := range n {
-			fillBlock(pool[b*lbs:(b+1)*lbs], uint64(first+b), pass)
+			bench.StampBlock(pool[b*lbs:(b+1)*lbs], uint64(first+b), pass)
 		}
 		if err := sess.Write(q, ns.NSID, uint64(first), n, 0); err != nil {
 			return first, fmt.Errorf("writing blocks %d-%d: %w", first, first+n-1, err)
@@ -147,9 +146,7 @@ func verifyBlocks(sess *broker.Session, blocks int, pass uint64) (int, error) {
 		}
 		for b := range n {
 			got := pool[half+int64(b*lbs) : half+int64((b+1)*lbs)]
-			lba := uint64(first + b)
-			fillBlock(want, lba, pass)
-			if err := checkBlock(got, want, lba, pass); err != nil {
+			if err := checkBlock(got, uint64(first+b), pass); err != nil {
 				return first + b, err
 			}
 		}
@@ -157,39 +154,20 @@ func verifyBlocks(sess *broker.Session, blocks int, pass uint64) (int, error) {
 	return blocks, nil
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// fillBlock stamps a block: its LBA and the pass (8 bytes each), bytes
-// that follow from both, and a CRC32C of all before it in the last 4.
-func fillBlock(b []byte, lba, pass uint64) {
-	binary.LittleEndian.PutUint64(b, lba)
-	binary.LittleEndian.PutUint64(b[8:], pass)
-	x := lba*0x9e3779b97f4a7c15 ^ pass | 1
-	for i := 16; i < len(b)-4; i++ {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		b[i] = byte(x)
-	}
-	binary.LittleEndian.PutUint32(b[len(b)-4:], crc32.Checksum(b[:len(b)-4], castagnoli))
-}
-
 // checkBlock says how a block read back differs from what was written.
-func checkBlock(got, want []byte, lba, pass uint64) error {
-	if string(got) == string(want) {
-		return nil
-	}
-	gotLBA, gotPass := binary.LittleEndian.Uint64(got), binary.LittleEndian.Uint64(got[8:])
-	crcOK := crc32.Checksum(got[:len(got)-4], castagnoli) == binary.LittleEndian.Uint32(got[len(got)-4:])
+func checkBlock(got []byte, lba uint64, pass uint32) error {
+	field, _, found, ok := bench.CheckBlock(got, lba, pass)
 	switch {
-	case gotLBA != lba:
-		return fmt.Errorf("block %d reads back stamped with LBA %d (misplaced data)", lba, gotLBA)
-	case gotPass != pass:
-		return fmt.Errorf("block %d reads back from pass %x, not this pass %x (stale data)", lba, gotPass, pass)
-	case !crcOK:
-		return fmt.Errorf("block %d reads back with a bad checksum (corrupt data)", lba)
+	case ok:
+		return nil
+	case field == "magic":
+		return fmt.Errorf("block %d reads back without a verify stamp (zeroed, never written or overwritten)", lba)
+	case field == "LBA":
+		return fmt.Errorf("block %d reads back stamped with LBA %d (misplaced data)", lba, found)
+	case field == "pass":
+		return fmt.Errorf("block %d reads back from pass %x, not this pass %x (stale data)", lba, found, pass)
 	}
-	return fmt.Errorf("block %d reads back different from what was written", lba)
+	return fmt.Errorf("block %d reads back with a bad checksum (corrupt data)", lba)
 }
 
 func writeClaim(w io.Writer, rep claimReport, verify int) error {

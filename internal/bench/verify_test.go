@@ -18,6 +18,10 @@ func TestVerifyBlock(t *testing.T) {
 		if string(other[24:]) == string(b[24:]) {
 			t.Error("two LBAs carry the same pattern")
 		}
+		StampBlock(other, 12345, 8)
+		if string(other[24:]) == string(b[24:]) {
+			t.Error("two passes carry the same pattern")
+		}
 		for _, c := range []struct {
 			name      string
 			lba       uint64
