@@ -28,6 +28,7 @@ import (
 
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/internal/size"
 	"github.com/umdkit/umd/pcie"
 	"github.com/umdkit/umd/sriov"
 )
@@ -285,22 +286,14 @@ func parseIDs(s string, into *[]uint32) error {
 	return nil
 }
 
+// parseBytes parses a pool size: size.Parse's spellings, positive and
+// below 1 TiB.
 func parseBytes(s string) (int64, error) {
-	mult := int64(1)
-	t := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s, "B"), "i"))
-	switch {
-	case strings.HasSuffix(t, "K"):
-		mult, t = 1<<10, strings.TrimSuffix(t, "K")
-	case strings.HasSuffix(t, "M"):
-		mult, t = 1<<20, strings.TrimSuffix(t, "M")
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1<<30, strings.TrimSuffix(t, "G")
+	v, err := size.Parse(s)
+	if err != nil || v <= 0 || v >= 1<<40 {
+		return 0, fmt.Errorf("size %q: want a positive number of bytes below 1 TiB, with K, M or G", s)
 	}
-	v, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || v <= 0 || v > (1<<40)/mult {
-		return 0, fmt.Errorf("size %q: want a positive number of bytes, with K, M or G", s)
-	}
-	return v * mult, nil
+	return v, nil
 }
 
 func run(args []string, stdout, stderr io.Writer) error {

@@ -48,14 +48,14 @@ func TestParseArgs(t *testing.T) {
 }
 
 func TestParseBytes(t *testing.T) {
-	for in, want := range map[string]int64{"4096": 4096, "8K": 8 << 10, "64M": 64 << 20, "2GiB": 2 << 30, "1g": 1 << 30} {
+	for in, want := range map[string]int64{"4096": 4096, "8K": 8 << 10, "8kb": 8 << 10, "64M": 64 << 20, "2GiB": 2 << 30, "1g": 1 << 30, "1023G": 1023 << 30} {
 		if got, err := parseBytes(in); got != want || err != nil {
 			t.Errorf("%q: %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "0", "-1M", "1T", "M", "99999999G"} {
-		if _, err := parseBytes(in); err == nil {
-			t.Errorf("%q: no error", in)
+	for _, in := range []string{"", "0", "-1M", "1T", "1024G", "M", "99999999G"} {
+		if _, err := parseBytes(in); err == nil || !strings.Contains(err.Error(), "want a positive number of bytes below 1 TiB") {
+			t.Errorf("%q: %v, want the error saying what a size is", in, err)
 		}
 	}
 }

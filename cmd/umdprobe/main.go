@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/umdkit/umd/internal/size"
 	"github.com/umdkit/umd/pcie"
 )
 
@@ -373,31 +373,15 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// parseSize parses a byte count with an optional K, M, G or T suffix
-// (powers of 1024; a trailing "B" or "iB" is allowed).
+// parseSize parses a positive byte count as size.Parse does, with an
+// optional K, M, G or T suffix (powers of 1024; a trailing "B" or "iB" is
+// allowed).
 func parseSize(s string) (uint64, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
-	mult := uint64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseUint(t, 10, 64)
-	if err != nil || v == 0 || v > (1<<63)/mult {
+	v, err := size.Parse(s)
+	if err != nil || v == 0 {
 		return 0, fmt.Errorf("%q is not a size such as 64M or 1G", s)
 	}
-	return v * mult, nil
+	return uint64(v), nil
 }
 
 // shortBDF drops the domain when it is 0, as lspci does.

@@ -8,23 +8,12 @@ import (
 )
 
 func TestParseSize(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want int64
-	}{
-		{"512", 512}, {"4k", 4096}, {"4K", 4096}, {"4kb", 4096}, {"4KiB", 4096},
-		{"128k", 128 << 10}, {"1m", 1 << 20}, {"1M", 1 << 20}, {"2g", 2 << 30},
-		{"1t", 1 << 40}, {" 64m ", 64 << 20}, {"0", 0},
-	} {
-		got, err := ParseSize(c.in)
-		if err != nil || got != c.want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", c.in, got, err, c.want)
-		}
+	// The spellings are size.Parse's (tested there).
+	if got, err := ParseSize("4KiB"); got != 4096 || err != nil {
+		t.Errorf("ParseSize(4KiB) = %d, %v", got, err)
 	}
-	for _, bad := range []string{"", "k", "4x", "-1", "1.5m", "4kk", "99999999999t"} {
-		if v, err := ParseSize(bad); err == nil {
-			t.Errorf("ParseSize(%q) = %d, want an error", bad, v)
-		}
+	if _, err := ParseSize("4x"); err == nil {
+		t.Error("ParseSize(4x) succeeded")
 	}
 }
 
