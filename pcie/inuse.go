@@ -1,7 +1,6 @@
 package pcie
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -102,13 +101,15 @@ func findUses(sysfsRoot, procRoot string, b BDF) ([]Use, error) {
 		}
 	}
 
-	mounts, err := readMountinfo(filepath.Join(procRoot, "self", "mountinfo"))
-	if err != nil {
-		return nil, err
+	// A missing mountinfo is no mounts.
+	mounts, err := mountinfo.Read(filepath.Join(procRoot, "self", "mountinfo"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading mounts: %w", err)
 	}
 	for _, m := range mounts {
-		if name, ok := byNum[[3]uint64{1, uint64(m.major), uint64(m.minor)}]; ok {
-			uses = append(uses, Use{Device: name, What: "mounted on " + m.point})
+		maj, min, ok := parseMajMin(m.Dev)
+		if name, found := byNum[[3]uint64{1, uint64(maj), uint64(min)}]; ok && found {
+			uses = append(uses, Use{Device: name, What: "mounted on " + m.Point})
 		}
 	}
 	if swaps, err := os.ReadFile(filepath.Join(procRoot, "swaps")); err == nil {
@@ -245,42 +246,6 @@ func parseMajMin(s string) (uint32, uint32, bool) {
 	maj, err1 := strconv.ParseUint(a, 10, 32)
 	min, err2 := strconv.ParseUint(b, 10, 32)
 	return uint32(maj), uint32(min), err1 == nil && err2 == nil
-}
-
-type mount struct {
-	major, minor uint32
-	point        string
-}
-
-// readMountinfo parses /proc/PID/mountinfo: the third field is the
-// mounted device's MAJOR:MINOR, the fifth the mount point.
-func readMountinfo(p string) ([]mount, error) {
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading mounts: %w", err)
-	}
-	defer f.Close()
-	var ms []mount
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		maj, min, ok := parseMajMin(fields[2])
-		if !ok {
-			continue
-		}
-		ms = append(ms, mount{major: maj, minor: min, point: mountinfo.Unescape(fields[4])})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading mounts: %w", err)
-	}
-	return ms, nil
 }
 
 // openBy lists the processes holding one of the devices open, by

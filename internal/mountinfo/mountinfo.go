@@ -33,6 +33,7 @@ func Unescape(s string) string {
 type Mount struct {
 	Point  string // the mount point, unescaped
 	FSType string // the filesystem type ("cgroup", "overlay", …)
+	Dev    string // the mounted device's number as the kernel writes it, "MAJOR:MINOR"
 }
 
 // Read parses a mountinfo file (/proc/self/mountinfo). Lines too short to
@@ -55,7 +56,7 @@ func Read(path string) ([]Mount, error) {
 		if len(fields) < 5 {
 			continue
 		}
-		m := Mount{Point: Unescape(fields[4])}
+		m := Mount{Point: Unescape(fields[4]), Dev: fields[2]}
 		for i := 5; i+1 < len(fields); i++ {
 			if fields[i] == "-" {
 				m.FSType = fields[i+1]

@@ -21,7 +21,7 @@ short line
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Mount{{"/proc", "proc"}, {"/sys/fs/cgroup/cpu", "cgroup"}, {"/mnt/with space", "tmpfs"}, {"/run/ctr/rootfs", "overlay"}}
+	want := []Mount{{"/proc", "proc", "0:21"}, {"/sys/fs/cgroup/cpu", "cgroup", "0:30"}, {"/mnt/with space", "tmpfs", "0:31"}, {"/run/ctr/rootfs", "overlay", "0:40"}}
 	if len(ms) != len(want) {
 		t.Fatalf("Read = %+v, want %+v", ms, want)
 	}
