@@ -501,6 +501,13 @@ func TestStatusVisibilityAndMaxClients(t *testing.T) {
 	if err != nil || len(st) != 1 {
 		t.Fatalf("status as a peer with no device: %+v, %v", st, err)
 	}
+	// Allowed on one device of two: it sees every client.
+	if err := s.add(fake(t, "0000:00:04.0", 2), self()); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := a.Status(); err != nil || len(st) != 2 {
+		t.Fatalf("status as a peer allowed on a device: %+v, %v", st, err)
+	}
 	if len(s.Status()) != 2 {
 		t.Fatalf("Status: %+v", s.Status())
 	}
@@ -510,7 +517,11 @@ func TestPoolQuotaAfterRounding(t *testing.T) {
 	s := startFake(t, Config{MaxPoolBytes: 6000}, self(), fake(t, "0000:00:03.0", 2))
 	c := dial(t, s.cfg.Socket)
 	// 5000 bytes is under the quota but takes two 4 KiB pages.
-	if _, err := c.OpenSession("0000:00:03.0", SessionOptions{PoolBytes: 5000}); !errors.Is(err, ErrQuota) {
+	if _, err := c.OpenSession("0000:00:03.0", SessionOptions{PoolBytes: 5000}); !errors.Is(err, ErrQuota) || !strings.Contains(err.Error(), "open: a pool of 8192 bytes (5000 rounded up to whole 4096-byte pages) asked, the quota is 6000 per client") {
+		t.Fatalf("%v, want ErrQuota", err)
+	}
+	// A whole number of pages over the quota is not said to be rounded.
+	if _, err := c.OpenSession("0000:00:03.0", SessionOptions{PoolBytes: 8192}); !errors.Is(err, ErrQuota) || !strings.Contains(err.Error(), "open: a pool of 8192 bytes asked, the quota is 6000 per client") {
 		t.Fatalf("%v, want ErrQuota", err)
 	}
 	if d := s.Devices(0, 0); d[0].FreeQueues != 2 {

@@ -158,9 +158,6 @@ func (c *conn) reserve(req *Request) (*Grant, *Error) {
 	if want.Mode == ModeExclusive {
 		return c.reserveExclusive(want)
 	}
-	if want.Queues > s.cfg.MaxQueuePairs {
-		return nil, errorf(CodeQuota, "reserve: %d queue pairs asked, the quota is %d per client", want.Queues, s.cfg.MaxQueuePairs)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.devices[want.Device]
@@ -177,19 +174,11 @@ func (c *conn) reserve(req *Request) (*Grant, *Error) {
 	if e := d.unavailable("reserve"); e != nil {
 		return nil, e
 	}
-	if want.Mode == ModeTrusted {
-		if e := d.refuseTrusted("reserve", want.Device); e != nil {
-			return nil, e
-		}
+	size, e := s.admit("reserve", d, want.Mode, want.Queues, want.PoolBytes)
+	if e != nil {
+		return nil, e
 	}
-	page := int64(s.poolPageSize(d))
-	size := (want.PoolBytes + page - 1) / page * page
-	switch free := d.info.MaxQueues - d.held; {
-	case size > s.cfg.MaxPoolBytes:
-		return nil, errorf(CodeQuota, "reserve: a pool of %d bytes (%d rounded up to whole %d-byte pages) asked, the quota is %d per client", size, want.PoolBytes, page, s.cfg.MaxPoolBytes)
-	case want.Queues > free:
-		return nil, errorf(CodeQuota, "reserve: %d queue pairs asked, %s has %d free", want.Queues, want.Device, free)
-	case size > s.cfg.MaxReservedBytes-s.reservedBytes:
+	if size > s.cfg.MaxReservedBytes-s.reservedBytes {
 		return nil, errorf(CodeQuota, "reserve: a pool of %d bytes asked, reservations hold %d of the broker's %d bytes", size, s.reservedBytes, s.cfg.MaxReservedBytes)
 	}
 	id, err := newGrantID()
@@ -302,9 +291,10 @@ func (s *Server) Reservations() []ReservationStatus {
 }
 
 // reservationsFor is Reservations as peer c may see them: reservers and
-// peers allowed on some device see all, others none.
-func (s *Server) reservationsFor(c *conn) []ReservationStatus {
-	if s.mayReserve(c) || slices.ContainsFunc(s.devices4(c.cred.Uid, c.cred.Gid, c.groups), func(d DeviceInfo) bool { return d.Allowed }) {
+// peers allowed on some device (allowed, from allowedSomewhere) see all,
+// others none.
+func (s *Server) reservationsFor(c *conn, allowed bool) []ReservationStatus {
+	if allowed || s.mayReserve(c) {
 		return s.Reservations()
 	}
 	return nil
@@ -331,6 +321,6 @@ func (c *conn) openGrant(req *Request) (*Layout, []int, *Error) {
 	}
 	r.user = c
 	s.mu.Unlock()
-	spec := sessionSpec{queues: r.Queues, depth: r.Depth, poolBytes: r.PoolBytes, mode: r.Mode, polled: r.Polled}
+	spec := sessionSpec{queues: r.Queues, depth: r.Depth, poolSize: r.poolSize, mode: r.Mode, polled: r.Polled}
 	return c.build(r.dev, spec, 0, r)
 }

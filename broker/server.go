@@ -306,14 +306,24 @@ func (s *Server) Status() []ClientStatus {
 }
 
 // statusFor is Status as peer c may see it: everything for a peer allowed
-// on some device (root is, unless denied), only its own connection for
-// others.
-func (s *Server) statusFor(c *conn) []ClientStatus {
+// on some device (allowed, from allowedSomewhere), only its own connection
+// for others.
+func (s *Server) statusFor(c *conn, allowed bool) []ClientStatus {
 	all := s.Status()
-	if slices.ContainsFunc(s.devices4(c.cred.Uid, c.cred.Gid, c.groups), func(d DeviceInfo) bool { return d.Allowed }) {
+	if allowed {
 		return all
 	}
 	return slices.DeleteFunc(all, func(st ClientStatus) bool { return st.ID != c.id })
+}
+
+// allowedSomewhere reports whether peer c may open sessions on some
+// served device (root may, unless denied).
+func (s *Server) allowedSomewhere(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.ContainsFunc(s.order, func(bdf string) bool {
+		return s.devices[bdf].access.allows(c.cred.Uid, c.cred.Gid, c.groups...)
+	})
 }
 
 // Devices describes the served devices as a peer with uid and gid sees
@@ -548,7 +558,8 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 	case OpList:
 		return &Response{Devices: c.s.devices4(c.cred.Uid, c.cred.Gid, c.groups)}, nil
 	case OpStatus:
-		return &Response{Clients: c.s.statusFor(c), Reservations: c.s.reservationsFor(c)}, nil
+		allowed := c.s.allowedSomewhere(c)
+		return &Response{Clients: c.s.statusFor(c, allowed), Reservations: c.s.reservationsFor(c, allowed)}, nil
 	case OpReserve:
 		g, e := c.reserve(req)
 		return &Response{Err: e, Grant: g}, nil
@@ -577,7 +588,7 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 // reservation's.
 type sessionSpec struct {
 	queues, depth int
-	poolBytes     int64
+	poolSize      int64 // the pool asked for, rounded up to whole pool pages (admit)
 	mode          string
 	polled        bool
 }
@@ -592,13 +603,6 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	}
 	if req.Grant != "" {
 		return c.openGrant(req)
-	}
-	cfg := c.s.cfg
-	if req.Queues > cfg.MaxQueuePairs {
-		return nil, nil, errorf(CodeQuota, "open: %d queue pairs asked, the quota is %d per client", req.Queues, cfg.MaxQueuePairs)
-	}
-	if req.PoolBytes > cfg.MaxPoolBytes {
-		return nil, nil, errorf(CodeQuota, "open: a pool of %d bytes asked, the quota is %d per client", req.PoolBytes, cfg.MaxPoolBytes)
 	}
 	c.s.mu.Lock()
 	d, ok := c.s.devices[req.Device]
@@ -618,27 +622,43 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 	if mode == "" {
 		mode = ModeMediated
 	}
-	if mode == ModeTrusted {
-		if e := d.refuseTrusted("open", req.Device); e != nil {
-			c.s.mu.Unlock()
-			return nil, nil, e
-		}
-	}
-	if free := d.info.MaxQueues - d.held; req.Queues > free {
+	size, e := c.s.admit("open", d, mode, req.Queues, req.PoolBytes)
+	if e != nil {
 		c.s.mu.Unlock()
-		return nil, nil, errorf(CodeQuota, "open: %d queue pairs asked, %s has %d free", req.Queues, req.Device, free)
+		return nil, nil, e
 	}
 	d.held += req.Queues // reserved; given back on failure or release
-	page := c.s.poolPageSize(d)
 	c.s.mu.Unlock()
-	size := (int(req.PoolBytes) + page - 1) / page * page
-	if int64(size) > cfg.MaxPoolBytes {
-		c.s.mu.Lock()
-		d.held -= req.Queues
-		c.s.mu.Unlock()
-		return nil, nil, errorf(CodeQuota, "open: a pool of %d bytes (%d rounded up to whole %d-byte pages) asked, the quota is %d per client", size, req.PoolBytes, page, cfg.MaxPoolBytes)
+	return c.build(d, sessionSpec{queues: req.Queues, depth: req.Depth, poolSize: size, mode: mode, polled: req.Polled}, req.Queues, nil)
+}
+
+// admit checks a session of mode with queues queue pairs and a pool of
+// poolBytes on d, for op ("open" or "reserve"), against what d allows,
+// the per-client quotas and d's free queue pairs, and returns the pool
+// size it takes: poolBytes rounded up to whole pool pages. The caller
+// holds s.mu and has checked that d is available.
+func (s *Server) admit(op string, d *served, mode string, queues int, poolBytes int64) (int64, *Error) {
+	if queues > s.cfg.MaxQueuePairs {
+		return 0, errorf(CodeQuota, "%s: %d queue pairs asked, the quota is %d per client", op, queues, s.cfg.MaxQueuePairs)
 	}
-	return c.build(d, sessionSpec{queues: req.Queues, depth: req.Depth, poolBytes: req.PoolBytes, mode: mode, polled: req.Polled}, req.Queues, nil)
+	if mode == ModeTrusted {
+		if e := d.refuseTrusted(op, d.info.BDF); e != nil {
+			return 0, e
+		}
+	}
+	page := int64(s.poolPageSize(d))
+	size := (poolBytes + page - 1) / page * page
+	switch free := d.info.MaxQueues - d.held; {
+	case size > s.cfg.MaxPoolBytes:
+		rounded := ""
+		if size != poolBytes {
+			rounded = fmt.Sprintf(" (%d rounded up to whole %d-byte pages)", poolBytes, page)
+		}
+		return 0, errorf(CodeQuota, "%s: a pool of %d bytes%s asked, the quota is %d per client", op, size, rounded, s.cfg.MaxPoolBytes)
+	case queues > free:
+		return 0, errorf(CodeQuota, "%s: %d queue pairs asked, %s has %d free", op, queues, d.info.BDF, free)
+	}
+	return size, nil
 }
 
 // build makes a session of spec on d: pool, IOVA window, rings in trusted
@@ -655,8 +675,7 @@ func (c *conn) build(d *served, spec sessionSpec, reserved int, res *reservation
 		}
 	}()
 	page := c.s.poolPageSize(d)
-	size := (int(spec.poolBytes) + page - 1) / page * page
-	if sess.pool, e = c.newPool("pool", "umdd client", size, page); e != nil {
+	if sess.pool, e = c.newPool("pool", "umdd client", int(spec.poolSize), page); e != nil {
 		return nil, nil, e
 	}
 	var err error
