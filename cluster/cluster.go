@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Timeouts of the waits Start and AddNode make. Generous, as the machines
@@ -328,7 +329,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, port, etcdPort int) error 
 		return err
 	}
 	c.Kubeconfig = admin
-	if c.REST, err = c.restConfig("admin"); err != nil {
+	if c.REST, err = restConfig(admin); err != nil {
 		return err
 	}
 	if c.Client, err = kubernetes.NewForConfig(c.REST); err != nil {
@@ -443,34 +444,19 @@ current-context: umd
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		return "", err
 	}
-	for _, f := range []struct {
-		ext  string
-		data []byte
-	}{{".crt", cert}, {".key", key}} {
-		if err := os.WriteFile(filepath.Join(c.pki, name+f.ext), f.data, 0o600); err != nil {
-			return "", err
-		}
-	}
 	return path, nil
 }
 
-// restConfig is a client configuration with the credentials
-// writeKubeconfig wrote for name.
-func (c *Cluster) restConfig(name string) (*rest.Config, error) {
-	cert, err := os.ReadFile(filepath.Join(c.pki, name+".crt"))
+// restConfig is a client configuration from the kubeconfig at path (one
+// writeKubeconfig wrote).
+func restConfig(path string) (*rest.Config, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
 	if err != nil {
 		return nil, err
 	}
-	key, err := os.ReadFile(filepath.Join(c.pki, name+".key"))
-	if err != nil {
-		return nil, err
-	}
-	return &rest.Config{
-		Host:            c.server,
-		TLSClientConfig: rest.TLSClientConfig{CAData: c.ca.certPEM, CertData: cert, KeyData: key},
-		QPS:             50, Burst: 100,
-		Timeout: 30 * time.Second,
-	}, nil
+	cfg.QPS, cfg.Burst = 50, 100
+	cfg.Timeout = 30 * time.Second
+	return cfg, nil
 }
 
 // Nodes returns the nodes added so far.

@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -77,10 +78,29 @@ func runMain(m *testing.M) int {
 	}
 	fmt.Fprintf(os.Stderr, "cluster: control plane ready in %v\n", time.Since(start).Round(time.Millisecond))
 	code := m.Run()
-	if err := testCluster.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "cluster tests: stopping the cluster:", err)
+	fail := func(what string, err error) {
+		fmt.Fprintf(os.Stderr, "cluster tests: %s: %v\n", what, err)
 		if code == 0 {
 			code = 1
+		}
+	}
+	// Stop leaves nothing behind (see stop_test.go).
+	fp, err := clusterFootprint(testCluster)
+	if err != nil {
+		fail("reading the cluster's footprint", err)
+	}
+	if err := testCluster.Stop(); err != nil {
+		fail("stopping the cluster", err)
+	}
+	if fp != nil {
+		left, err := fp.leftovers()
+		if err == nil && len(left) > 0 {
+			err = errors.New(strings.Join(left, "\n"))
+		}
+		if err != nil {
+			fail("after Stop", err)
+		} else {
+			fmt.Fprintf(os.Stderr, "cluster: stopped, nothing left (%d processes checked)\n", len(fp.procs))
 		}
 	}
 	return code
@@ -360,7 +380,7 @@ func TestPlainPod(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	got, log := podDone(t, ns, "plain", 3*time.Minute)
+	got, log := containerDone(t, ns, "plain", "probe", 3*time.Minute)
 	if got.Spec.NodeName != "node-c" {
 		t.Fatalf("pod ran on %q, want node-c", got.Spec.NodeName)
 	}
@@ -432,32 +452,44 @@ func deviceClass(t *testing.T) {
 	t.Fatal("deploy/dra/deviceclasses.yaml has no DeviceClass umd.umdkit.io")
 }
 
-// podDone waits for the pod to succeed or fail and returns it with its
-// log; a failure reports the pod's status, events and log.
-func podDone(t *testing.T, ns, name string, timeout time.Duration) (*corev1.Pod, string) {
-	t.Helper()
-	ctx := context.Background()
-	cs := testCluster.Client
+// waitPod polls pod name until ready accepts it, for up to timeout, and
+// returns it as last read.
+func waitPod(ns, name string, timeout time.Duration, ready func(*corev1.Pod) error) (*corev1.Pod, error) {
 	var pod *corev1.Pod
-	err := waitFor(ctx, nil, "pod "+name+" to finish", timeout, func(ctx context.Context) error {
-		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	err := waitFor(context.Background(), nil, "pod "+name, timeout, func(ctx context.Context) error {
+		p, err := testCluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		pod = p
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			return nil
-		}
-		return fmt.Errorf("phase %s", p.Status.Phase)
+		return ready(p)
 	})
-	log, lerr := cs.CoreV1().Pods(ns).GetLogs(name, &corev1.PodLogOptions{Container: "probe"}).DoRaw(ctx)
+	return pod, err
+}
+
+// containerDone waits for a container of the pod to end, wants it to have
+// exited 0, and returns the pod and the container's log; a failure
+// reports the pod's status, events and the container's and nodes' logs.
+func containerDone(t *testing.T, ns, pod, container string, timeout time.Duration) (*corev1.Pod, string) {
+	t.Helper()
+	var term *corev1.ContainerStateTerminated
+	p, err := waitPod(ns, pod, timeout, func(p *corev1.Pod) error {
+		for _, st := range p.Status.ContainerStatuses {
+			if st.Name == container && st.State.Terminated != nil {
+				term = st.State.Terminated
+				return nil
+			}
+		}
+		return fmt.Errorf("container %s has not ended; phase %s", container, p.Status.Phase)
+	})
+	log, lerr := testCluster.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container}).DoRaw(context.Background())
 	if lerr != nil {
 		log = []byte(fmt.Sprintf("(no log: %v)", lerr))
 	}
-	if err != nil || pod.Status.Phase != corev1.PodSucceeded {
-		t.Fatalf("pod %s: %v\nstatus: %s\nevents:\n%s\nlog:\n%s\n%s", name, err, podStatus(pod), events(ns), log, nodeLogs())
+	if err != nil || term.ExitCode != 0 {
+		t.Fatalf("pod %s container %s: %v (terminated %+v)\nstatus: %s\nevents:\n%s\nlog:\n%s\n%s", pod, container, err, term, podStatus(p), events(ns), log, nodeLogs())
 	}
-	return pod, string(log)
+	return p, string(log)
 }
 
 func podStatus(p *corev1.Pod) string {
@@ -589,7 +621,7 @@ func TestPodClaimVerifiedIO(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, probePod("probe", "one", "--verify", "64"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod, log := podDone(t, ns, "probe", 3*time.Minute)
+	pod, log := containerDone(t, ns, "probe", "probe", 3*time.Minute)
 	t.Logf("pod ran on %s:\n%s", pod.Spec.NodeName, log)
 	if !strings.Contains(log, "verified 64 blocks") || !strings.Contains(log, " ok") {
 		t.Fatalf("the pod's log shows no verified I/O:\n%s", log)
@@ -736,7 +768,7 @@ func TestNUMASelectorPlacesPod(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, probePod("numa1", "numa1", "--verify", "8"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod, log := podDone(t, ns, "numa1", 3*time.Minute)
+	pod, log := containerDone(t, ns, "numa1", "probe", 3*time.Minute)
 	if pod.Spec.NodeName != "node-b" {
 		t.Fatalf("pod ran on %q, want node-b (the only node with NUMA node 1 devices)", pod.Spec.NodeName)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,10 +54,16 @@ type Node struct {
 	logs       string
 	mu         sync.Mutex
 	procs      map[string]*process
-	order      []string // start order; stopped in reverse
-	stopOnce   sync.Once
-	stopErr    error
+	// kubeletHealthz is the URL of the running kubelet's healthz
+	// endpoint (startKubelet sets it).
+	kubeletHealthz string
+	stopOnce       sync.Once
+	stopErr        error
 }
+
+// components are a node's processes in the order AddNode starts them
+// (umdd and umd-dra only with devices); Stop stops them in reverse.
+var components = []string{"containerd", "umdd", "kubelet", "umd-dra"}
 
 // nodeState is what cleaning up a node needs, saved in the cluster's
 // state.json so that `umdcluster down` can do it without the process
@@ -156,13 +163,15 @@ func (n *Node) start(name, bin string, args ...string) (*process, error) {
 
 // startEnv is start with extra environment variables.
 func (n *Node) startEnv(name, bin string, env []string, args ...string) (*process, error) {
+	if !slices.Contains(components, name) {
+		return nil, fmt.Errorf("node %s: %q is no component (Stop would not stop it)", n.Name, name)
+	}
 	p, err := startProcess(name, n.logs, bin, args, env)
 	if err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
 	n.procs[name] = p
-	n.order = append(n.order, name)
 	n.mu.Unlock()
 	return p, nil
 }
@@ -391,6 +400,9 @@ serializeImagePulls: false
 featureGates: {DRAPartitionableDevices: true}
 `
 
+// startKubelet writes the kubelet's configuration (fresh ports) and
+// starts it, returning once it answers on its healthz endpoint and the
+// node is Ready.
 func (n *Node) startKubelet(ctx context.Context) error {
 	ports, err := freePorts(2)
 	if err != nil {
@@ -421,6 +433,15 @@ func (n *Node) startKubelet(ctx context.Context) error {
 		"--config="+cfgPath, "--kubeconfig="+kc, "--root-dir="+n.KubeletDir,
 		"--cert-dir="+pki, "--hostname-override="+n.Name, "--node-ip="+n.c.nodeIP)
 	if err != nil {
+		return err
+	}
+	// Healthy first: after a restart the node is still Ready in the API,
+	// as the old kubelet last reported it.
+	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[1])
+	n.mu.Lock()
+	n.kubeletHealthz = healthz
+	n.mu.Unlock()
+	if err := waitHealthy(ctx, p, "the kubelet of node "+n.Name, healthz, nodeTimeout); err != nil {
 		return err
 	}
 	return waitFor(ctx, p, "node "+n.Name+" to be Ready", nodeTimeout, func(ctx context.Context) error {
@@ -479,32 +500,31 @@ func (n *Node) deleteTasks() {
 	}
 }
 
-// Stop stops the node and removes what it made outside its dir: umd-dra
-// and the kubelet first, then every process in the node's pod cgroups,
-// containerd and its shims, umdd; then mounts below the node's dir, its
-// cgroups, its bridge and the kubelet's links in /var/log/containers.
+// Stop stops the node and removes what it made outside its dir: its
+// components in the reverse of their start order (umd-dra, the kubelet,
+// umdd, containerd), every process in the node's pod cgroups (and
+// containerd's shims with them) before containerd; then mounts below the
+// node's dir, its cgroups, its bridge and the kubelet's links in
+// /var/log/containers.
 func (n *Node) Stop() error {
 	n.stopOnce.Do(func() {
 		var errs []error
 		n.mu.Lock()
-		procs, order := n.procs, n.order
-		n.procs, n.order = map[string]*process{}, nil
+		procs := n.procs
+		n.procs = map[string]*process{}
 		n.mu.Unlock()
-		stop := func(name string) {
-			if p := procs[name]; p != nil {
-				errs = append(errs, p.stop())
-				delete(procs, name)
+		for i := len(components) - 1; i >= 0; i-- {
+			name := components[i]
+			p := procs[name]
+			if name == "containerd" {
+				if p != nil && !p.exited() {
+					n.deleteTasks()
+				}
+				errs = append(errs, killCgroup(n.state.Cgroup))
 			}
-		}
-		stop("umd-dra")
-		stop("kubelet")
-		if p := procs["containerd"]; p != nil && !p.exited() {
-			n.deleteTasks()
-		}
-		errs = append(errs, killCgroup(n.state.Cgroup))
-		stop("containerd")
-		for i := len(order) - 1; i >= 0; i-- {
-			stop(order[i])
+			if p != nil {
+				errs = append(errs, p.stop())
+			}
 		}
 		errs = append(errs, n.state.clean())
 		n.stopErr = errors.Join(errs...)

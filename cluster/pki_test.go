@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -73,5 +75,49 @@ func TestAuthorityIssues(t *testing.T) {
 	otherRoots.AddCert(other.cert)
 	if _, err := cli.Verify(x509.VerifyOptions{Roots: otherRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
 		t.Error("client certificate verified against another CA")
+	}
+}
+
+// TestKubeconfig: writeKubeconfig writes the kubeconfig alone (its
+// certificate and key embedded, no files beside it), and restConfig reads
+// back the server, the CA and a client pair of the user it names.
+func TestKubeconfig(t *testing.T) {
+	ca, err := newAuthority()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{ca: ca, pki: t.TempDir(), server: "https://127.0.0.1:6443"}
+	path, err := c.writeKubeconfig("admin", certRequest{commonName: "umd-admin", orgs: []string{"system:masters"}, client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(c.pki)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || filepath.Join(c.pki, ents[0].Name()) != path {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("writeKubeconfig wrote %q, want only %s", names, filepath.Base(path))
+	}
+	if st, err := os.Stat(path); err != nil {
+		t.Error(err)
+	} else if st.Mode().Perm() != 0o600 {
+		t.Errorf("kubeconfig mode %v, want 0600", st.Mode())
+	}
+	rc, err := restConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Host != c.server || string(rc.CAData) != string(ca.certPEM) {
+		t.Errorf("host %q, CA %q: want %q and the cluster's CA", rc.Host, rc.CAData, c.server)
+	}
+	if _, err := tls.X509KeyPair(rc.CertData, rc.KeyData); err != nil {
+		t.Fatalf("client pair: %v", err)
+	}
+	if cert := parseCert(t, rc.CertData); cert.Subject.CommonName != "umd-admin" {
+		t.Errorf("client certificate of %v, want umd-admin", cert.Subject)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,6 +163,16 @@ func waitFor(ctx context.Context, p *process, what string, timeout time.Duration
 		case <-tick.C:
 		}
 	}
+}
+
+// waitHealthy waits until url (a component's healthz endpoint) answers
+// 200 "ok", for up to timeout; what names the component in the error,
+// which quotes p's log.
+func waitHealthy(ctx context.Context, p *process, what, url string, timeout time.Duration) error {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	return waitFor(ctx, p, what+" to answer on "+url, timeout, func(context.Context) error {
+		return httpOK(hc, url, "ok")
+	})
 }
 
 // freePorts returns n distinct TCP ports free on 127.0.0.1 now. Another

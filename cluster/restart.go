@@ -3,11 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"os"
 	"path/filepath"
-	"regexp"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,7 +18,6 @@ func (n *Node) stopComponent(name string) error {
 	n.mu.Lock()
 	p := n.procs[name]
 	delete(n.procs, name)
-	n.order = slices.DeleteFunc(n.order, func(s string) bool { return s == name })
 	n.mu.Unlock()
 	if p == nil {
 		return fmt.Errorf("node %s: no %s is running", n.Name, name)
@@ -68,35 +63,16 @@ func (n *Node) RestartPlugin(ctx context.Context) error {
 	})
 }
 
-// healthzPort finds healthzPort in the node's kubelet configuration, as
-// startKubelet last wrote it.
-var healthzPort = regexp.MustCompile(`(?m)^healthzPort: (\d+)$`)
-
 // RestartKubelet stops the node's kubelet and starts it again over the
 // same root directory (its checkpoints, the plugin registrations it
 // rediscovers, the pods containerd still runs), with fresh ports; it
-// returns once the new kubelet answers on its healthz port and the node
-// is Ready.
+// returns once the new kubelet answers on its healthz endpoint and the
+// node is Ready (see startKubelet).
 func (n *Node) RestartKubelet(ctx context.Context) error {
 	if err := n.stopComponent("kubelet"); err != nil {
 		return err
 	}
-	if err := n.startKubelet(ctx); err != nil {
-		return err
-	}
-	cfg, err := os.ReadFile(filepath.Join(n.Dir, "kubelet.yaml"))
-	if err != nil {
-		return fmt.Errorf("node %s: %w", n.Name, err)
-	}
-	m := healthzPort.FindSubmatch(cfg)
-	if m == nil {
-		return fmt.Errorf("node %s: no healthzPort in kubelet.yaml", n.Name)
-	}
-	url := "http://127.0.0.1:" + string(m[1]) + "/healthz"
-	hc := &http.Client{Timeout: 2 * time.Second}
-	return waitFor(ctx, n.proc("kubelet"), "the restarted kubelet of node "+n.Name+" to be healthy", nodeTimeout, func(context.Context) error {
-		return httpOK(hc, url, "ok")
-	})
+	return n.startKubelet(ctx)
 }
 
 // WaitPod waits until the node's kubelet lists the pod in its pod

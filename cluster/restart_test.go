@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -79,35 +80,11 @@ func holds(t *testing.T, n *Node, claimUID string) bool {
 	return false
 }
 
-// containerDone waits for a container of a running pod to end, wants it
-// to have exited 0, and returns the pod and the container's log.
-func containerDone(t *testing.T, ns, pod, container string, timeout time.Duration) (*corev1.Pod, string) {
-	t.Helper()
-	ctx := context.Background()
-	cs := testCluster.Client
-	var p *corev1.Pod
-	var term *corev1.ContainerStateTerminated
-	err := waitFor(ctx, nil, "container "+container+" of pod "+pod+" to end", timeout, func(ctx context.Context) error {
-		var err error
-		if p, err = cs.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{}); err != nil {
-			return err
-		}
-		for _, st := range p.Status.ContainerStatuses {
-			if st.Name == container && st.State.Terminated != nil {
-				term = st.State.Terminated
-				return nil
-			}
-		}
-		return fmt.Errorf("phase %s", p.Status.Phase)
-	})
-	log, lerr := cs.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container}).DoRaw(ctx)
-	if lerr != nil {
-		log = []byte(fmt.Sprintf("(no log: %v)", lerr))
-	}
-	if err != nil || term.ExitCode != 0 {
-		t.Fatalf("pod %s container %s: %v (terminated %+v)\nstatus: %s\nevents:\n%s\nlog:\n%s\n%s", pod, container, err, term, podStatus(p), events(ns), log, nodeLogs())
-	}
-	return p, string(log)
+// healthz is the URL of the healthz endpoint of the node's kubelet.
+func (n *Node) healthz() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.kubeletHealthz
 }
 
 // TestPluginAndKubeletRestart: a pod holds a claim on node-a (its probe
@@ -162,8 +139,16 @@ func TestPluginAndKubeletRestart(t *testing.T) {
 		t.Fatalf("umdd lost claim %s over a plugin restart: %s", uid, umddStatus(t, n))
 	}
 	start = time.Now()
+	oldHealthz := n.healthz()
 	if err := n.RestartKubelet(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// RestartKubelet returns with the new kubelet healthy: it answers at
+	// once, on its own (fresh) port.
+	if h := n.healthz(); h == oldHealthz {
+		t.Errorf("the restarted kubelet's healthz is still %s, the old one's", h)
+	} else if err := httpOK(&http.Client{Timeout: 2 * time.Second}, h, "ok"); err != nil {
+		t.Fatalf("RestartKubelet returned before the new kubelet was healthy: %v", err)
 	}
 	if err := n.WaitPod(ctx, ns, "held"); err != nil {
 		t.Fatal(err)
@@ -226,7 +211,7 @@ func TestSameCardClaim(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	got, log := podDone(t, ns, "pair", 3*time.Minute)
+	got, log := containerDone(t, ns, "pair", "probe", 3*time.Minute)
 	t.Logf("pod ran on %s:\n%s", got.Spec.NodeName, log)
 	if len(got.Status.ResourceClaimStatuses) != 1 || got.Status.ResourceClaimStatuses[0].ResourceClaimName == nil {
 		t.Fatalf("pod's claim statuses: %+v", got.Status.ResourceClaimStatuses)

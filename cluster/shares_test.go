@@ -265,7 +265,7 @@ func TestSharesOfOneController(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, probePod("whole-after", "whole", "--verify", "64"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod, log := podDone(t, ns, "whole-after", 3*time.Minute)
+	pod, log := containerDone(t, ns, "whole-after", "probe", 3*time.Minute)
 	t.Logf("%v: whole controller once the shares were released, on %s:\n%s", since(), pod.Spec.NodeName, log)
 	if pod.Spec.NodeName != sharedNode || !strings.Contains(log, "device "+sharedBDF+": verified 64 blocks") {
 		t.Fatalf("the whole-controller pod ran on %s:\n%s", pod.Spec.NodeName, log)

@@ -71,13 +71,9 @@ func (n *Node) makeCgroups() error {
 	return nil
 }
 
-// cgroupPids lists the processes in the cgroup tree named name (at the
-// top of each hierarchy).
-func cgroupPids(name string) ([]int, error) {
-	hs, err := hierarchies()
-	if err != nil {
-		return nil, err
-	}
+// cgroupPids lists the processes in the cgroup tree named name at the
+// top of each of the hierarchies hs.
+func cgroupPids(hs []string, name string) ([]int, error) {
 	seen := map[int]bool{}
 	var pids []int
 	for _, h := range hs {
@@ -112,11 +108,21 @@ func cgroupPids(name string) ([]int, error) {
 }
 
 // killCgroup SIGKILLs every process in the cgroup tree name until none is
-// left (containers and their pause processes), for up to stopGrace.
+// left (containers and their pause processes), for up to stopGrace. It
+// reads the mount table once, not on every poll.
 func killCgroup(name string) error {
+	hs, err := hierarchies()
+	if err != nil {
+		return fmt.Errorf("killing the pods of cgroup %s: %w", name, err)
+	}
+	return killCgroupIn(hs, name)
+}
+
+// killCgroupIn is killCgroup in the hierarchies hs.
+func killCgroupIn(hs []string, name string) error {
 	deadline := time.Now().Add(stopGrace)
 	for {
-		pids, err := cgroupPids(name)
+		pids, err := cgroupPids(hs, name)
 		if err != nil {
 			return fmt.Errorf("killing the pods of cgroup %s: %w", name, err)
 		}

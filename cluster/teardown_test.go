@@ -1,6 +1,15 @@
 package cluster
 
-import "testing"
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
 
 // TestShimSockets: the socket names match containerd's
 // shim.SocketAddress (sha256 of address/namespace/id), for shims only.
@@ -30,5 +39,59 @@ func TestOwnResult(t *testing.T) {
 		if got := ownResult(name, "umd-abc123-node-a", sb); got != want {
 			t.Errorf("ownResult(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// TestKillCgroupIn: killCgroupIn kills every process listed in the
+// cgroup tree, in each hierarchy it is given (deep cgroups too, a
+// hierarchy without the tree skipped), and returns once none is listed;
+// it reads no mount table itself, so a fake tree of cgroup.procs files
+// stands in for the hierarchies.
+func TestKillCgroupIn(t *testing.T) {
+	dir := t.TempDir()
+	h1, h2, h3 := filepath.Join(dir, "cpu"), filepath.Join(dir, "memory"), filepath.Join(dir, "pids")
+	procs := []string{
+		filepath.Join(h1, "umd-x", "kubepods", "pod1", "cgroup.procs"),
+		filepath.Join(h2, "umd-x", "cgroup.procs"),
+	}
+	for _, d := range []string{filepath.Dir(procs[0]), filepath.Dir(procs[1]), filepath.Join(h3, "other")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sleeper := exec.Command("sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := []byte(strconv.Itoa(sleeper.Process.Pid) + "\n")
+	for _, p := range procs {
+		if err := os.WriteFile(p, pid, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As the kernel does: a process gone is listed no more.
+	waited := make(chan error, 1)
+	go func() {
+		err := sleeper.Wait()
+		for _, p := range procs {
+			os.WriteFile(p, nil, 0o644)
+		}
+		waited <- err
+	}()
+	start := time.Now()
+	if err := killCgroupIn([]string{h1, h2, h3}, "umd-x"); err != nil {
+		sleeper.Process.Kill()
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > stopGrace/2 {
+		t.Errorf("took %v", d)
+	}
+	var ee *exec.ExitError
+	err := <-waited
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the process in the cgroup ended with %v, want SIGKILL", err)
+	}
+	if err := killCgroupIn([]string{h1, h2, h3}, "umd-none"); err != nil {
+		t.Fatalf("no such cgroup: %v", err)
 	}
 }
