@@ -15,9 +15,21 @@ import (
 // the guest on request (umdvm run -with NAME): the guest has no C library
 // of its own, so the program travels with its shared-library closure and
 // the dynamic loader. Each maps to the Debian package that provides it,
-// which `umdvm deps -with NAME` installs.
+// which `umdvm deps -with NAME` installs, or to "" for a program Debian
+// does not package, which the user builds and puts on PATH.
 var HostPrograms = map[string]string{
 	"fio": "fio",
+	// SPDK's perf tool (examples/nvme/perf in SPDK 23.x, installed as
+	// build/examples/perf; app/spdk_nvme_perf later), for bench-compare.
+	"spdk_nvme_perf": "",
+}
+
+// notInstalled is the error for host program name missing from PATH.
+func notInstalled(name, pkg string, err error) error {
+	if pkg == "" {
+		return fmt.Errorf("%s is not on the host's PATH, and Debian does not package it: build it (for spdk_nvme_perf: SPDK's perf example, see docs/performance.md) and put it on PATH, with its shared libraries where ldd finds them (LD_LIBRARY_PATH): %w", name, err)
+	}
+	return fmt.Errorf("%s is not installed on the host (apt-get install %s, or umdvm deps -with %s): %w", name, pkg, name, err)
 }
 
 // HostProgramFiles returns the guest files that run the host program name
@@ -34,7 +46,7 @@ func HostProgramFiles(name, binDir string) (map[string]string, error) {
 	}
 	bin, err := exec.LookPath(name)
 	if err != nil {
-		return nil, fmt.Errorf("%s is not installed on the host (apt-get install %s, or umdvm deps -with %s): %w", name, pkg, name, err)
+		return nil, notInstalled(name, pkg, err)
 	}
 	out, err := exec.Command("ldd", bin).Output()
 	if err != nil {
@@ -104,6 +116,8 @@ func EnsureHostProgram(log io.Writer, name string) error {
 	}
 	if _, err := exec.LookPath(name); err == nil {
 		return nil
+	} else if pkg == "" {
+		return notInstalled(name, pkg, err)
 	}
 	cmdline := installCommand([]hostTool{{name, pkg, ""}})
 	if os.Geteuid() != 0 {

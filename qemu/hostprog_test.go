@@ -6,11 +6,24 @@ import (
 )
 
 func TestHostProgramUnknown(t *testing.T) {
-	if _, err := HostProgramFiles("spdk_nvme_perf", t.TempDir()); err == nil || !strings.Contains(err.Error(), "fio") {
+	if _, err := HostProgramFiles("nosuch", t.TempDir()); err == nil || !strings.Contains(err.Error(), "fio") {
 		t.Errorf("an unknown program: %v, want an error naming what the guest can carry", err)
 	}
 	if err := EnsureHostProgram(nil, "nosuch"); err == nil {
 		t.Error("EnsureHostProgram of an unknown program succeeded")
+	}
+}
+
+// A program Debian does not package is never installed with apt-get, even
+// as root: missing, it is an error that says to build it.
+func TestHostProgramNotPackaged(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	err := EnsureHostProgram(nil, "spdk_nvme_perf")
+	if err == nil || !strings.Contains(err.Error(), "does not package it") || strings.Contains(err.Error(), "apt-get") {
+		t.Errorf("spdk_nvme_perf missing: %v, want the build-it error and no apt-get", err)
+	}
+	if _, err := HostProgramFiles("spdk_nvme_perf", t.TempDir()); err == nil || !strings.Contains(err.Error(), "LD_LIBRARY_PATH") {
+		t.Errorf("spdk_nvme_perf missing: %v", err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -19,10 +20,11 @@ import (
 	"github.com/umdkit/umd/qemu"
 )
 
-// umdvm bench-compare runs umdbench (user space, vfio-pci) and fio (the
+// umdvm bench-compare runs umdbench (user space, vfio-pci), SPDK's
+// spdk_nvme_perf (user space, vfio-pci; when the host has it) and fio (the
 // kernel's nvme driver) on the same emulated NVMe controller in one boot,
-// and prints one table of both with their ratios and QEMU's count of
-// doorbell writes per I/O.
+// and prints one table of them with umd's ratios to the others and QEMU's
+// count of doorbell writes per I/O.
 
 // compareWorkload is a row group of the table.
 type compareWorkload struct {
@@ -41,11 +43,12 @@ var compareWorkloads = []compareWorkload{
 	{"128k read qd32", "read", "128k", 32},
 }
 
-// compareEngine is a row of a group: umdbench in a completion mode, or fio
-// with an ioengine.
+// compareEngine is a row of a group: umdbench in a completion mode,
+// spdk_nvme_perf (polled), or fio with an ioengine.
 type compareEngine struct {
 	name       string
-	completion string // umdbench's --completion; "" for fio
+	completion string // umdbench's --completion; "" for the others
+	spdk       bool   // spdk_nvme_perf
 	ioengine   string // fio's --ioengine
 	hipri      bool   // fio io_uring's polled completions
 }
@@ -56,15 +59,27 @@ var compareEngines = []compareEngine{
 	{name: "fio io_uring", ioengine: "io_uring"},
 	{name: "fio io_uring hipri", ioengine: "io_uring", hipri: true},
 	{name: "fio libaio", ioengine: "libaio"},
+	{name: "spdk perf", spdk: true},
 }
 
 func (e compareEngine) umd() bool { return e.completion != "" }
+func (e compareEngine) fio() bool { return e.ioengine != "" }
+
+// bytesOf turns a workload's block size ("4k", "128k") into bytes, for
+// spdk_nvme_perf's -o.
+func bytesOf(bs string) int {
+	n, _ := strconv.Atoi(strings.TrimSuffix(bs, "k"))
+	if strings.HasSuffix(bs, "k") {
+		n <<= 10
+	}
+	return n
+}
 
 // phaseID names the run of workload w on engine e in marks and output.
 func phaseID(w, e int) string { return fmt.Sprintf("w%d-e%d", w, e) }
 
-// compareScript is the guest's script: every umdbench phase on vfio-pci,
-// then the function rebound to the kernel's nvme driver (with poll queues,
+// compareScript is the guest's script: every umdbench and spdk_nvme_perf
+// phase on vfio-pci (workload by workload), then the function rebound to the kernel's nvme driver (with poll queues,
 // for hipri) and every fio phase. Each phase is framed on stdout by
 // "@@phase ID" and "@@end ID STATUS" and on the status port by "mark
 // begin ID" and "mark end ID", after a quiet gap so the host can tell the
@@ -93,13 +108,31 @@ bdf=$(ls /sys/bus/pci/drivers/vfio-pci | grep -m1 :)
 [ -n "$bdf" ] || { echo "bench-compare: no NVMe function on vfio-pci"; exit 1; }
 echo "@@device $bdf"
 `)
+	// The user-space engines take turns workload by workload, so that
+	// drift in the host's load over the run does not favour one.
+	spdkHeader := false
 	for wi, w := range compareWorkloads {
 		for ei, e := range compareEngines {
-			if !e.umd() || !selected(wi, ei) {
-				continue
+			switch {
+			case !selected(wi, ei):
+			case e.umd():
+				fmt.Fprintf(&b, "phase %s umdbench --rw %s --bs %s --iodepth %d --runtime %ss --ramp_time %ss --completion %s -o json \"$bdf\"\n",
+					phaseID(wi, ei), w.rw, w.bs, w.qd, secs(runtime), secs(ramp), e.completion)
+			case e.spdk:
+				if !spdkHeader {
+					// DPDK maps its hugepages from a hugetlbfs mount
+					// and keeps its lock files in /var/tmp; umdbench
+					// gives its hugepages back when it exits.
+					b.WriteString(`mkdir -p /dev/hugepages /var/tmp
+grep -qs ' /dev/hugepages ' /proc/mounts || mount -t hugetlbfs nodev /dev/hugepages
+`)
+					spdkHeader = true
+				}
+				// -a: warm-up seconds, as the others' ramp; -L:
+				// latency percentiles. It takes whole seconds.
+				fmt.Fprintf(&b, "phase %s spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" -q %d -o %d -w %s -t %d -a %d -L\n",
+					phaseID(wi, ei), w.qd, bytesOf(w.bs), w.rw, wholeSeconds(runtime), wholeSeconds(ramp))
 			}
-			fmt.Fprintf(&b, "phase %s umdbench --rw %s --bs %s --iodepth %d --runtime %ss --ramp_time %ss --completion %s -o json \"$bdf\"\n",
-				phaseID(wi, ei), w.rw, w.bs, w.qd, secs(runtime), secs(ramp), e.completion)
 		}
 	}
 	b.WriteString(`# To the kernel's nvme driver, with polled queues for io_uring's hipri.
@@ -130,7 +163,7 @@ fiophase() {
 `)
 	for wi, w := range compareWorkloads {
 		for ei, e := range compareEngines {
-			if e.umd() || !selected(wi, ei) {
+			if !e.fio() || !selected(wi, ei) {
 				continue
 			}
 			hipri := ""
@@ -142,6 +175,11 @@ fiophase() {
 		}
 	}
 	return b.String()
+}
+
+// wholeSeconds rounds d up to whole seconds, at least 1.
+func wholeSeconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
 }
 
 // phaseSplitter takes the guest's output line by line: it keeps each
@@ -283,6 +321,34 @@ func parsePhase(out []byte) (phaseResult, error) {
 	return r, nil
 }
 
+// parseSPDK reads spdk_nvme_perf's text output: IOPS, MiB/s and mean
+// latency from its "Total" line ("Total : IOPS MiB/s Average min max",
+// latencies in µs) and the 99th percentile from -L's summary
+// ("99.00000% : 123.456us"). It cannot count the I/Os of the warm-up;
+// the caller estimates them.
+func parseSPDK(out []byte) (phaseResult, error) {
+	var r phaseResult
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 5 && f[0] == "Total" && f[1] == ":":
+			var err error
+			if r.IOPS, err = strconv.ParseFloat(f[2], 64); err != nil {
+				return r, fmt.Errorf("the Total line %q: %w", l, err)
+			}
+			r.MiBps, _ = strconv.ParseFloat(f[3], 64)
+			r.MeanUS, _ = strconv.ParseFloat(f[4], 64)
+			r.HaveData = true
+		case len(f) == 3 && f[0] == "99.00000%" && f[1] == ":" && r.P99US == 0:
+			r.P99US, _ = strconv.ParseFloat(strings.TrimSuffix(f[2], "us"), 64)
+		}
+	}
+	if !r.HaveData {
+		return r, fmt.Errorf("no Total line in the output: %s", firstLine(out))
+	}
+	return r, nil
+}
+
 func firstLine(b []byte) string {
 	l, _, _ := bytes.Cut(bytes.TrimSpace(b), []byte("\n"))
 	if len(l) == 0 {
@@ -342,8 +408,20 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	run := o.fs.String("run", "", "run only the phases whose \"WORKLOAD, ENGINE\" matches this regular expression (e.g. 'qd32, umd')")
 	doorbells := o.fs.Bool("doorbells", true, "count doorbell writes with QEMU's trace events (each costs QEMU a log line)")
 	outDir := o.fs.String("o", "", "directory for the table, the guest's output and each phase's JSON (default bin/bench-compare/TIME)")
+	spdk := o.fs.String("spdk", "auto", "run SPDK's spdk_nvme_perf (polled) too: on, off, or auto (when the host has it on PATH; Debian does not package it, see docs/performance.md)")
 	if err := o.fs.Parse(args); err != nil {
 		return 2, nil
+	}
+	withSPDK := false
+	switch *spdk {
+	case "on":
+		withSPDK = true
+	case "auto":
+		_, err := exec.LookPath("spdk_nvme_perf")
+		withSPDK = err == nil
+	case "off":
+	default:
+		return 2, fmt.Errorf("-spdk %q: want on, off or auto", *spdk)
 	}
 	if o.fs.NArg() > 0 {
 		return 2, fmt.Errorf("bench-compare takes no arguments (got %q)", o.fs.Args())
@@ -352,7 +430,9 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	if err != nil {
 		return 2, fmt.Errorf("-run: %w", err)
 	}
-	selected := func(w, e int) bool { return re.MatchString(phaseTitle(phaseID(w, e))) }
+	selected := func(w, e int) bool {
+		return (withSPDK || !compareEngines[e].spdk) && re.MatchString(phaseTitle(phaseID(w, e)))
+	}
 	phases := 0
 	for w := range compareWorkloads {
 		for e := range compareEngines {
@@ -365,6 +445,9 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		return 2, fmt.Errorf("-run %q selects no phase", *run)
 	}
 	o.with = "fio"
+	if withSPDK {
+		o.with += ",spdk_nvme_perf"
+	}
 	o.driver = "vfio-pci"
 	if o.aio == "" {
 		// QEMU's own default, in which the issue's reference figures
@@ -420,7 +503,17 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		if err := os.WriteFile(filepath.Join(*outDir, "phases", id+".out"), buf.Bytes(), 0o644); err != nil {
 			return 125, err
 		}
-		r, perr := parsePhase(buf.Bytes())
+		var w, e int
+		fmt.Sscanf(id, "w%d-e%d", &w, &e)
+		parse := parsePhase
+		if e < len(compareEngines) && compareEngines[e].spdk {
+			parse = parseSPDK
+		}
+		r, perr := parse(buf.Bytes())
+		if r.HaveData && e < len(compareEngines) && compareEngines[e].spdk {
+			// Its warm-up ran at about the measured rate.
+			r.IOs = uint64(r.IOPS * float64(wholeSeconds(*runtime)+wholeSeconds(*ramp)))
+		}
 		if st := split.status[id]; st != "0" {
 			r.Err = "exit status " + st
 			problems = append(problems, fmt.Sprintf("%s: exit status %s: %s", phaseTitle(id), st, firstLine(buf.Bytes())))
@@ -440,11 +533,19 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		results[id] = r
 	}
 	var table bytes.Buffer
-	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver, one boot of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
-		"3.33", o.topology, cfg.DiskAIO, cfg.Kernel.Release)
+	spdkText := ""
+	if withSPDK {
+		spdkText = " and SPDK's spdk_nvme_perf (polled, vfio-pci)"
+	}
+	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver%s, one boot of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
+		"3.33", spdkText, o.topology, cfg.DiskAIO, cfg.Kernel.Release)
 	fmt.Fprintf(&table, "each phase %v after a %v ramp; latency from submission to completion; ", *runtime, *ramp)
 	if *doorbells {
-		table.WriteString("doorbells are QEMU's MMIO doorbell trace events (SQ + CQ) per I/O, ramp included\n\n")
+		table.WriteString("doorbells are QEMU's MMIO doorbell trace events (SQ + CQ) per I/O, ramp included")
+		if withSPDK {
+			table.WriteString(" (spdk perf's I/Os estimated as IOPS × (runtime + ramp))")
+		}
+		table.WriteString("\n\n")
 	} else {
 		table.WriteString("doorbells not counted (-doorbells=false)\n\n")
 	}

@@ -41,6 +41,37 @@ const umdOut = `{
 }
 `
 
+// spdkOut has the lines of spdk_nvme_perf's output that parseSPDK reads,
+// in its layout (-L adds the percentile summary).
+const spdkOut = `Initializing NVMe Controllers
+Attached to NVMe Controller at 0000:00:01.0 [1b36:0010]
+========================================================
+                                                                           Latency(us)
+Device Information                     :       IOPS      MiB/s    Average        min        max
+PCIE (0000:00:01.0) NSID 1 from core  0:   15013.50      58.65      66.03      18.55    8406.22
+========================================================
+Total                                  :   15013.50      58.65      66.03      18.55    8406.22
+
+Summary latency data for PCIE (0000:00:01.0) NSID 1                  from core 0:
+=================================================================================
+  1.00000% :    25.000us
+ 99.00000% :   180.250us
+ 99.90000% :   900.000us
+`
+
+func TestParseSPDK(t *testing.T) {
+	r, err := parseSPDK([]byte(spdkOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.IOPS != 15013.50 || r.MiBps != 58.65 || r.MeanUS != 66.03 || r.P99US != 180.25 || !r.HaveData {
+		t.Errorf("%+v", r)
+	}
+	if _, err := parseSPDK([]byte("EAL: No free 2048 kB hugepages reported\nUnable to initialize SPDK env\n")); err == nil || !strings.Contains(err.Error(), "hugepages") {
+		t.Errorf("no Total line: %v, want an error quoting the first line", err)
+	}
+}
+
 func TestParsePhase(t *testing.T) {
 	r, err := parsePhase([]byte(fioOut))
 	if err != nil {
@@ -137,6 +168,9 @@ func TestCompareScript(t *testing.T) {
 		"modprobe nvme poll_queues=2",
 		"fiophase w3-e3 fio --name=4k-randread-qd128 --filename=\"$dev\" --direct=1 --rw=randread --bs=4k --iodepth=128 --ioengine=io_uring --hipri=1 --runtime=5 --ramp_time=1",
 		"--ioengine=libaio",
+		"phase w0-e5 spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" -q 1 -o 4096 -w randread -t 5 -a 1 -L",
+		"phase w5-e5 spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" -q 32 -o 131072 -w read -t 5 -a 1 -L",
+		"mount -t hugetlbfs nodev /dev/hugepages",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q", want)
@@ -144,8 +178,12 @@ func TestCompareScript(t *testing.T) {
 	}
 	// Every umdbench phase comes before the rebind, every fio one after.
 	rebind := strings.Index(s, "vfio-pci/unbind")
-	if strings.LastIndex(s, "umdbench ") > rebind || strings.Index(s, "fiophase w") < rebind {
+	if strings.LastIndex(s, "umdbench ") > rebind || strings.LastIndex(s, "spdk_nvme_perf ") > rebind || strings.Index(s, "fiophase w") < rebind {
 		t.Error("phases out of order around the rebind")
+	}
+	// umdbench and spdk_nvme_perf take turns workload by workload.
+	if i, j := strings.Index(s, "phase w0-e5 spdk_nvme_perf"), strings.Index(s, "phase w1-e0 umdbench"); i < 0 || j < 0 || i > j {
+		t.Error("SPDK's phase of the first workload does not come before umdbench's of the second")
 	}
 	if n := strings.Count(s, "\nphase w") + strings.Count(s, "\nfiophase w"); n != len(compareWorkloads)*len(compareEngines) {
 		t.Errorf("%d phases, want %d", n, len(compareWorkloads)*len(compareEngines))

@@ -113,7 +113,7 @@ func parseOptions(name string) *options {
 	o.fs.IntVar(&o.huge, "hugepages", 128, "2 MiB hugepages reserved in the guest")
 	o.fs.BoolVar(&o.console, "console", false, "copy the kernel console to stderr as it comes")
 	o.fs.BoolVar(&o.verbose, "v", false, "verbose: show every test's output")
-	o.fs.StringVar(&o.with, "with", "", "host programs to carry into the guest with their shared libraries, comma-separated: fio (installed on the host first when missing)")
+	o.fs.StringVar(&o.with, "with", "", "host programs to carry into the guest with their shared libraries, comma-separated: fio (installed on the host first when missing), spdk_nvme_perf (built by you: Debian does not package SPDK)")
 	return o
 }
 
