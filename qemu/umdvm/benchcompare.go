@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,11 +109,24 @@ bdf=$(ls /sys/bus/pci/drivers/vfio-pci | grep -m1 :)
 [ -n "$bdf" ] || { echo "bench-compare: no NVMe function on vfio-pci"; exit 1; }
 echo "@@device $bdf"
 `)
-	// The user-space engines take turns workload by workload, so that
-	// drift in the host's load over the run does not favour one.
+	// The user-space engines take turns workload by workload, in the
+	// opposite order every other workload: figures drift over a boot
+	// (docs/performance.md), and whichever ran second in every pair
+	// would gain from it.
+	var userSpace []int
+	for ei, e := range compareEngines {
+		if e.umd() || e.spdk {
+			userSpace = append(userSpace, ei)
+		}
+	}
 	spdkHeader := false
 	for wi, w := range compareWorkloads {
-		for ei, e := range compareEngines {
+		order := slices.Clone(userSpace)
+		if wi%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, ei := range order {
+			e := compareEngines[ei]
 			switch {
 			case !selected(wi, ei):
 			case e.umd():
