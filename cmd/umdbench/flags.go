@@ -123,6 +123,7 @@ type options struct {
 	pollSpins  int
 	shadowDB   onOffFlag
 	dataPtr    string
+	clock      string
 	nsid       uint
 	disableLat bool
 	traceFault bool
@@ -173,6 +174,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.pollSpins, "poll_spins", 1000, "")
 	fs.Var(&o.shadowDB, "shadow_doorbells", "")
 	fs.StringVar(&o.dataPtr, "data_pointer", "auto", "")
+	fs.StringVar(&o.clock, "clocksource", "", "")
 	fs.UintVar(&o.nsid, "nsid", 1, "")
 	fs.BoolVar(&o.disableLat, "disable_lat", false, "")
 	fs.BoolVar(&o.traceFault, "trace_faults", false, "")
@@ -237,6 +239,9 @@ func (o *options) workload() (bench.Workload, error) {
 	if w.DataPointer, err = bench.ParseDataPointer(o.dataPtr); err != nil {
 		return w, usageError{err}
 	}
+	if w.Clock, err = clockSource(o.clock); err != nil {
+		return w, usageError{err}
+	}
 	w.RWMixRead = o.rwmixread
 	if o.rwmixwrite >= 0 {
 		if _, both := o.given["rwmixread"]; both && o.rwmixread+o.rwmixwrite != 100 {
@@ -295,6 +300,24 @@ func (o *options) workload() (bench.Workload, error) {
 		return w, usageError{err}
 	}
 	return w, nil
+}
+
+// clockSource parses --clocksource; "" (not given) is fio's default: the
+// CPU's counter where the kernel keeps time with it.
+func clockSource(s string) (bench.ClockSource, error) {
+	if s == "" {
+		return bench.DefaultClockSource(), nil
+	}
+	c, err := bench.ParseClockSource(s)
+	if err != nil {
+		return c, err
+	}
+	if c == bench.ClockCPU {
+		if err := bench.TSCReliable(); err != nil {
+			return c, fmt.Errorf("--clocksource cpu: %w; use clock_gettime", err)
+		}
+	}
+	return c, nil
 }
 
 // checkPlotName accepts an empty --plot (no plot) or a name ending in

@@ -115,9 +115,14 @@ Output:
                       runs), in total and per job
   --disable_lat       take no per-I/O timestamps: no latency figures, slightly less cost.
                       Each I/O otherwise reads the clock once (its completion time is the
-                      next I/O's start): ~20 ns on a host with a TSC clocksource, ~0.2 µs in
-                      a TCG guest booted with clocksource=tsc, ~1.7 µs with hpet, where the
-                      vDSO falls back to a system call.
+                      next I/O's start)
+  --clocksource SRC   what that reading reads. cpu: the time-stamp counter (RDTSC, a few ns),
+                      scaled to ns at a rate calibrated at start; offered only where the
+                      kernel keeps time with the TSC (its clocksource is tsc). clock_gettime:
+                      the monotonic clock through the vDSO, ~20 ns on a host with a TSC
+                      clocksource, ~0.2 µs in a TCG guest booted with clocksource=tsc,
+                      ~1.7 µs with hpet, where the vDSO falls back to a system call.
+                      (default: cpu where offered, else clock_gettime; as fio)
   --trace_faults      trace IOMMU (DMA) faults during the run with eBPF (root; the Intel
                       DMAR fault path): count the faults the devices raise, name the first
                       few with what they hit, and fail the command behind each one with a

@@ -34,7 +34,7 @@ func TestFlagsFioNames(t *testing.T) {
 		"--rw=randrw", "0000:03:00.0", "--rwmixread", "70", "--bs=128k", "--iodepth", "32",
 		"--numjobs=2", "--runtime", "2", "--time_based", "--size=1g", "--ramp_time", "500ms",
 		"--verify", "--verify_pass", "4", "--completion", "adaptive", "--nsid", "2", "class=nvme",
-		"-o", "json", "--offset", "1m", "--data_pointer", "sgl", "--", "--odd",
+		"-o", "json", "--offset", "1m", "--data_pointer", "sgl", "--clocksource=clock_gettime", "--", "--odd",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func TestFlagsFioNames(t *testing.T) {
 		RW: bench.RandReadWrite, RWMixRead: 70, BlockSize: 128 << 10, IODepth: 32,
 		Runtime: 2 * time.Second, TimeBased: true, RampTime: 500 * time.Millisecond, Size: 1 << 30, Offset: 1 << 20,
 		Verify: true, VerifyPass: 4, Completion: bench.Adaptive, PollSpins: 1000, Seed: 0x5eed,
-		DataPointer: nvmelike.DataPointerSGL,
+		DataPointer: nvmelike.DataPointerSGL, Clock: bench.ClockGettime,
 	}
 	if w != want {
 		t.Errorf("workload\n %+v\nwant\n %+v", w, want)
@@ -76,7 +76,7 @@ func TestFlagsDefaults(t *testing.T) {
 	// size is given.
 	if w.RW != bench.SeqRead || w.BlockSize != 4096 || w.IODepth != 1 || w.RWMixRead != 50 ||
 		w.Runtime != 10*time.Second || !w.TimeBased || w.Completion != bench.Poll || w.VerifyPass != 1 ||
-		w.DataPointer != nvmelike.DataPointerAuto {
+		w.DataPointer != nvmelike.DataPointerAuto || w.Clock != bench.DefaultClockSource() {
 		t.Errorf("defaults: %+v", w)
 	}
 	for _, args := range [][]string{{"--rwmixwrite", "30"}, {"--verify=crc32c"}, {"--verify=0"}, {"--size", "4k"}, {"--runtime", "3"}} {
@@ -137,6 +137,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--sim", "--shadow_doorbells", "maybe"}, "want on or off"},
 		{[]string{"--sim", "--plot", "run.pdf"}, "unknown plot format \".pdf\""},
 		{[]string{"--sim", "--data_pointer", "list"}, "--data_pointer \"list\""},
+		{[]string{"--sim", "--clocksource", "gettimeofday"}, "want cpu or clock_gettime"},
 	} {
 		code, _, errOut := umdbench(t, c.args...)
 		if code != exitUsage || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "--help") {

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/umdkit/umd/internal/cycles"
 	"github.com/umdkit/umd/nvmelike"
 )
 
@@ -148,6 +149,7 @@ type Job struct {
 
 	phase     phase
 	epoch     time.Time
+	tsc       tscClock // with ClockCPU: the epoch as a counter reading
 	rampEnd   int64 // ns since epoch
 	deadline  int64 // ns since epoch; 0 means none
 	recording bool
@@ -259,6 +261,9 @@ func (j *Job) Run(ctx context.Context) *JobResult {
 	_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru0)
 
 	j.epoch = time.Now()
+	if j.w.Clock == ClockCPU {
+		j.tsc = newTSCClock(cycles.Hz())
+	}
 	j.rampEnd = int64(j.w.RampTime)
 	if j.w.Runtime > 0 {
 		j.deadline = j.rampEnd + int64(j.w.Runtime)
@@ -340,7 +345,7 @@ func (j *Job) drive(ctx context.Context) {
 		// Look at the clock now and then while nothing completes (every
 		// time when each empty poll is followed by a sleep).
 		if empty++; mode != Poll || empty&(1<<14-1) == 0 {
-			if now := int64(time.Since(j.epoch)); now-j.lastDone > int64(StallTimeout) {
+			if now := j.elapsed(); now-j.lastDone > int64(StallTimeout) {
 				j.fail(fmt.Errorf("job %s on %s: %w for %v with %d commands outstanding", j.cfg.Name, j.cfg.Target.Device, ErrStalled, StallTimeout, j.outstanding))
 				return
 			}
@@ -371,8 +376,17 @@ func (j *Job) clock() int64 {
 			return j.lastNow
 		}
 	}
-	j.lastNow = int64(time.Since(j.epoch))
+	j.lastNow = j.elapsed()
 	return j.lastNow
+}
+
+// elapsed reads the job's clock (Workload.Clock): nanoseconds since its
+// epoch.
+func (j *Job) elapsed() int64 {
+	if j.w.Clock == ClockCPU {
+		return j.tsc.elapsed()
+	}
+	return int64(time.Since(j.epoch))
 }
 
 // issue builds the next I/O in slot i and submits it; false when there is

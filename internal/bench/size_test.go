@@ -1,9 +1,13 @@
 package bench
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/umdkit/umd/internal/cycles"
 	"github.com/umdkit/umd/nvmelike"
 )
 
@@ -88,5 +92,49 @@ func TestParseRWAndCompletion(t *testing.T) {
 	}
 	if _, err := ParseCompletion("spin"); err == nil {
 		t.Error("ParseCompletion(spin) succeeded")
+	}
+}
+
+// ClockCPU is offered only where the kernel keeps time with the TSC.
+func TestClockSource(t *testing.T) {
+	for _, n := range []string{"cpu", "clock_gettime"} {
+		if c, err := ParseClockSource(n); err != nil || c.String() != n {
+			t.Errorf("ParseClockSource(%q) = %v, %v", n, c, err)
+		}
+	}
+	if _, err := ParseClockSource("tsc"); err == nil {
+		t.Error("ParseClockSource(tsc) succeeded")
+	}
+	if !cycles.Native() {
+		return
+	}
+	old := clocksourcePath
+	defer func() { clocksourcePath = old }()
+	clocksourcePath = filepath.Join(t.TempDir(), "current_clocksource")
+	for cs, want := range map[string]ClockSource{"tsc\n": ClockCPU, "kvm-clock\n": ClockGettime, "hpet\n": ClockGettime} {
+		if err := os.WriteFile(clocksourcePath, []byte(cs), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := DefaultClockSource(); got != want {
+			t.Errorf("kernel clocksource %q: default %v, want %v", cs, got, want)
+		}
+		if err := TSCReliable(); (err == nil) != (want == ClockCPU) || err != nil && !strings.Contains(err.Error(), strings.TrimSpace(cs)) {
+			t.Errorf("kernel clocksource %q: %v", cs, err)
+		}
+	}
+}
+
+// The counter scaled to nanoseconds: a second's ticks at a known rate is
+// a second, and an hour's does not overflow.
+func TestTSCClockScale(t *testing.T) {
+	for _, hz := range []float64{1e9, 2.45e9, 3.9e9} {
+		c := tscClock{base: 1000, mult: newTSCClock(hz).mult}
+		for _, secs := range []float64{1, 60, 3600} {
+			got := c.since(1000 + uint64(secs*hz))
+			// 32.32 fixed point: within a part per billion.
+			if want := int64(secs * 1e9); got < want-want/1e9-1 || got > want+want/1e9+1 {
+				t.Errorf("%.2g Hz, %g s of ticks: %d ns, want %d", hz, secs, got, want)
+			}
+		}
 	}
 }

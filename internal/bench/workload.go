@@ -140,6 +140,9 @@ type Workload struct {
 	// value), SGLs, or DataPointerAuto, an SGL where PRPs would need a
 	// list page (see nvmelike.DataPointer).
 	DataPointer nvmelike.DataPointer
+	// Clock is what the per-I/O timestamps read: the monotonic clock
+	// (the zero value) or the CPU's counter (fio's clocksource=cpu).
+	Clock ClockSource
 	// NoLatency takes no per-I/O timestamps (fio's disable_lat): no
 	// latency figures, and the clock is read only every 64 completions.
 	NoLatency bool
