@@ -96,4 +96,3 @@ func (c *tscClock) since(now uint64) int64 {
 
 // elapsed returns the nanoseconds since the base reading.
 func (c *tscClock) elapsed() int64 { return c.since(cycles.Now()) }
-

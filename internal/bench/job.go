@@ -150,8 +150,8 @@ type Job struct {
 	phase     phase
 	epoch     time.Time
 	tsc       tscClock // with ClockCPU: the epoch as a counter reading
-	rampEnd   int64 // ns since epoch
-	deadline  int64 // ns since epoch; 0 means none
+	rampEnd   int64    // ns since epoch
+	deadline  int64    // ns since epoch; 0 means none
 	recording bool
 	lastNow   int64
 	lastDone  int64
