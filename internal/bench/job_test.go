@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umdkit/umd/internal/cycles"
 	"github.com/umdkit/umd/nvmelike"
 )
 
@@ -188,6 +189,7 @@ func TestDriveDoesNotAllocate(t *testing.T) {
 		{RW: RandRead, BlockSize: 4096, IODepth: 32, Size: 4 << 20},
 		{RW: RandReadWrite, RWMixRead: 70, BlockSize: 4096, IODepth: 8, Size: 4 << 20, Verify: true, VerifyPass: 1},
 		{RW: SeqWrite, BlockSize: 4096, IODepth: 1, Size: 4 << 20, NoLatency: true},
+		{RW: RandRead, BlockSize: 4096, IODepth: 8, Size: 4 << 20, Clock: ClockCPU},
 	} {
 		d := openSim(t, 512, 8<<20)
 		jobs, err := d.NewJobs(context.Background(), w, 1)
@@ -196,6 +198,7 @@ func TestDriveDoesNotAllocate(t *testing.T) {
 		}
 		j := jobs[0]
 		j.epoch = time.Now()
+		j.tsc = newTSCClock(cycles.Hz())
 		j.recording = true
 		ctx := context.Background()
 		allocs := testing.AllocsPerRun(5, func() {
