@@ -414,13 +414,15 @@ func (s *Session) Exec(r CommandRequest) (status uint16, dw0 uint32, err error) 
 }
 
 // Reserve asks the broker to hold r's resources on r.Device under r.Claim
-// and returns the grant that opens them (OpenGrant). Reserving the same
-// claim and device again returns the same grant; with other parameters it
-// fails with ErrState. Running out of queue pairs or pool bytes fails
-// with ErrQuota; a peer not among the broker's reservers gets
-// ErrPermission. Reservations outlive this connection (not the broker).
+// (and r.Name) and returns the grant that opens them (OpenGrant).
+// Reserving the same claim, device and name again returns the same grant;
+// with other parameters it fails with ErrState; under another name it is
+// another reservation, with a grant of its own. Running out of queue pairs
+// or pool bytes fails with ErrQuota; a peer not among the broker's
+// reservers gets ErrPermission. Reservations outlive this connection (not
+// the broker).
 func (c *Client) Reserve(r Reservation) (Grant, error) {
-	resp, _, err := c.call(&Request{Op: OpReserve, Claim: r.Claim, Device: r.Device, Mode: r.Mode, Queues: r.Queues, Depth: r.Depth, PoolBytes: r.PoolBytes, Polled: r.Polled}, 0)
+	resp, _, err := c.call(r.request(), 0)
 	if err != nil {
 		return Grant{}, fmt.Errorf("reserving %s for claim %s: %w", r.Device, r.Claim, err)
 	}

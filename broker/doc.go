@@ -99,8 +99,10 @@
 // (Client.Reserve): the queue pairs count against the device at once and
 // the pool bytes against Config.MaxReservedBytes, so no later session or
 // reservation can take them, and the broker answers with a grant, 128
-// random bits in hex. Reserving the same claim and device again returns
-// the same grant; with other parameters it fails with ErrState.
+// random bits in hex. Reserving the same claim, device and name (optional:
+// one claim may hold several reservations of a device under different
+// names) again returns the same grant; with other parameters it fails with
+// ErrState.
 //
 // Client.OpenGrant opens exactly the reserved session, one at a time per
 // grant; when its connection ends the session goes as any other and the

@@ -14,7 +14,11 @@ import (
 // Version 3 added reservations (reserve, release, open by grant) and the
 // fields that carry them; version 4 exclusive reservations and the device
 // list's lent and failed fields. A client of an older version, which
-// refuses unknown fields, would misread its responses.
+// refuses unknown fields, would misread its responses. Reservation names
+// (Request.Name, ReservationStatus.Name) came later in version 4 and are
+// omitted when unset, so unnamed reservations look as before; a broker
+// from before them refuses a named reserve (an unknown field), and a
+// client from before them cannot read a status listing a named one.
 const ProtocolVersion = 4
 
 // The control path is framed as a 4-byte big-endian length followed by that
@@ -66,6 +70,7 @@ const (
 	MaxPoolBytes        = 1 << 40
 	maxDeviceName       = 64
 	maxClaimName        = 128
+	maxReservationName  = 128
 	grantBytes          = 16                      // a grant ID is this many random bytes, in hex
 	maxFdsPerMessage    = 3 + MaxQueuesPerSession // pool, rings, device, eventfds
 )
@@ -90,6 +95,11 @@ type Request struct {
 	// Reserve also takes device, mode, queues, depth, pool_bytes and
 	// polled.
 	Claim string `json:"claim,omitempty"`
+	// Reserve: the reservation's name within the claim and device, so
+	// that one claim may hold several reservations of one device (the
+	// DRA driver names them after the shares of a controller); unset is
+	// the claim's one unnamed reservation there.
+	Name string `json:"name,omitempty"`
 	// IO (mediated): Queue indexes the session's queue pairs.
 	IO *IORequest `json:"io,omitempty"`
 	// Cmd (mediated): a command the client encoded itself.
@@ -364,8 +374,8 @@ func (r *Request) validate() *Error {
 			return r.validateGrantOpen()
 		}
 		switch {
-		case r.Claim != "":
-			return errorf(CodeBadRequest, "open: a claim is named by its grant, not by a claim field")
+		case r.Claim != "" || r.Name != "":
+			return errorf(CodeBadRequest, "open: a claim and its reservations are named by their grants, not by claim or name fields")
 		case r.Device == "" || len(r.Device) > maxDeviceName:
 			return errorf(CodeBadRequest, "open: device name of %d bytes", len(r.Device))
 		case r.Queues < 1 || r.Queues > MaxQueuesPerSession:
@@ -383,8 +393,8 @@ func (r *Request) validate() *Error {
 		if e := validClaim("release", r.Claim); e != nil {
 			return e
 		}
-		if r.Device != "" || r.Grant != "" || r.Queues != 0 || r.Depth != 0 || r.PoolBytes != 0 || r.Mode != "" || r.Polled {
-			return errorf(CodeBadRequest, "release takes only a claim")
+		if r.Device != "" || r.Grant != "" || r.Name != "" || r.Queues != 0 || r.Depth != 0 || r.PoolBytes != 0 || r.Mode != "" || r.Polled {
+			return errorf(CodeBadRequest, "release takes only a claim (it releases all the claim's reservations)")
 		}
 	case OpVF:
 		if r.Device == "" || len(r.Device) > maxDeviceName {

@@ -13,9 +13,17 @@ import (
 // Kubernetes ResourceClaim) asks the broker to hold on one device for a
 // claim, before the claim's client exists: the session that client will
 // open with the grant.
+//
+// A claim holds one reservation per device and Name: reservations of one
+// claim on one device under different names are independent, each with
+// its grant, queue pairs and pool (the DRA driver names them after the
+// shares of a controller, so that a claim may hold two shares of one).
+// The unnamed reservation ("") is the claim's one reservation of the
+// device when it needs no more.
 type Reservation struct {
 	Claim     string
 	Device    string // the device's PCI address
+	Name      string // optional: tells the claim's reservations of the device apart
 	Mode      string // ModeMediated ("" too), ModeTrusted or ModeExclusive (the whole device: exclusive.go)
 	Queues    int
 	Depth     int
@@ -37,6 +45,7 @@ type Grant struct {
 type ReservationStatus struct {
 	Claim     string `json:"claim"`
 	Device    string `json:"device"`
+	Name      string `json:"name,omitempty"`
 	Mode      string `json:"mode"`
 	Queues    int    `json:"queues"`
 	Depth     int    `json:"depth"`
@@ -47,7 +56,7 @@ type ReservationStatus struct {
 	Client uint64 `json:"client,omitempty"`
 }
 
-// reservation is what the server holds for one (claim, device).
+// reservation is what the server holds for one (claim, device, name).
 type reservation struct {
 	Reservation
 	id       string
@@ -57,11 +66,75 @@ type reservation struct {
 }
 
 func (r *reservation) status() ReservationStatus {
-	st := ReservationStatus{Claim: r.Claim, Device: r.Device, Mode: r.Mode, Queues: r.Queues, Depth: r.Depth, PoolBytes: r.PoolBytes, Polled: r.Polled}
+	st := ReservationStatus{Claim: r.Claim, Device: r.Device, Name: r.Name, Mode: r.Mode, Queues: r.Queues, Depth: r.Depth, PoolBytes: r.PoolBytes, Polled: r.Polled}
 	if r.user != nil {
 		st.InUse, st.Client = true, r.user.id
 	}
 	return st
+}
+
+// request is the reserve request that asks for r.
+func (r Reservation) request() *Request {
+	return &Request{Op: OpReserve, Claim: r.Claim, Device: r.Device, Name: r.Name, Mode: r.Mode, Queues: r.Queues, Depth: r.Depth, PoolBytes: r.PoolBytes, Polled: r.Polled}
+}
+
+// what names the reservation in messages: "claim c on d", with the name
+// when it has one ("claim c on d (name n)").
+func (r Reservation) what() string {
+	s := "claim " + r.Claim + " on " + r.Device
+	if r.Name != "" {
+		s += " (name " + r.Name + ")"
+	}
+	return s
+}
+
+// sameKey reports whether r and o are reservations of the same (claim,
+// device, name): the claim holds at most one of them.
+func (r Reservation) sameKey(o Reservation) bool {
+	return r.Claim == o.Claim && r.Device == o.Device && r.Name == o.Name
+}
+
+// held returns the claim's reservation with want's key, if any. Call with
+// s.mu held.
+func (s *Server) held(want Reservation) *reservation {
+	i := slices.IndexFunc(s.claims[want.Claim], func(r *reservation) bool { return r.sameKey(want) })
+	if i < 0 {
+		return nil
+	}
+	return s.claims[want.Claim][i]
+}
+
+// heldAgain answers a reservation the claim already holds under want's
+// key: its grant when want asks the same, ErrState when it asks
+// otherwise.
+func heldAgain(have *reservation, want Reservation) (*Grant, *Error) {
+	if have.Reservation != want {
+		return nil, errorf(CodeState, "reserve: claim %s already holds %s with %s; release the claim before reserving it otherwise", want.Claim, heldName(want), describe(have.Reservation))
+	}
+	return &Grant{ID: have.id, Claim: have.Claim, Device: have.Device}, nil
+}
+
+// heldName is the device a reservation holds, with its name if any:
+// "0000:03:00.0" or "0000:03:00.0 (name n)".
+func heldName(r Reservation) string {
+	if r.Name == "" {
+		return r.Device
+	}
+	return r.Device + " (name " + r.Name + ")"
+}
+
+// validName accepts a reservation name: empty, or up to
+// maxReservationName letters, digits, '-', '_' and '.'.
+func validName(name string) *Error {
+	if len(name) > maxReservationName {
+		return errorf(CodeBadRequest, "reserve: name of %d bytes, at most %d", len(name), maxReservationName)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return errorf(CodeBadRequest, "reserve: name %q: only letters, digits, '-', '_' and '.' are allowed", name)
+		}
+	}
+	return nil
 }
 
 // validClaim accepts a claim name of 1 to maxClaimName letters, digits,
@@ -97,6 +170,9 @@ func (r *Request) validateReserve() *Error {
 	if e := validClaim("reserve", r.Claim); e != nil {
 		return e
 	}
+	if e := validName(r.Name); e != nil {
+		return e
+	}
 	switch {
 	case r.Grant != "":
 		return errorf(CodeBadRequest, "reserve: a grant is the broker's answer, not part of the request")
@@ -126,8 +202,8 @@ func (r *Request) validateGrantOpen() *Error {
 	switch {
 	case r.Device == "" || len(r.Device) > maxDeviceName:
 		return errorf(CodeBadRequest, "open: device name of %d bytes", len(r.Device))
-	case r.Queues != 0 || r.Depth != 0 || r.PoolBytes != 0 || r.Mode != "" || r.Polled || r.Claim != "":
-		return errorf(CodeBadRequest, "open: a session opened by grant has the reservation's queues, depth, pool, mode and polling; none may be asked for")
+	case r.Queues != 0 || r.Depth != 0 || r.PoolBytes != 0 || r.Mode != "" || r.Polled || r.Claim != "" || r.Name != "":
+		return errorf(CodeBadRequest, "open: a session opened by grant has the reservation's queues, depth, pool, mode and polling; none may be asked for, nor its claim or name")
 	}
 	return nil
 }
@@ -144,14 +220,15 @@ func newGrantID() (string, error) {
 // mayReserve reports whether the peer may reserve and release.
 func (s *Server) mayReserve(c *conn) bool { return slices.Contains(s.cfg.Reservers, c.cred.Uid) }
 
-// reserve holds what req asks for on its device under its claim, or
-// returns the grant the claim already holds there for the same request.
+// reserve holds what req asks for on its device under its claim and
+// name, or returns the grant the claim already holds there under that
+// name for the same request.
 func (c *conn) reserve(req *Request) (*Grant, *Error) {
 	s := c.s
 	if !s.mayReserve(c) {
 		return nil, errorf(CodePermission, "reserve: uid %d may not reserve (reservers: %v)", c.cred.Uid, s.cfg.Reservers)
 	}
-	want := Reservation{Claim: req.Claim, Device: req.Device, Mode: req.Mode, Queues: req.Queues, Depth: req.Depth, PoolBytes: req.PoolBytes, Polled: req.Polled}
+	want := Reservation{Claim: req.Claim, Device: req.Device, Name: req.Name, Mode: req.Mode, Queues: req.Queues, Depth: req.Depth, PoolBytes: req.PoolBytes, Polled: req.Polled}
 	if want.Mode == "" {
 		want.Mode = ModeMediated
 	}
@@ -164,22 +241,21 @@ func (c *conn) reserve(req *Request) (*Grant, *Error) {
 	if !ok {
 		return nil, errorf(CodeNoDevice, "reserve: the broker serves no device %q", want.Device)
 	}
-	if i := slices.IndexFunc(s.claims[want.Claim], func(r *reservation) bool { return r.Device == want.Device }); i >= 0 {
-		have := s.claims[want.Claim][i]
-		if have.Reservation != want {
-			return nil, errorf(CodeState, "reserve: claim %s already holds %s with %s; release the claim before reserving it otherwise", want.Claim, want.Device, describe(have.Reservation))
-		}
-		return &Grant{ID: have.id, Claim: have.Claim, Device: have.Device}, nil
+	if have := s.held(want); have != nil {
+		return heldAgain(have, want)
 	}
 	if e := d.unavailable("reserve"); e != nil {
 		return nil, e
 	}
 	size, e := s.admit("reserve", d, want.Mode, want.Queues, want.PoolBytes)
 	if e != nil {
+		if want.Name != "" {
+			e.Message += " (reserving name " + want.Name + ")"
+		}
 		return nil, e
 	}
 	if size > s.cfg.MaxReservedBytes-s.reservedBytes {
-		return nil, errorf(CodeQuota, "reserve: a pool of %d bytes asked, reservations hold %d of the broker's %d bytes", size, s.reservedBytes, s.cfg.MaxReservedBytes)
+		return nil, errorf(CodeQuota, "reserve: a pool of %d bytes asked for %s, reservations hold %d of the broker's %d bytes", size, heldName(want), s.reservedBytes, s.cfg.MaxReservedBytes)
 	}
 	id, err := newGrantID()
 	if err != nil {
@@ -270,8 +346,8 @@ func (c *conn) endClaimSession(rs []*reservation, hangUp bool) {
 	c.releaseSession(sess)
 }
 
-// Reservations returns every reservation the server holds, by claim and
-// device.
+// Reservations returns every reservation the server holds, by claim,
+// device and name.
 func (s *Server) Reservations() []ReservationStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -285,7 +361,10 @@ func (s *Server) Reservations() []ReservationStatus {
 		if out[i].Claim != out[j].Claim {
 			return out[i].Claim < out[j].Claim
 		}
-		return out[i].Device < out[j].Device
+		if out[i].Device != out[j].Device {
+			return out[i].Device < out[j].Device
+		}
+		return out[i].Name < out[j].Name
 	})
 	return out
 }
@@ -313,11 +392,11 @@ func (c *conn) openGrant(req *Request) (*Layout, []int, *Error) {
 	}
 	if r.Mode == ModeExclusive {
 		s.mu.Unlock()
-		return nil, nil, errorf(CodeState, "open: the grant of claim %s on %s is exclusive: the broker does not serve the device while it is lent; open it directly (umd.Open)", r.Claim, r.Device)
+		return nil, nil, errorf(CodeState, "open: the grant of %s is exclusive: the broker does not serve the device while it is lent; open it directly (umd.Open)", r.what())
 	}
 	if r.user != nil {
 		s.mu.Unlock()
-		return nil, nil, errorf(CodeState, "open: the grant of claim %s on %s is in use by connection %d; one session per grant at a time", r.Claim, r.Device, r.user.id)
+		return nil, nil, errorf(CodeState, "open: the grant of %s is in use by connection %d; one session per grant at a time", r.what(), r.user.id)
 	}
 	r.user = c
 	s.mu.Unlock()

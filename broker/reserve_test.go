@@ -2,8 +2,10 @@ package broker
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -348,6 +350,9 @@ func TestValidateReservations(t *testing.T) {
 		{Op: OpReserve, Claim: "3f2a-uid", Device: "x", Queues: 1, Depth: 2, PoolBytes: 1},
 		{Op: OpReserve, Claim: "c", Device: "x", Queues: 64, Depth: 4096, PoolBytes: MaxPoolBytes, Mode: ModeTrusted, Polled: true},
 		{Op: OpRelease, Claim: "c.d_e"},
+		{Op: OpReserve, Claim: "c", Device: "x", Name: "nvme-0000-03-00-0-share-2", Queues: 1, Depth: 2, PoolBytes: 1},
+		{Op: OpReserve, Claim: "c", Device: "x", Name: strings.Repeat("n", 128), Queues: 1, Depth: 2, PoolBytes: 1},
+		{Op: OpReserve, Claim: "c", Device: "x", Name: "n", Mode: ModeExclusive},
 		{Op: OpOpen, Device: "x", Grant: g},
 	}
 	for _, r := range ok {
@@ -367,6 +372,12 @@ func TestValidateReservations(t *testing.T) {
 		{Op: OpReserve, Claim: "c", Device: "x", Queues: 1, Depth: 2, PoolBytes: 1, Grant: g},
 		{Op: OpRelease},
 		{Op: OpRelease, Claim: "c", Device: "x"},
+		{Op: OpRelease, Claim: "c", Name: "n"},
+		{Op: OpReserve, Claim: "c", Device: "x", Name: "a b", Queues: 1, Depth: 2, PoolBytes: 1},
+		{Op: OpReserve, Claim: "c", Device: "x", Name: "a/b", Queues: 1, Depth: 2, PoolBytes: 1},
+		{Op: OpReserve, Claim: "c", Device: "x", Name: strings.Repeat("n", 129), Queues: 1, Depth: 2, PoolBytes: 1},
+		{Op: OpOpen, Device: "x", Grant: g, Name: "n"},
+		{Op: OpOpen, Device: "x", Queues: 1, Depth: 2, PoolBytes: 1, Name: "n"},
 		{Op: OpOpen, Device: "x", Grant: g, Queues: 1},
 		{Op: OpOpen, Device: "x", Grant: g, Mode: ModeTrusted},
 		{Op: OpOpen, Device: "x", Grant: g, Polled: true},
@@ -379,5 +390,170 @@ func TestValidateReservations(t *testing.T) {
 		if e := r.validate(); e == nil || !errors.Is(e, ErrBadRequest) {
 			t.Errorf("%+v: %v, want a bad-request error", r, e)
 		}
+	}
+}
+
+// TestReserveNamed: one claim holds two reservations of one device under
+// two names (two shares of a controller in a DRA claim): each has its own
+// grant, queue pairs and pool, both count against the device's free queue
+// pairs, both open at once, the status lists both, the same name again is
+// idempotent, one beyond the free queue pairs is refused naming it, and
+// releasing the claim frees both.
+func TestReserveNamed(t *testing.T) {
+	dev := fake(t, "0000:00:03.0", 8)
+	s := startFake(t, Config{MaxQueuePairs: 4, MaxPoolBytes: 1 << 20}, Access{DenyRoot: true}, dev) // grants only
+	admin := dial(t, s.cfg.Socket)
+	named := func(name string, queues int) Reservation {
+		r := reserveReq("pod", "0000:00:03.0", queues)
+		r.Name = name
+		return r
+	}
+	g2, err := admin.Reserve(named("share-2", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g3, err := admin.Reserve(named("share-3", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2.ID == g3.ID || !grantPattern.MatchString(g3.ID) || g3.Claim != "pod" || g3.Device != "0000:00:03.0" {
+		t.Fatalf("grants %+v and %+v, want two of their own", g2, g3)
+	}
+	// The same name again is the same reservation; other parameters
+	// under it are refused, naming it.
+	if again, err := dial(t, s.cfg.Socket).Reserve(named("share-2", 3)); err != nil || again != g2 {
+		t.Fatalf("reserving share-2 again: %+v, %v; want %+v", again, err, g2)
+	}
+	if _, err := admin.Reserve(named("share-3", 2)); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "already holds 0000:00:03.0 (name share-3) with mediated, 3 queue pairs") {
+		t.Errorf("share-3 otherwise: %v, want ErrState naming share-3", err)
+	}
+	if d := s.Devices(0, 0); d[0].FreeQueues != 2 {
+		t.Fatalf("free queues %d with two reservations of 3, want 2", d[0].FreeQueues)
+	}
+	// A third is refused beyond the free queue pairs, and holds nothing.
+	if _, err := admin.Reserve(named("share-4", 3)); !errors.Is(err, ErrQuota) || !strings.Contains(err.Error(), "has 2 free") || !strings.Contains(err.Error(), "(reserving name share-4)") {
+		t.Errorf("a third of 3 queue pairs with 2 free: %v, want ErrQuota naming share-4", err)
+	}
+	rs := s.Reservations()
+	if len(rs) != 2 || rs[0].Name != "share-2" || rs[1].Name != "share-3" || rs[0].Claim != "pod" || rs[1].Claim != "pod" || rs[0].Queues != 3 || rs[1].Queues != 3 {
+		t.Fatalf("reservations %+v, want share-2 and share-3 of claim pod", rs)
+	}
+	if viaStatus, err := admin.Reservations(); err != nil || !slices.Equal(viaStatus, rs) {
+		t.Fatalf("reservations in the status: %+v, %v; want %+v", viaStatus, err, rs)
+	}
+
+	// Both open at once, each with its own queue pairs and pool.
+	c2, c3 := dial(t, s.cfg.Socket), dial(t, s.cfg.Socket)
+	s2, err := c2.OpenGrant("0000:00:03.0", g2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3, err := c3.OpenGrant("0000:00:03.0", g3.ID)
+	if err != nil {
+		t.Fatalf("opening the second grant while the first is open: %v", err)
+	}
+	ids := map[uint16]bool{}
+	for _, l := range []Layout{s2.Layout, s3.Layout} {
+		if len(l.Queues) != 3 || l.Claim != "pod" {
+			t.Fatalf("layout %+v, want 3 queue pairs of claim pod", l)
+		}
+		for _, q := range l.Queues {
+			ids[q.ID] = true
+		}
+	}
+	if len(ids) != 6 || dev.queuesInUse() != 6 {
+		t.Fatalf("queue IDs %v, %d fake queues in use; want 6 of each", ids, dev.queuesInUse())
+	}
+	if s2.Layout.PoolIOVA == s3.Layout.PoolIOVA || len(dev.space.Ledger().Live()) != 2 {
+		t.Fatalf("pools at %#x and %#x, %d live mappings; want two windows", s2.Layout.PoolIOVA, s3.Layout.PoolIOVA, len(dev.space.Ledger().Live()))
+	}
+	// One device: what one session writes, the other reads.
+	copy(s2.Pool.Bytes()[:512], bytes.Repeat([]byte("share"), 103))
+	if err := s2.Write(2, 1, 9, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s3.Read(2, 1, 9, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s3.Pool.Bytes()[:512], s2.Pool.Bytes()[:512]) {
+		t.Fatal("the second share's session does not read what the first wrote")
+	}
+	if _, err := dial(t, s.cfg.Socket).OpenGrant("0000:00:03.0", g3.ID); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "(name share-3) is in use") {
+		t.Errorf("a second session on share-3's grant: %v, want ErrState naming share-3", err)
+	}
+	rs = s.Reservations()
+	if len(rs) != 2 || !rs[0].InUse || !rs[1].InUse || rs[0].Client == rs[1].Client {
+		t.Fatalf("reservations with both open: %+v", rs)
+	}
+	if d := s.Devices(0, 0); d[0].FreeQueues != 2 {
+		t.Fatalf("free queues %d with both grants open, want 2 (counted once)", d[0].FreeQueues)
+	}
+
+	// Releasing the claim ends both sessions and frees everything.
+	if err := admin.Release("pod"); err != nil {
+		t.Fatal(err)
+	}
+	if n, live := dev.queuesInUse(), dev.space.Ledger().Live(); n != 0 || len(live) != 0 {
+		t.Errorf("after the release: %d queues, live mappings %+v", n, live)
+	}
+	if rs := s.Reservations(); len(rs) != 0 {
+		t.Errorf("reservations after the release: %+v", rs)
+	}
+	if d := s.Devices(0, 0); d[0].FreeQueues != 8 {
+		t.Errorf("free queues after the release: %d, want 8", d[0].FreeQueues)
+	}
+	for _, c := range []*Client{c2, c3} {
+		select {
+		case <-c.Done():
+		case <-time.After(2 * time.Second):
+			t.Fatal("a share's client was not disconnected")
+		}
+	}
+	for _, g := range []Grant{g2, g3} {
+		if _, err := dial(t, s.cfg.Socket).OpenGrant("0000:00:03.0", g.ID); !errors.Is(err, ErrPermission) {
+			t.Errorf("opening a released grant: %v, want ErrPermission", err)
+		}
+	}
+	// Reserved anew: new grants; the unnamed reservation and a named one
+	// of the same device and claim are two as well.
+	if g, err := admin.Reserve(named("share-2", 4)); err != nil || g.ID == g2.ID {
+		t.Fatalf("share-2 after the release: %+v, %v", g, err)
+	}
+	unnamed, err := admin.Reserve(reserveReq("pod", "0000:00:03.0", 4))
+	if err != nil {
+		t.Fatalf("the unnamed reservation beside a named one: %v", err)
+	}
+	if rs := s.Reservations(); len(rs) != 2 || rs[0].Name != "" || rs[1].Name != "share-2" || unnamed.ID == g2.ID {
+		t.Fatalf("reservations %+v", rs)
+	}
+	if d := s.Devices(0, 0); d[0].FreeQueues != 0 {
+		t.Errorf("free queues %d, want 0", d[0].FreeQueues)
+	}
+}
+
+// TestReserveNameOnTheWire: an unnamed reservation's request and status
+// carry no name field, as before names; a named one's do.
+func TestReserveNameOnTheWire(t *testing.T) {
+	for _, tc := range []struct {
+		v    any
+		want bool
+	}{
+		{reserveReq("c", "x", 1).request(), false},
+		{ReservationStatus{Claim: "c", Device: "x"}, false},
+		{Reservation{Claim: "c", Device: "x", Name: "n"}.request(), true},
+		{ReservationStatus{Claim: "c", Device: "x", Name: "n"}, true},
+	} {
+		b, err := json.Marshal(tc.v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(b, []byte(`"name"`)); got != tc.want {
+			t.Errorf("%s: name field %v, want %v", b, got, tc.want)
+		}
+	}
+	r := Reservation{Claim: "c", Device: "x", Name: "n", Mode: ModeTrusted, Queues: 2, Depth: 8, PoolBytes: 9, Polled: true}
+	req := r.request()
+	if req.Op != OpReserve || req.Name != "n" || req.Claim != "c" || req.Device != "x" || req.Mode != ModeTrusted || req.Queues != 2 || req.Depth != 8 || req.PoolBytes != 9 || !req.Polled {
+		t.Errorf("request %+v of %+v", req, r)
 	}
 }

@@ -101,12 +101,13 @@ var ErrClaimChanged = errors.New("claim already prepared differently")
 // claim at a time; this is the node's own check that it did.
 var ErrDeviceInUse = errors.New("device is prepared for another claim")
 
-// ErrSameController is matched by Prepare's error when a claim holds two
-// devices of one controller (two of its shares, or it and a share): umdd
-// keeps one reservation per claim and controller, so the claim would get
-// one session where it asked for two. Ask for shares of different
-// controllers, or for more queue pairs on one.
-var ErrSameController = errors.New("a claim may hold one device of a controller")
+// ErrSameController is matched by Prepare's error when a claim holds a
+// controller and a share of it. The whole controller is the claim's use
+// of all its queue pairs (the scheduler's counters never give it with a
+// share, to one claim or two), so no share of it is left to grant. Shares
+// of one controller in one claim are fine: umdd holds a reservation, a
+// grant and a session for each.
+var ErrSameController = errors.New("a claim may not hold a controller and a share of it")
 
 // A PreparedDevice is one device of a prepared claim.
 type PreparedDevice struct {
@@ -255,8 +256,8 @@ func (p *Preparer) Prepare(ctx context.Context, claimUID string, devices []strin
 		if err := checkShare(pub, params); err != nil {
 			return Prepared{}, fmt.Errorf("preparing claim %s: %w", claimUID, err)
 		}
-		if j := slices.IndexFunc(pubs[:i], func(q Published) bool { return controllerOf(q) == controllerOf(pub) }); j >= 0 {
-			return Prepared{}, fmt.Errorf("preparing claim %s: %s and %s: %w", claimUID, pubs[j].Device.Name, name, ErrSameController)
+		if j := slices.IndexFunc(pubs[:i], func(q Published) bool { return wholeAndShare(q, pub) }); j >= 0 {
+			return Prepared{}, fmt.Errorf("preparing claim %s: %s and %s: %w: the whole controller leaves no queue pairs to its shares", claimUID, pubs[j].Device.Name, name, ErrSameController)
 		}
 		switch isVF := pub.PhysFn != nil; {
 		case params.Mode == ModeVF && !isVF:
@@ -368,13 +369,19 @@ func (p *Preparer) holder(pub Published) (claimUID, device string) {
 			if d.Device == pub.Device.Name {
 				return uid, d.Device
 			}
-			held, ok := p.cfg.Inventory.Lookup(d.Device)
-			if ok && controllerOf(held) == controllerOf(pub) && (held.Share == nil || pub.Share == nil) {
+			if held, ok := p.cfg.Inventory.Lookup(d.Device); ok && wholeAndShare(held, pub) {
 				return uid, d.Device
 			}
 		}
 	}
 	return "", ""
+}
+
+// wholeAndShare reports whether a and b (two devices) are a controller
+// and a share of it, which no claims may hold at once; shares of one
+// controller may be held together, by one claim or several.
+func wholeAndShare(a, b Published) bool {
+	return controllerOf(a) == controllerOf(b) && (a.Share == nil) != (b.Share == nil)
 }
 
 // controllerOf is the name of the controller a device is or is a share of.

@@ -19,8 +19,10 @@ import (
 
 // fakeReserver is a Reserver that keeps its reservations in memory and
 // counts what it is asked, as umdd would keep them across plugin restarts.
+// It keys them as umdd does: by claim, the function's address and the
+// reservation's name (a share's device name, none for a whole device).
 type fakeReserver struct {
-	held     map[string]Grant // claim UID + "/" + device
+	held     map[string]Grant // claim UID + "/" + BDF + "/" + name
 	reserves int              // Reserve calls that reserved something new
 	releases int              // Release calls that released something
 	next     int
@@ -33,7 +35,7 @@ func (f *fakeReserver) Reserve(_ context.Context, r Reservation) (Grant, error) 
 	if r.Device == f.failOn {
 		return Grant{}, errors.New("no free queue pairs")
 	}
-	key := r.ClaimUID + "/" + r.Device
+	key := r.ClaimUID + "/" + r.BDF.String() + "/" + reservationName(r)
 	if g, ok := f.held[key]; ok {
 		return g, nil
 	}
@@ -606,8 +608,9 @@ func sharesRig(t *testing.T) (*rig, *recordingReserver) {
 // umdd is asked to reserve on the controller's address under each claim,
 // the CDI device and the environment name the share. The whole
 // controller is refused to a third claim while a share is held (and a
-// share while the whole is), as is a claim holding two devices of one
-// controller.
+// share while the whole is), and to a claim with a share of it
+// (ErrSameController); a claim with two shares of one controller gets a
+// reservation and a CDI device for each.
 func TestPrepareShares(t *testing.T) {
 	r, rec := sharesRig(t)
 	p := r.preparer(t)
@@ -644,9 +647,52 @@ func TestPrepareShares(t *testing.T) {
 	if _, err := p.Prepare(ctx, "claim-c", []string{"nvme-0000-03-00-0"}, DefaultParameters()); !errors.Is(err, ErrDeviceInUse) || !strings.Contains(err.Error(), "-share-") {
 		t.Errorf("the whole controller while its shares are held: %v, want ErrDeviceInUse naming the share", err)
 	}
-	// Two devices of one controller in one claim.
-	if _, err := p.Prepare(ctx, "claim-d", []string{ShareName("nvme-0000-03-00-0", 2), ShareName("nvme-0000-03-00-0", 3)}, params); !errors.Is(err, ErrSameController) {
-		t.Errorf("two shares of one controller in a claim: %v, want ErrSameController", err)
+	// Two shares of one controller in one claim: two reservations of
+	// the controller, told apart by the shares' names, two grants, two
+	// CDI devices.
+	s2, s3 := ShareName("nvme-0000-03-00-0", 2), ShareName("nvme-0000-03-00-0", 3)
+	reserves := r.res.reserves
+	d, err := p.Prepare(ctx, "claim-d", []string{s2, s3}, params)
+	if err != nil {
+		t.Fatalf("two shares of one controller in a claim: %v", err)
+	}
+	if r.res.reserves != reserves+2 || len(d.Devices) != 2 || d.Devices[0].Grant == d.Devices[1].Grant {
+		t.Fatalf("prepared %+v with %d new reservations, want two devices with grants of their own", d, r.res.reserves-reserves)
+	}
+	for i, name := range []string{s2, s3} {
+		got := d.Devices[i]
+		if got.Device != name || got.BDF.String() != "0000:03:00.0" || got.CDIDevice != "umd.umdkit.io/claim=claim-d-"+name {
+			t.Errorf("device %d: %+v, want %s on 0000:03:00.0", i, got, name)
+		}
+		if br, ok := BrokerReservation(rec.asked[len(rec.asked)-2+i]); !ok || br.Name != name || br.Device != "0000:03:00.0" {
+			t.Errorf("umdd reservation %d: %+v, want one of 0000:03:00.0 named %s", i, br, name)
+		}
+	}
+	spec = readSpec(t, d.CDISpec)
+	if len(spec.Devices) != 2 || !slices.Equal(spec.Devices[1].ContainerEdits.Env, []string{"UMD_DEVICE_NVME_0000_03_00_0_SHARE_3=0000:03:00.0," + d.Devices[1].Grant.ID}) {
+		t.Errorf("spec devices %+v", spec.Devices)
+	}
+	if again, err := p.Prepare(ctx, "claim-d", []string{s2, s3}, params); err != nil || !slices.Equal(again.Devices, d.Devices) || r.res.reserves != reserves+2 {
+		t.Errorf("preparing claim-d again: %+v, %v; want the same devices, nothing reserved anew", again, err)
+	}
+	if err := p.Unprepare(ctx, "claim-d"); err != nil {
+		t.Fatal(err)
+	}
+	for k := range r.res.held {
+		if strings.HasPrefix(k, "claim-d/") {
+			t.Errorf("after unprepare the reserver holds %s", k)
+		}
+	}
+	// A controller and a share of it in one claim: the whole leaves the
+	// share nothing. Refused in either order, reserving nothing.
+	asked := len(rec.asked)
+	for _, devs := range [][]string{{"nvme-0000-04-00-0", ShareName("nvme-0000-04-00-0", 1)}, {ShareName("nvme-0000-04-00-0", 1), "nvme-0000-04-00-0"}} {
+		if _, err := p.Prepare(ctx, "claim-w", devs, params); !errors.Is(err, ErrSameController) || !strings.Contains(err.Error(), devs[0]+" and "+devs[1]) {
+			t.Errorf("%v in a claim: %v, want ErrSameController naming both", devs, err)
+		}
+	}
+	if len(rec.asked) != asked {
+		t.Errorf("refused claims reserved %+v", rec.asked[asked:])
 	}
 	// Shares of two controllers in one claim are fine.
 	if _, err := p.Prepare(ctx, "claim-e", []string{ShareName("nvme-0000-03-00-0", 2), ShareName("nvme-0000-04-00-0", 0)}, params); err != nil {

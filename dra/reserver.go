@@ -84,6 +84,11 @@ func (b *BrokerReserver) Release(ctx context.Context, claimUID string) error {
 // pairs; exclusive as umdd's exclusive reservation, which takes only the
 // claim and the device. It reports false for vf, which is not reserved at
 // umdd.
+//
+// A share is reserved on its controller's address under the share's
+// device name (broker.Reservation.Name), so that a claim holding two
+// shares of one controller gets two reservations, each with its grant; a
+// whole device is umdd's unnamed reservation, as before names.
 func BrokerReservation(r Reservation) (broker.Reservation, bool) {
 	p := r.Params
 	switch p.Mode {
@@ -96,10 +101,21 @@ func BrokerReservation(r Reservation) (broker.Reservation, bool) {
 	return broker.Reservation{
 		Claim:     r.ClaimUID,
 		Device:    r.BDF.String(),
+		Name:      reservationName(r),
 		Mode:      p.Mode,
 		Queues:    p.QueuePairs,
 		Depth:     p.QueueDepth,
 		PoolBytes: p.PoolBytes,
 		Polled:    p.Completion == CompletionPoll,
 	}, true
+}
+
+// reservationName is the name umdd keeps r's reservation under within the
+// claim and the controller: the device's name for a share (whose name is
+// not its controller's), none for a whole device.
+func reservationName(r Reservation) string {
+	if r.Device == DeviceName(r.BDF) {
+		return ""
+	}
+	return r.Device
 }

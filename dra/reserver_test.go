@@ -220,3 +220,124 @@ func TestPrepareWithBroker(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokerReservationName: a share is reserved at umdd on its
+// controller's address under the share's name; a whole device (and an
+// exclusive one) under no name, as before names.
+func TestBrokerReservationName(t *testing.T) {
+	bdf := pcie.BDF{Bus: 3}
+	params := DefaultParameters()
+	for _, tc := range []struct {
+		device, mode, want string
+	}{
+		{"nvme-0000-03-00-0", ModeMediated, ""},
+		{"nvme-0000-03-00-0", ModeExclusive, ""},
+		{ShareName("nvme-0000-03-00-0", 2), ModeMediated, "nvme-0000-03-00-0-share-2"},
+		{ShareName("nvme-0000-03-00-0", 0), ModeTrusted, "nvme-0000-03-00-0-share-0"},
+	} {
+		p := params
+		p.Mode = tc.mode
+		br, ok := BrokerReservation(Reservation{ClaimUID: uid, Device: tc.device, BDF: bdf, Params: p})
+		if !ok || br.Name != tc.want || br.Device != "0000:03:00.0" || br.Claim != uid {
+			t.Errorf("%s (%s): %+v, %v; want name %q on 0000:03:00.0", tc.device, tc.mode, br, ok, tc.want)
+		}
+	}
+}
+
+// TestPrepareSharesWithBroker prepares a claim holding two shares of one
+// controller through umdd: two reservations of the controller, one per
+// share, with a grant each; the container opens both at once, each
+// session with its own queue pairs, on one device; unpreparing ends both
+// and frees everything.
+func TestPrepareSharesWithBroker(t *testing.T) {
+	srv, sock := simBrokerFor(t, "0000:03:00.0")
+	dir := t.TempDir()
+	p, err := NewPreparer(PreparerConfig{
+		StateDir: filepath.Join(dir, "state"), CDIDir: filepath.Join(dir, "cdi"),
+		Socket: sock, Inventory: cardsShares(t), Reserver: NewBrokerReserver(sock),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	params := DefaultParameters()
+	params.QueuePairs, params.PoolBytes = 2, 1<<20
+	shares := []string{ShareName("nvme-0000-03-00-0", 1), ShareName("nvme-0000-03-00-0", 2)}
+	prep, err := p.Prepare(ctx, uid, shares, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := srv.Reservations()
+	if len(held) != 2 || held[0].Name != shares[0] || held[1].Name != shares[1] || held[0].Device != "0000:03:00.0" || held[1].Device != "0000:03:00.0" {
+		t.Fatalf("umdd holds %+v, want a reservation of 0000:03:00.0 per share", held)
+	}
+	if len(prep.Devices) != 2 || prep.Devices[0].Grant == prep.Devices[1].Grant {
+		t.Fatalf("prepared %+v, want two grants", prep.Devices)
+	}
+	// Again (a kubelet retry): the same grants, nothing more at umdd.
+	if again, err := p.Prepare(ctx, uid, shares, params); err != nil || !slices.Equal(again.Devices, prep.Devices) || len(srv.Reservations()) != 2 {
+		t.Fatalf("preparing again: %+v, %v; umdd holds %+v", again, err, srv.Reservations())
+	}
+	spec := readSpec(t, prep.CDISpec)
+	env := []string{EnvSocket + "=" + sock}
+	for _, kv := range spec.ContainerEdits.Env {
+		if !strings.HasPrefix(kv, EnvSocket+"=") {
+			env = append(env, kv)
+		}
+	}
+	for _, d := range spec.Devices {
+		env = append(env, d.ContainerEdits.Env...)
+	}
+	ce, err := broker.ClaimFromEnv(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ce.Devices) != 2 || ce.Devices[0].BDF != "0000:03:00.0" || ce.Devices[1].BDF != "0000:03:00.0" {
+		t.Fatalf("claim env %+v", ce)
+	}
+	var clients []*broker.Client
+	var sessions []*broker.Session
+	for _, d := range ce.Devices {
+		c, err := broker.Dial(ce.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		sess, err := c.OpenGrant(d.BDF, d.Grant)
+		if err != nil {
+			t.Fatalf("opening %s by grant: %v", d.Var, err)
+		}
+		if len(sess.Layout.Queues) != 2 {
+			t.Fatalf("layout %+v", sess.Layout)
+		}
+		clients, sessions = append(clients, c), append(sessions, sess)
+	}
+	if q0, q1 := sessions[0].Layout.Queues, sessions[1].Layout.Queues; q0[0].ID == q1[0].ID || q0[0].ID == q1[1].ID || q0[1].ID == q1[0].ID || q0[1].ID == q1[1].ID {
+		t.Fatalf("the shares' sessions share queue pairs: %+v and %+v", q0, q1)
+	}
+	if d := srv.Devices(0, 0); d[0].FreeQueues != d[0].MaxQueues-4 {
+		t.Fatalf("%d of %d queue pairs free with both shares open, want 4 held", d[0].FreeQueues, d[0].MaxQueues)
+	}
+	copy(sessions[0].Pool.Bytes(), "first share")
+	if err := sessions[0].Write(1, 1, 5, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sessions[1].Read(0, 1, 5, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(sessions[1].Pool.Bytes(), []byte("first share")) {
+		t.Fatal("the second share does not read what the first wrote on their controller")
+	}
+	if err := p.Unprepare(ctx, uid); err != nil {
+		t.Fatal(err)
+	}
+	if held := srv.Reservations(); len(held) != 0 {
+		t.Fatalf("after unprepare umdd holds %+v", held)
+	}
+	for _, c := range clients {
+		<-c.Done()
+	}
+	if d := srv.Devices(0, 0); d[0].FreeQueues != d[0].MaxQueues {
+		t.Errorf("%d of %d queue pairs free after unprepare", d[0].FreeQueues, d[0].MaxQueues)
+	}
+}

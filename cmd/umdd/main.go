@@ -387,16 +387,19 @@ func writeStatus(w io.Writer, asJSON bool, devs []broker.DeviceInfo, clients []b
 	}
 	if len(res) > 0 {
 		fmt.Fprintln(tw)
-		fmt.Fprintln(tw, "CLAIM\tDEVICE\tMODE\tQUEUES\tDEPTH\tPOOL\tIN USE")
+		fmt.Fprintln(tw, "CLAIM\tDEVICE\tNAME\tMODE\tQUEUES\tDEPTH\tPOOL\tIN USE")
 		for _, r := range res {
-			mode, use := r.Mode, "no"
+			mode, use, name := r.Mode, "no", r.Name
+			if name == "" {
+				name = "-"
+			}
 			if r.Polled {
 				mode += ",polled"
 			}
 			if r.InUse {
 				use = fmt.Sprintf("client %d", r.Client)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Claim, r.Device, mode, r.Queues, r.Depth, r.PoolBytes, use)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Claim, r.Device, name, mode, r.Queues, r.Depth, r.PoolBytes, use)
 		}
 	}
 	return tw.Flush()

@@ -114,11 +114,12 @@ func TestWriteStatusTable(t *testing.T) {
 		[]broker.DeviceInfo{{BDF: "0000:00:03.0", Serial: "s", Model: "m", MaxQueues: 8, FreeQueues: 6, Namespaces: []broker.NamespaceInfo{{NSID: 1, LBASize: 512, Blocks: 100}}},
 			{BDF: "0000:00:04.0", MaxQueues: 8, Lent: "uid-2"}, {BDF: "0000:00:05.0", MaxQueues: 8, Failed: "opening it again after claim uid-3: busy"}},
 		[]broker.ClientStatus{{ID: 3, PID: 42, UID: 1000, GID: 1000, Device: "0000:00:03.0", PoolBytes: 4 << 20, PoolIOVA: 0x200000, Queues: []broker.QueueInfo{{ID: 1, Depth: 32, Vector: 1}, {ID: 2, Depth: 32, Vector: 2}}, Commands: 7, Claim: "uid-1"}},
-		[]broker.ReservationStatus{{Claim: "uid-1", Device: "0000:00:03.0", Mode: "mediated", Queues: 2, Depth: 32, PoolBytes: 4 << 20, Polled: true, InUse: true, Client: 3}})
+		[]broker.ReservationStatus{{Claim: "uid-1", Device: "0000:00:03.0", Mode: "mediated", Queues: 2, Depth: 32, PoolBytes: 4 << 20, Polled: true, InUse: true, Client: 3},
+			{Claim: "uid-1", Device: "0000:00:03.0", Name: "nvme-0000-00-03-0-q1", Mode: "mediated", Queues: 1, Depth: 32, PoolBytes: 1 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"0000:00:03.0", "6/8", "1:100x512", "0x200000", "1(x32,v1) 2(x32,v2)", "4194304", "(claim uid-1)", "CLAIM", "mediated,polled", "client 3",
+	for _, want := range []string{"0000:00:03.0", "6/8", "1:100x512", "0x200000", "1(x32,v1) 2(x32,v2)", "4194304", "(claim uid-1)", "CLAIM", "NAME", "nvme-0000-00-03-0-q1", "mediated,polled", "client 3",
 		"STATE", "served", "lent to claim uid-2 (exclusive)", "failed: opening it again after claim uid-3: busy"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
