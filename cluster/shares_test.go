@@ -203,23 +203,14 @@ func TestSharesOfOneController(t *testing.T) {
 	}
 
 	// umdd holds both claims' reservations on the one controller.
-	var st struct {
-		Reservations []struct {
-			Claim  string `json:"claim"`
-			Device string `json:"device"`
-		} `json:"reservations"`
-	}
-	raw := umddStatus(t, node(t, sharedNode))
-	if err := json.Unmarshal([]byte(raw), &st); err != nil {
-		t.Fatalf("umdd status: %v: %s", err, raw)
-	}
+	held := umddReservations(t)
 	for _, c := range claims {
 		found := false
-		for _, r := range st.Reservations {
+		for _, r := range held {
 			found = found || r.Claim == string(c.UID) && r.Device == sharedBDF
 		}
 		if !found {
-			t.Errorf("umdd holds no reservation of claim %s on %s: %s", c.UID, sharedBDF, raw)
+			t.Errorf("umdd holds no reservation of claim %s on %s: %+v", c.UID, sharedBDF, held)
 		}
 	}
 
@@ -247,12 +238,45 @@ func TestSharesOfOneController(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	err := waitFor(ctx, nil, "umdd to release the shares' claims", 2*time.Minute, func(context.Context) error {
-		raw := umddStatus(t, node(t, sharedNode))
-		if err := json.Unmarshal([]byte(raw), &st); err != nil {
-			return fmt.Errorf("umdd status: %v: %s", err, raw)
-		}
-		for _, r := range st.Reservations {
+	waitReleased(t, "the shares' claims")
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, probePod("whole-after", "whole", "--verify", "64"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod, log := containerDone(t, ns, "whole-after", "probe", 3*time.Minute)
+	t.Logf("%v: whole controller once the shares were released, on %s:\n%s", since(), pod.Spec.NodeName, log)
+	if pod.Spec.NodeName != sharedNode || !strings.Contains(log, "device "+sharedBDF+": verified 64 blocks") {
+		t.Fatalf("the whole-controller pod ran on %s:\n%s", pod.Spec.NodeName, log)
+	}
+}
+
+// umddReservations returns the reservations umdd on the shared node
+// holds.
+func umddReservations(t *testing.T) []struct {
+	Claim  string `json:"claim"`
+	Device string `json:"device"`
+	Name   string `json:"name"`
+} {
+	t.Helper()
+	var st struct {
+		Reservations []struct {
+			Claim  string `json:"claim"`
+			Device string `json:"device"`
+			Name   string `json:"name"`
+		} `json:"reservations"`
+	}
+	raw := umddStatus(t, node(t, sharedNode))
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		t.Fatalf("umdd status: %v: %s", err, raw)
+	}
+	return st.Reservations
+}
+
+// waitReleased waits until umdd on the shared node holds nothing on the
+// shared controller (what names the claims, for the error).
+func waitReleased(t *testing.T, what string) {
+	t.Helper()
+	err := waitFor(context.Background(), nil, "umdd to release "+what, 2*time.Minute, func(context.Context) error {
+		for _, r := range umddReservations(t) {
 			if r.Device == sharedBDF {
 				return fmt.Errorf("umdd still holds claim %s on %s", r.Claim, sharedBDF)
 			}
@@ -262,12 +286,61 @@ func TestSharesOfOneController(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, nodeLogs())
 	}
-	if _, err := cs.CoreV1().Pods(ns).Create(ctx, probePod("whole-after", "whole", "--verify", "64"), metav1.CreateOptions{}); err != nil {
+}
+
+// One claim asking for two shares: the scheduler may well give it two
+// shares of one controller (here it must: the selector names one). Each
+// share is its own reservation in umdd, named after the share, with its
+// own grant, and umdprobe in the pod verifies I/O through both; deleting
+// the pod releases both.
+func TestTwoSharesInOneClaim(t *testing.T) {
+	needNodes(t)
+	deviceClasses(t, "share.umd.umdkit.io")
+	ctx := context.Background()
+	cs := testCluster.Client
+	ns := testNamespace(t, "twoshares")
+	tmpl := onController("two", "share.umd.umdkit.io")
+	tmpl.Spec.Spec.Devices.Requests[0].Exactly.AllocationMode = resourcev1.DeviceAllocationModeExactCount
+	tmpl.Spec.Spec.Devices.Requests[0].Exactly.Count = 2
+	if _, err := cs.ResourceV1().ResourceClaimTemplates(ns).Create(ctx, tmpl, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod, log := containerDone(t, ns, "whole-after", "probe", 3*time.Minute)
-	t.Logf("%v: whole controller once the shares were released, on %s:\n%s", since(), pod.Spec.NodeName, log)
-	if pod.Spec.NodeName != sharedNode || !strings.Contains(log, "device "+sharedBDF+": verified 64 blocks") {
-		t.Fatalf("the whole-controller pod ran on %s:\n%s", pod.Spec.NodeName, log)
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, holdingPod("two", "two", "--verify", "64"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
+	pod, log := containerDone(t, ns, "two", "probe", 3*time.Minute)
+	st := pod.Status.ResourceClaimStatuses
+	if len(st) != 1 || st[0].ResourceClaimName == nil {
+		t.Fatalf("pod two: claim statuses %+v", st)
+	}
+	claim, err := cs.ResourceV1().ResourceClaims(ns).Get(ctx, *st[0].ResourceClaimName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shares []string
+	if claim.Status.Allocation != nil {
+		for _, r := range claim.Status.Allocation.Devices.Results {
+			shares = append(shares, r.Device)
+		}
+	}
+	t.Logf("pod two on %s got %v:\n%s", pod.Spec.NodeName, shares, log)
+	if len(shares) != 2 || shares[0] == shares[1] || !strings.HasPrefix(shares[0], sharedController+"-share-") || !strings.HasPrefix(shares[1], sharedController+"-share-") {
+		t.Fatalf("allocated %v, want two shares of %s", shares, sharedController)
+	}
+	if n := strings.Count(log, "device "+sharedBDF+": verified 64 blocks"); n != 2 {
+		t.Fatalf("the pod verified I/O on %d of its two devices:\n%s", n, log)
+	}
+	var names []string
+	for _, r := range umddReservations(t) {
+		if r.Claim == string(claim.UID) && r.Device == sharedBDF {
+			names = append(names, r.Name)
+		}
+	}
+	if len(names) != 2 || !contains(names, shares[0]) || !contains(names, shares[1]) {
+		t.Errorf("umdd holds claim %s's reservations on %s under the names %q, want the shares %q", claim.UID, sharedBDF, names, shares)
+	}
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, "two", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	waitReleased(t, "the two shares' claim")
 }
