@@ -9,6 +9,7 @@ import (
 
 	"github.com/umdkit/umd/broker"
 	"github.com/umdkit/umd/internal/bench"
+	"github.com/umdkit/umd/internal/size"
 )
 
 // environ is the environment claim reads (tests replace it).
@@ -178,7 +179,7 @@ func writeClaim(w io.Writer, rep claimReport, verify int) error {
 			if d.Polled {
 				polled = "polled"
 			}
-			fmt.Fprintf(w, "claim %s device %s: %s session, %d queue pair(s) of depth %d (%s), %s pool at IOVA %s", rep.Claim, d.BDF, d.Mode, d.Queues, d.Depth, polled, formatBytes(d.PoolBytes), d.PoolIOVA)
+			fmt.Fprintf(w, "claim %s device %s: %s session, %d queue pair(s) of depth %d (%s), %s pool at IOVA %s", rep.Claim, d.BDF, d.Mode, d.Queues, d.Depth, polled, size.Exact(uint64(d.PoolBytes)), d.PoolIOVA)
 			for _, ns := range d.Namespaces {
 				fmt.Fprintf(w, ", namespace %d: %d blocks of %d bytes", ns.NSID, ns.Blocks, ns.LBASize)
 			}
@@ -192,21 +193,8 @@ func writeClaim(w io.Writer, rep claimReport, verify int) error {
 			if len(d.Namespaces) > 0 {
 				lbs = d.Namespaces[0].LBASize
 			}
-			fmt.Fprintf(w, "claim %s device %s: verified %d blocks (%s) ok\n", rep.Claim, d.BDF, d.Verified, formatBytes(int64(d.Verified)*int64(lbs)))
+			fmt.Fprintf(w, "claim %s device %s: verified %d blocks (%s) ok\n", rep.Claim, d.BDF, d.Verified, size.Exact(uint64(d.Verified)*uint64(lbs)))
 		}
 	}
 	return nil
-}
-
-// formatBytes writes a size in the largest binary unit that divides it.
-func formatBytes(n int64) string {
-	for _, u := range []struct {
-		shift uint
-		name  string
-	}{{30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
-		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
-			return fmt.Sprintf("%d %s", n>>u.shift, u.name)
-		}
-	}
-	return fmt.Sprintf("%d bytes", n)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/umdkit/umd"
+	"github.com/umdkit/umd/internal/size"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/pcie"
 )
@@ -286,9 +287,9 @@ func writeController(w io.Writer, c *controllerDoc) {
 	row("version", "NVMe %s, controller ID %d", c.Version, c.ControllerID)
 	mt := "no limit"
 	if c.MaxTransfer != 0 {
-		mt = sizeText(uint64(c.MaxTransfer))
+		mt = size.Exact(uint64(c.MaxTransfer))
 	}
-	row("max transfer", "%s (MDTS %d); the engine uses %s", mt, c.MDTS, sizeText(uint64(c.EngineMaxTransfer)))
+	row("max transfer", "%s (MDTS %d); the engine uses %s", mt, c.MDTS, size.Exact(uint64(c.EngineMaxTransfer)))
 	row("queue entries", "up to %d per queue (CAP.MQES)", c.MaxQueueEntries)
 	row("namespaces", "%d active of %d (NN)", len(c.Namespaces), c.NN)
 	row("admin commands", "%s (OACS 0x%04x)", wordsOrNone(c.AdminFeatures), c.OACS)
@@ -298,7 +299,7 @@ func writeController(w io.Writer, c *controllerDoc) {
 	if c.SubsystemNQN != "" {
 		row("subsystem NQN", "%s", c.SubsystemNQN)
 	}
-	pool := sizeText(uint64(c.PoolPageSize)) + " pages"
+	pool := size.Exact(uint64(c.PoolPageSize)) + " pages"
 	if c.PoolFallback != "" {
 		pool += " (no hugepages: fell back to small pages)"
 	}
@@ -308,7 +309,7 @@ func writeController(w io.Writer, c *controllerDoc) {
 			row(fmt.Sprintf("namespace %d", ns.NSID), "unreadable: %s", ns.Error)
 			continue
 		}
-		row(fmt.Sprintf("namespace %d", ns.NSID), "%d blocks of %d bytes = %s (%d bytes)", ns.Blocks, ns.LBASize, sizeText(ns.Bytes), ns.Bytes)
+		row(fmt.Sprintf("namespace %d", ns.NSID), "%d blocks of %d bytes = %s (%d bytes)", ns.Blocks, ns.LBASize, size.Exact(ns.Bytes), ns.Bytes)
 		var fs []string
 		for _, f := range ns.Formats {
 			s := fmt.Sprintf("#%d %d B", f.Index, f.LBASize)

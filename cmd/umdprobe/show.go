@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/umdkit/umd/internal/size"
 	"github.com/umdkit/umd/pcie"
 )
 
@@ -148,20 +149,7 @@ func barText(b pcie.BAR, suffix string) string {
 	if len(attrs) > 0 {
 		extra = ", " + strings.Join(attrs, ", ")
 	}
-	return fmt.Sprintf("%d: %s %s, %s%s%s", b.Index, kind, sizeText(b.Size), where, extra, suffix)
-}
-
-// sizeText writes a power-of-two-ish size in the largest whole unit.
-func sizeText(n uint64) string {
-	for _, u := range []struct {
-		shift uint
-		name  string
-	}{{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
-		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
-			return fmt.Sprintf("%d %s", n>>u.shift, u.name)
-		}
-	}
-	return fmt.Sprintf("%d bytes", n)
+	return fmt.Sprintf("%d: %s %s, %s%s%s", b.Index, kind, size.Exact(b.Size), where, extra, suffix)
 }
 
 // capDetail decodes the capabilities the pcie package understands.

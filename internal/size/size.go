@@ -49,3 +49,17 @@ func Parse(s string) (int64, error) {
 	}
 	return int64(v) << shift, nil
 }
+
+// Exact writes n in the largest binary unit that divides it exactly:
+// "4 KiB", "2 MiB", "1536 KiB", "1 TiB"; "N bytes" when no unit does.
+func Exact(n uint64) string {
+	for _, u := range []struct {
+		shift uint
+		name  string
+	}{{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return fmt.Sprintf("%d %s", n>>u.shift, u.name)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

@@ -33,3 +33,14 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestExact(t *testing.T) {
+	for n, want := range map[uint64]string{
+		0: "0 bytes", 512: "512 bytes", 4096: "4 KiB", 1536 << 10: "1536 KiB",
+		2 << 20: "2 MiB", 3 << 30: "3 GiB", 1 << 40: "1 TiB", 1<<20 + 1: "1048577 bytes",
+	} {
+		if got := Exact(n); got != want {
+			t.Errorf("Exact(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
