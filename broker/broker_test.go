@@ -80,6 +80,8 @@ func TestValidate(t *testing.T) {
 		{Op: OpOpen, Device: "x", Queues: 1, Depth: 2, PoolBytes: 1},
 		{Op: OpIO, IO: &IORequest{Opcode: "read", Blocks: 1}},
 		{Op: OpIO, IO: &IORequest{Opcode: "flush"}},
+		{Op: OpReserve, Claim: "c", Device: "x", Queues: 1, Depth: 2, PoolBytes: 1, Mode: ModeTrusted},
+		{Op: OpReserve, Claim: "c", Device: "x", Mode: ModeExclusive},
 	}
 	for _, r := range ok {
 		if e := r.validate(); e != nil {
@@ -98,6 +100,16 @@ func TestValidate(t *testing.T) {
 		{Op: OpOpen, Device: "x", Queues: 1, Depth: 4097, PoolBytes: 1},
 		{Op: OpOpen, Device: "x", Queues: 1, Depth: 2, PoolBytes: 0},
 		{Op: OpOpen, Device: "x", Queues: 1, Depth: 2, PoolBytes: -5},
+		{Op: OpOpen, Device: "x", Queues: 1, Depth: 2, PoolBytes: 1, Mode: ModeExclusive},
+		{Op: OpOpen, Device: "x", Queues: 1, Depth: 2, PoolBytes: 1, Claim: "c"},
+		{Op: OpReserve, Claim: "c", Queues: 1, Depth: 2, PoolBytes: 1},
+		{Op: OpReserve, Claim: "c", Device: "x", Queues: 0, Depth: 2, PoolBytes: 1},
+		{Op: OpReserve, Claim: "c", Device: "x", Queues: 1, Depth: 1, PoolBytes: 1},
+		{Op: OpReserve, Claim: "c", Device: "x", Queues: 1, Depth: 2, PoolBytes: 0},
+		{Op: OpReserve, Claim: "c", Device: "x", Queues: 1, Depth: 2, PoolBytes: 1, Mode: "shared"},
+		{Op: OpReserve, Claim: "c", Mode: ModeExclusive},
+		{Op: OpReserve, Claim: "c", Device: "x", Mode: ModeExclusive, Queues: 1},
+		{Op: OpReserve, Claim: "c", Device: "x", Queues: 1, Depth: 2, PoolBytes: 1, Grant: "g"},
 		{Op: OpIO},
 		{Op: OpIO, IO: &IORequest{Opcode: "format"}},
 		{Op: OpIO, IO: &IORequest{Opcode: "read", Blocks: 0}},

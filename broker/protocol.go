@@ -373,20 +373,10 @@ func (r *Request) validate() *Error {
 		if r.Grant != "" {
 			return r.validateGrantOpen()
 		}
-		switch {
-		case r.Claim != "" || r.Name != "":
+		if r.Claim != "" || r.Name != "" {
 			return errorf(CodeBadRequest, "open: a claim and its reservations are named by their grants, not by claim or name fields")
-		case r.Device == "" || len(r.Device) > maxDeviceName:
-			return errorf(CodeBadRequest, "open: device name of %d bytes", len(r.Device))
-		case r.Queues < 1 || r.Queues > MaxQueuesPerSession:
-			return errorf(CodeBadRequest, "open: %d queue pairs, must be 1 to %d", r.Queues, MaxQueuesPerSession)
-		case r.Depth < MinQueueDepth || r.Depth > MaxQueueDepth:
-			return errorf(CodeBadRequest, "open: depth %d, must be %d to %d", r.Depth, MinQueueDepth, MaxQueueDepth)
-		case r.PoolBytes <= 0 || r.PoolBytes > MaxPoolBytes:
-			return errorf(CodeBadRequest, "open: pool of %d bytes", r.PoolBytes)
-		case r.Mode != "" && r.Mode != ModeMediated && r.Mode != ModeTrusted:
-			return errorf(CodeBadRequest, "open: mode %q, must be %q or %q", r.Mode, ModeMediated, ModeTrusted)
 		}
+		return r.validateSession("open", fmt.Sprintf("%q or %q", ModeMediated, ModeTrusted))
 	case OpReserve:
 		return r.validateReserve()
 	case OpRelease:

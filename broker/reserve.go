@@ -176,21 +176,34 @@ func (r *Request) validateReserve() *Error {
 	switch {
 	case r.Grant != "":
 		return errorf(CodeBadRequest, "reserve: a grant is the broker's answer, not part of the request")
-	case r.Device == "" || len(r.Device) > maxDeviceName:
-		return errorf(CodeBadRequest, "reserve: device name of %d bytes", len(r.Device))
 	case r.Mode == ModeExclusive:
+		if r.Device == "" || len(r.Device) > maxDeviceName {
+			return errorf(CodeBadRequest, "reserve: device name of %d bytes", len(r.Device))
+		}
 		if r.Queues != 0 || r.Depth != 0 || r.PoolBytes != 0 || r.Polled {
 			return errorf(CodeBadRequest, "reserve: an exclusive reservation lends the whole device; queues, depth, pool_bytes and polled must be unset")
 		}
 		return nil
+	}
+	return r.validateSession("reserve", fmt.Sprintf("%q, %q or %q", ModeMediated, ModeTrusted, ModeExclusive))
+}
+
+// validateSession checks the fields that shape a session, for op (open,
+// or reserve of one): the device's name, queue pairs, depth, pool size,
+// and a mode of mediated ("" too) or trusted; modes is what the error
+// offers.
+func (r *Request) validateSession(op, modes string) *Error {
+	switch {
+	case r.Device == "" || len(r.Device) > maxDeviceName:
+		return errorf(CodeBadRequest, "%s: device name of %d bytes", op, len(r.Device))
 	case r.Queues < 1 || r.Queues > MaxQueuesPerSession:
-		return errorf(CodeBadRequest, "reserve: %d queue pairs, must be 1 to %d", r.Queues, MaxQueuesPerSession)
+		return errorf(CodeBadRequest, "%s: %d queue pairs, must be 1 to %d", op, r.Queues, MaxQueuesPerSession)
 	case r.Depth < MinQueueDepth || r.Depth > MaxQueueDepth:
-		return errorf(CodeBadRequest, "reserve: depth %d, must be %d to %d", r.Depth, MinQueueDepth, MaxQueueDepth)
+		return errorf(CodeBadRequest, "%s: depth %d, must be %d to %d", op, r.Depth, MinQueueDepth, MaxQueueDepth)
 	case r.PoolBytes <= 0 || r.PoolBytes > MaxPoolBytes:
-		return errorf(CodeBadRequest, "reserve: pool of %d bytes, must be 1 to %d", r.PoolBytes, int64(MaxPoolBytes))
+		return errorf(CodeBadRequest, "%s: pool of %d bytes, must be 1 to %d", op, r.PoolBytes, int64(MaxPoolBytes))
 	case r.Mode != "" && r.Mode != ModeMediated && r.Mode != ModeTrusted:
-		return errorf(CodeBadRequest, "reserve: mode %q, must be %q, %q or %q", r.Mode, ModeMediated, ModeTrusted, ModeExclusive)
+		return errorf(CodeBadRequest, "%s: mode %q, must be %s", op, r.Mode, modes)
 	}
 	return nil
 }
