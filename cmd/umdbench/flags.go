@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/umdkit/umd/internal/bench"
+	"github.com/umdkit/umd/internal/size"
 )
 
 // sizeFlag is a byte count written as fio writes them (4k, 1m, 2g).
@@ -25,7 +26,7 @@ func (f *sizeFlag) String() string {
 }
 
 func (f *sizeFlag) Set(s string) error {
-	v, err := bench.ParseSize(s)
+	v, err := size.Parse(s)
 	if err != nil {
 		return err
 	}

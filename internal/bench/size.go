@@ -6,13 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/umdkit/umd/internal/size"
 )
-
-// ParseSize parses a size the way fio writes them (size.Parse): a number
-// with an optional binary suffix, "4k" and "4KiB" are 4096.
-func ParseSize(s string) (int64, error) { return size.Parse(s) }
 
 // ParseDuration parses a time the way fio does: a bare number is seconds
 // ("2" is 2 s); otherwise a Go duration ("200ms", "1m30s", "5s").

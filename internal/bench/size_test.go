@@ -11,16 +11,6 @@ import (
 	"github.com/umdkit/umd/nvmelike"
 )
 
-func TestParseSize(t *testing.T) {
-	// The spellings are size.Parse's (tested there).
-	if got, err := ParseSize("4KiB"); got != 4096 || err != nil {
-		t.Errorf("ParseSize(4KiB) = %d, %v", got, err)
-	}
-	if _, err := ParseSize("4x"); err == nil {
-		t.Error("ParseSize(4x) succeeded")
-	}
-}
-
 func TestParseDuration(t *testing.T) {
 	for _, c := range []struct {
 		in   string
