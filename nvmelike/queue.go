@@ -411,15 +411,16 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 	prp1, prp2, flags := cmd.PRP1, cmd.PRP2, cmd.Flags
 	if n > 0 {
 		switch {
+		case len(cmd.Buffers) == 0 && q.dptr != DataPointerSGL && q.onePage(cmd.Data):
+			// Within one memory page, the common case: PRP1 alone, with
+			// PRPs and with DataPointerAuto alike (as SubmitIO's ioFast).
+			prp1, prp2 = cmd.Data.IOVA, 0
+			flags &^= FlagsPSDTMask
 		case q.dptr != DataPointerPRP || len(cmd.Buffers) != 0:
 			var err error
 			if prp1, prp2, flags, err = q.dataPointer(cmd, n, t.list); err != nil {
 				return nil, fmt.Errorf("queue %d: opcode 0x%02x: %w", q.id, cmd.Opcode, err)
 			}
-		case q.onePage(cmd.Data):
-			// Within one memory page, the common case: PRP1 alone.
-			prp1, prp2 = cmd.Data.IOVA, 0
-			flags &^= FlagsPSDTMask
 		default:
 			var err error
 			if prp1, prp2, err = buildPRP(cmd.Data, q.pageSize, t.list); err != nil {
