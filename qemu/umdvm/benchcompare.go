@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/umdkit/umd/internal/size"
 	"github.com/umdkit/umd/qemu"
 )
 
@@ -68,11 +69,8 @@ func (e compareEngine) fio() bool { return e.ioengine != "" }
 
 // bytesOf turns a workload's block size ("4k", "128k") into bytes, for
 // spdk_nvme_perf's -o.
-func bytesOf(bs string) int {
-	n, _ := strconv.Atoi(strings.TrimSuffix(bs, "k"))
-	if strings.HasSuffix(bs, "k") {
-		n <<= 10
-	}
+func bytesOf(bs string) int64 {
+	n, _ := size.Parse(bs) // compareWorkloads' sizes parse
 	return n
 }
 
@@ -257,11 +255,17 @@ func (p *phaseSplitter) line(l string) {
 
 // phaseTitle turns "w2-e3" into "4k randread qd32, fio io_uring hipri".
 func phaseTitle(id string) string {
-	var w, e int
-	if _, err := fmt.Sscanf(id, "w%d-e%d", &w, &e); err != nil || w >= len(compareWorkloads) || e >= len(compareEngines) {
+	w, e, ok := parsePhaseID(id)
+	if !ok {
 		return id
 	}
 	return compareWorkloads[w].name + ", " + compareEngines[e].name
+}
+
+// parsePhaseID is phaseID backwards: the workload and engine of "w2-e3".
+func parsePhaseID(id string) (w, e int, ok bool) {
+	_, err := fmt.Sscanf(id, "w%d-e%d", &w, &e)
+	return w, e, err == nil && w >= 0 && e >= 0 && w < len(compareWorkloads) && e < len(compareEngines)
 }
 
 // phaseResult is what the table shows of one phase. umdbench's JSON
@@ -517,14 +521,14 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		if err := os.WriteFile(filepath.Join(*outDir, "phases", id+".out"), buf.Bytes(), 0o644); err != nil {
 			return 125, err
 		}
-		var w, e int
-		fmt.Sscanf(id, "w%d-e%d", &w, &e)
+		_, e, ok := parsePhaseID(id)
+		spdk := ok && compareEngines[e].spdk
 		parse := parsePhase
-		if e < len(compareEngines) && compareEngines[e].spdk {
+		if spdk {
 			parse = parseSPDK
 		}
 		r, perr := parse(buf.Bytes())
-		if r.HaveData && e < len(compareEngines) && compareEngines[e].spdk {
+		if r.HaveData && spdk {
 			// Its warm-up ran at about the measured rate.
 			r.IOs = uint64(r.IOPS * float64(wholeSeconds(*runtime)+wholeSeconds(*ramp)))
 		}
