@@ -46,11 +46,12 @@ var compareWorkloads = []compareWorkload{
 }
 
 // compareEngine is a row of a group: umdbench in a completion mode,
-// spdk_nvme_perf (polled), or fio with an ioengine.
+// spdk_nvme_perf polled or with interrupts, or fio with an ioengine.
 type compareEngine struct {
 	name       string
 	completion string // umdbench's --completion; "" for the others
 	spdk       bool   // spdk_nvme_perf
+	spdkIRQ    bool   // its -E: sleep on the queue's MSI-X eventfd (epoll)
 	ioengine   string // fio's --ioengine
 	hipri      bool   // fio io_uring's polled completions
 }
@@ -61,7 +62,22 @@ var compareEngines = []compareEngine{
 	{name: "fio io_uring", ioengine: "io_uring"},
 	{name: "fio io_uring hipri", ioengine: "io_uring", hipri: true},
 	{name: "fio libaio", ioengine: "libaio"},
-	{name: "spdk perf", spdk: true},
+	{name: "spdk perf poll", spdk: true},
+	{name: "spdk perf irq", spdk: true, spdkIRQ: true},
+}
+
+// mode is the completion mode a user-space engine is compared in: "poll"
+// or "irq" ("" for fio).
+func (e compareEngine) mode() string {
+	switch {
+	case e.umd():
+		return e.completion
+	case e.spdkIRQ:
+		return "irq"
+	case e.spdk:
+		return "poll"
+	}
+	return ""
 }
 
 func (e compareEngine) umd() bool { return e.completion != "" }
@@ -107,14 +123,17 @@ bdf=$(ls /sys/bus/pci/drivers/vfio-pci | grep -m1 :)
 [ -n "$bdf" ] || { echo "bench-compare: no NVMe function on vfio-pci"; exit 1; }
 echo "@@device $bdf"
 `)
-	// The user-space engines take turns workload by workload, in the
-	// opposite order every other workload: figures drift over a boot
+	// The user-space engines take turns workload by workload, umd and
+	// SPDK next to each other in each completion mode, in the opposite
+	// order every other workload: figures drift over a boot
 	// (docs/performance.md), and whichever ran second in every pair
 	// would gain from it.
 	var userSpace []int
-	for ei, e := range compareEngines {
-		if e.umd() || e.spdk {
-			userSpace = append(userSpace, ei)
+	for _, mode := range []string{"poll", "irq"} {
+		for ei, e := range compareEngines {
+			if e.mode() == mode {
+				userSpace = append(userSpace, ei)
+			}
 		}
 	}
 	spdkHeader := false
@@ -135,15 +154,29 @@ echo "@@device $bdf"
 					// DPDK maps its hugepages from a hugetlbfs mount
 					// and keeps its lock files in /var/tmp; umdbench
 					// gives its hugepages back when it exits.
+					// Newer SPDKs initialise OpenSSL, which
+					// fails without a configuration file, and
+					// the guest has none.
 					b.WriteString(`mkdir -p /dev/hugepages /var/tmp
 grep -qs ' /dev/hugepages ' /proc/mounts || mount -t hugetlbfs nodev /dev/hugepages
+[ -e /usr/lib/ssl/openssl.cnf ] || export OPENSSL_CONF=/dev/null
 `)
 					spdkHeader = true
 				}
 				// -a: warm-up seconds, as the others' ramp; -L:
 				// latency percentiles. It takes whole seconds.
-				fmt.Fprintf(&b, "phase %s spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" -q %d -o %d -w %s -t %d -a %d -L\n",
-					phaseID(wi, ei), w.qd, bytesOf(w.bs), w.rw, wholeSeconds(runtime), wholeSeconds(ramp))
+				// --iova-mode pa: DPDK's own choice, IOVA =
+				// virtual address, lies above the 39 bits QEMU's
+				// intel-iommu translates by default, and DPDK 22.11
+				// under SPDK v25 fails to start ("IOVA exceeding
+				// limits of current DMA mask"); physical addresses
+				// of a 2 GiB guest fit, and the I/O path is the same.
+				irq := ""
+				if e.spdkIRQ {
+					irq = " -E"
+				}
+				fmt.Fprintf(&b, "phase %s spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" --iova-mode pa -q %d -o %d -w %s -t %d -a %d -L%s\n",
+					phaseID(wi, ei), w.qd, bytesOf(w.bs), w.rw, wholeSeconds(runtime), wholeSeconds(ramp), irq)
 			}
 		}
 	}
@@ -367,6 +400,18 @@ func parseSPDK(out []byte) (phaseResult, error) {
 	return r, nil
 }
 
+// spdkHasInterrupts reports whether the spdk_nvme_perf at path has -E,
+// interrupt-driven completion for PCIe controllers (SPDK v25.01 and
+// later). It looks for the long option's name in the binary instead of
+// running it: the binary needs its libraries found and hugepages to start.
+func spdkHasInterrupts(path string) (bool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("reading spdk_nvme_perf: %w", err)
+	}
+	return bytes.Contains(b, []byte("enable-interrupt\x00")), nil
+}
+
 func firstLine(b []byte) string {
 	l, _, _ := bytes.Cut(bytes.TrimSpace(b), []byte("\n"))
 	if len(l) == 0 {
@@ -426,17 +471,23 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	run := o.fs.String("run", "", "run only the phases whose \"WORKLOAD, ENGINE\" matches this regular expression (e.g. 'qd32, umd')")
 	doorbells := o.fs.Bool("doorbells", true, "count doorbell writes with QEMU's trace events (each costs QEMU a log line)")
 	outDir := o.fs.String("o", "", "directory for the table, the guest's output and each phase's JSON (default bin/bench-compare/TIME)")
-	spdk := o.fs.String("spdk", "auto", "run SPDK's spdk_nvme_perf (polled) too: on, off, or auto (when the host has it on PATH; Debian does not package it, see docs/performance.md)")
+	spdk := o.fs.String("spdk", "auto", "run SPDK's spdk_nvme_perf too, polled and, if it has -E (SPDK v25.01 and later), with interrupts: on, off, or auto (when the host has it on PATH; Debian does not package it, see docs/performance.md)")
 	if err := o.fs.Parse(args); err != nil {
 		return 2, nil
 	}
-	withSPDK := false
+	withSPDK, spdkIRQ := false, false
 	switch *spdk {
-	case "on":
-		withSPDK = true
-	case "auto":
-		_, err := exec.LookPath("spdk_nvme_perf")
-		withSPDK = err == nil
+	case "on", "auto":
+		path, err := exec.LookPath("spdk_nvme_perf")
+		if err != nil && *spdk == "on" {
+			return 2, fmt.Errorf("-spdk on: %w (Debian does not package SPDK: build it, see docs/performance.md)", err)
+		}
+		if err == nil {
+			withSPDK = true
+			if spdkIRQ, err = spdkHasInterrupts(path); err != nil {
+				return 2, err
+			}
+		}
 	case "off":
 	default:
 		return 2, fmt.Errorf("-spdk %q: want on, off or auto", *spdk)
@@ -449,7 +500,8 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		return 2, fmt.Errorf("-run: %w", err)
 	}
 	selected := func(w, e int) bool {
-		return (withSPDK || !compareEngines[e].spdk) && re.MatchString(phaseTitle(phaseID(w, e)))
+		ce := compareEngines[e]
+		return (withSPDK || !ce.spdk) && (spdkIRQ || !ce.spdkIRQ) && re.MatchString(phaseTitle(phaseID(w, e)))
 	}
 	phases := 0
 	for w := range compareWorkloads {
@@ -552,8 +604,11 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	}
 	var table bytes.Buffer
 	spdkText := ""
-	if withSPDK {
-		spdkText = " and SPDK's spdk_nvme_perf (polled, vfio-pci)"
+	switch {
+	case spdkIRQ:
+		spdkText = " and SPDK's spdk_nvme_perf (vfio-pci, polled and with interrupts)"
+	case withSPDK:
+		spdkText = " and SPDK's spdk_nvme_perf (vfio-pci, polled; this build has no -E for interrupts)"
 	}
 	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver%s, one boot of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
 		"3.33", spdkText, o.topology, cfg.DiskAIO, cfg.Kernel.Release)

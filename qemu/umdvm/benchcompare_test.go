@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +131,7 @@ func TestCompareTable(t *testing.T) {
 		phaseID(0, 1): {IOPS: 1500, IOs: 100, SQ: 100, CQ: 100, HaveData: true},
 		phaseID(0, 2): {IOPS: 1000, IOs: 100, SQ: 100, CQ: 120, HaveData: true},
 		phaseID(0, 4): {Err: "exit status 1"},
+		phaseID(0, 6): {IOPS: 1200, HaveData: true},
 	}
 	var b bytes.Buffer
 	if err := compareTable(&b, results, nil); err != nil {
@@ -151,6 +154,9 @@ func TestCompareTable(t *testing.T) {
 	if got := f[len(f)-3:]; got[0] != "2.200" || got[1] != "3.00" || got[2] != "1.50" {
 		t.Errorf("io_uring row %q: want 2.200 doorbells/IO and ratios 3.00 (poll) 1.50 (irq)", f)
 	}
+	if f := row("spdk perf irq"); f[len(f)-1] != "1.25" || f[len(f)-2] != "2.50" {
+		t.Errorf("spdk perf irq row %q: want ratios 2.50 (poll) 1.25 (irq)", f)
+	}
 	if f := row("umd poll"); f[len(f)-1] != "2.000" {
 		t.Errorf("umd poll row %q: want 2.000 doorbells/IO and no ratio", f)
 	}
@@ -168,9 +174,11 @@ func TestCompareScript(t *testing.T) {
 		"modprobe nvme poll_queues=2",
 		"fiophase w3-e3 fio --name=4k-randread-qd128 --filename=\"$dev\" --direct=1 --rw=randread --bs=4k --iodepth=128 --ioengine=io_uring --hipri=1 --runtime=5 --ramp_time=1",
 		"--ioengine=libaio",
-		"phase w0-e5 spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" -q 1 -o 4096 -w randread -t 5 -a 1 -L",
-		"phase w5-e5 spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" -q 32 -o 131072 -w read -t 5 -a 1 -L",
+		"phase w0-e5 spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" --iova-mode pa -q 1 -o 4096 -w randread -t 5 -a 1 -L\n",
+		"phase w5-e5 spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" --iova-mode pa -q 32 -o 131072 -w read -t 5 -a 1 -L\n",
+		"phase w0-e6 spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" --iova-mode pa -q 1 -o 4096 -w randread -t 5 -a 1 -L -E\n",
 		"mount -t hugetlbfs nodev /dev/hugepages",
+		"export OPENSSL_CONF=/dev/null",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q", want)
@@ -181,11 +189,18 @@ func TestCompareScript(t *testing.T) {
 	if strings.LastIndex(s, "umdbench ") > rebind || strings.LastIndex(s, "spdk_nvme_perf ") > rebind || strings.Index(s, "fiophase w") < rebind {
 		t.Error("phases out of order around the rebind")
 	}
-	// umdbench and spdk_nvme_perf take turns workload by workload, in
-	// the opposite order every other workload.
+	// umdbench and spdk_nvme_perf take turns workload by workload, side
+	// by side in each completion mode, in the opposite order every other
+	// workload.
 	at := func(id string) int { return strings.Index(s, "phase "+id+" ") }
-	if !(at("w0-e0") < at("w0-e5") && at("w0-e5") < at("w1-e5") && at("w1-e5") < at("w1-e0") && at("w1-e0") < at("w2-e0") && at("w2-e0") < at("w2-e5")) {
-		t.Errorf("user-space phases out of turn: w0 %d %d, w1 %d %d, w2 %d %d", at("w0-e0"), at("w0-e5"), at("w1-e5"), at("w1-e0"), at("w2-e0"), at("w2-e5"))
+	for _, order := range [][]string{
+		{"w0-e0", "w0-e5", "w0-e1", "w0-e6", "w1-e6", "w1-e1", "w1-e5", "w1-e0", "w2-e0", "w2-e5"},
+	} {
+		for i := 1; i < len(order); i++ {
+			if at(order[i-1]) > at(order[i]) {
+				t.Errorf("user-space phases out of turn: %s at %d after %s at %d", order[i-1], at(order[i-1]), order[i], at(order[i]))
+			}
+		}
 	}
 	if n := strings.Count(s, "\nphase w") + strings.Count(s, "\nfiophase w"); n != len(compareWorkloads)*len(compareEngines) {
 		t.Errorf("%d phases, want %d", n, len(compareWorkloads)*len(compareEngines))
@@ -204,5 +219,30 @@ func TestCompareSelected(t *testing.T) {
 	}
 	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); len(lines) != 2 {
 		t.Errorf("table of one phase:\n%s", b.String())
+	}
+}
+
+func TestSPDKHasInterrupts(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name, content string
+		want          bool
+	}{
+		// getopt's long option table holds the name as its own string;
+		// the usage text's mention does not count.
+		{"v25", "\x7fELF...io-depth\x00enable-interrupt\x00...", true},
+		{"v23", "\x7fELF...io-depth\x00\t[--enable-interrupt enable it]\n\x00", false},
+	} {
+		path := filepath.Join(dir, c.name)
+		if err := os.WriteFile(path, []byte(c.content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		got, err := spdkHasInterrupts(path)
+		if err != nil || got != c.want {
+			t.Errorf("%s: spdkHasInterrupts = %v, %v; want %v", c.name, got, err, c.want)
+		}
+	}
+	if _, err := spdkHasInterrupts(filepath.Join(dir, "missing")); err == nil {
+		t.Error("no error for a missing binary")
 	}
 }
