@@ -106,18 +106,40 @@ func compareScript(runtime, ramp time.Duration, selected func(w, e int) bool) st
 	}
 	var b strings.Builder
 	secs := func(d time.Duration) string { return fmt.Sprintf("%g", d.Seconds()) }
+	// Each phase's engine runs in the background while the script
+	// samples the CPU time of its process (every thread; /proc/PID/stat's
+	// utime + stime, in USER_HZ ticks) over a window in the middle of the
+	// run, after the ramp and the engine's start-up.
+	cpuFrom := wholeSeconds(ramp) + 1
+	cpuFor := max(1, int(runtime/time.Second)-2)
+	fmt.Fprintf(&b, "cpu_from=%d\ncpu_for=%d\n", cpuFrom, cpuFor)
 	b.WriteString(`set -u
 mark() { echo "mark $*" > /dev/ttyS2; }
+# ticks PID: the process's user + system CPU time in ticks (fields 14 and
+# 15 of /proc/PID/stat, counted after the parenthesised command name).
+ticks() {
+	read -r st 2>/dev/null < "/proc/$1/stat" || return
+	st=${st##*) }
+	set -- $st
+	echo $((${12} + ${13}))
+}
 phase() {
 	id=$1
 	shift
 	sleep 0.3
 	echo "@@phase $id"
 	mark begin "$id"
-	"$@"
+	"$@" &
+	pid=$!
+	sleep "$cpu_from"
+	c0=$(ticks $pid)
+	sleep "$cpu_for"
+	c1=$(ticks $pid)
+	wait $pid
 	rc=$?
 	mark end "$id"
 	echo "@@end $id $rc"
+	if [ -n "$c0" ] && [ -n "$c1" ]; then echo "@@cpu $id $((c1 - c0)) $cpu_for"; fi
 }
 bdf=$(ls /sys/bus/pci/drivers/vfio-pci | grep -m1 :)
 [ -n "$bdf" ] || { echo "bench-compare: no NVMe function on vfio-pci"; exit 1; }
@@ -215,7 +237,7 @@ fiophase() {
 			if e.hipri {
 				hipri = " --hipri=1"
 			}
-			fmt.Fprintf(&b, "fiophase %s fio --name=%s --filename=\"$dev\" --direct=1 --rw=%s --bs=%s --iodepth=%d --ioengine=%s%s --runtime=%s --ramp_time=%s --time_based --lat_percentiles=1 --output-format=json\n",
+			fmt.Fprintf(&b, "fiophase %s fio --name=%s --filename=\"$dev\" --direct=1 --rw=%s --bs=%s --iodepth=%d --ioengine=%s%s --runtime=%s --ramp_time=%s --time_based --thread --lat_percentiles=1 --output-format=json\n",
 				phaseID(wi, ei), strings.ReplaceAll(w.name, " ", "-"), w.rw, w.bs, w.qd, e.ioengine, hipri, secs(runtime), secs(ramp))
 		}
 	}
@@ -236,12 +258,13 @@ type phaseSplitter struct {
 	current  string
 	outputs  map[string]*bytes.Buffer
 	status   map[string]string
-	ios      map[string]uint64 // "@@ios ID N": I/Os the kernel counted
-	lines    []string          // other "@@" lines outside phases
+	ios      map[string]uint64  // "@@ios ID N": I/Os the kernel counted
+	cpu      map[string]float64 // "@@cpu ID TICKS SECONDS": CPUs the engine kept busy
+	lines    []string           // other "@@" lines outside phases
 }
 
 func newPhaseSplitter(raw, log io.Writer) *phaseSplitter {
-	return &phaseSplitter{raw: raw, log: log, outputs: map[string]*bytes.Buffer{}, status: map[string]string{}, ios: map[string]uint64{}}
+	return &phaseSplitter{raw: raw, log: log, outputs: map[string]*bytes.Buffer{}, status: map[string]string{}, ios: map[string]uint64{}, cpu: map[string]float64{}}
 }
 
 func (p *phaseSplitter) Write(b []byte) (int, error) {
@@ -278,6 +301,14 @@ func (p *phaseSplitter) line(l string) {
 		if n, err := strconv.ParseUint(f[2], 10, 64); err == nil {
 			p.ios[f[1]] = n
 		}
+	case len(f) == 4 && f[0] == "@@cpu":
+		// /proc counts CPU time in USER_HZ ticks, 100 a second on
+		// every Linux architecture umd runs on.
+		ticks, err1 := strconv.ParseFloat(f[2], 64)
+		secs, err2 := strconv.ParseFloat(f[3], 64)
+		if err1 == nil && err2 == nil && secs > 0 {
+			p.cpu[f[1]] = ticks / 100 / secs
+		}
 	case strings.HasPrefix(l, "@@"):
 		p.lines = append(p.lines, strings.TrimPrefix(l, "@@"))
 		fmt.Fprintf(p.log, "bench-compare: %s\n", strings.TrimPrefix(l, "@@"))
@@ -304,12 +335,15 @@ func parsePhaseID(id string) (w, e int, ok bool) {
 // phaseResult is what the table shows of one phase. umdbench's JSON
 // follows fio's layout, so one parser reads both.
 type phaseResult struct {
-	IOPS     float64
-	MiBps    float64
-	MeanUS   float64
-	P99US    float64
-	IOs      uint64 // every I/O of the phase (ramp included, where known)
-	SQ, CQ   uint64 // doorbell MMIO writes QEMU traced during the phase
+	IOPS   float64
+	MiBps  float64
+	MeanUS float64
+	P99US  float64
+	IOs    uint64 // every I/O of the phase (ramp included, where known)
+	SQ, CQ uint64 // doorbell MMIO writes QEMU traced during the phase
+	// CPUs is how many guest CPUs the engine's process kept busy in
+	// the middle of the run (1 = one vCPU all the time); 0: not sampled.
+	CPUs     float64
 	Err      string
 	HaveData bool
 }
@@ -425,7 +459,7 @@ func firstLine(b []byte) string {
 // interrupt-driven) to each fio row's.
 func compareTable(out io.Writer, results map[string]phaseResult, selected func(w, e int) bool) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "WORKLOAD\tENGINE\tIOPS\tMiB/s\tMEAN µs\tP99 µs\tDOORBELLS/IO\tUMD POLL/THIS\tUMD IRQ/THIS\t")
+	fmt.Fprintln(tw, "WORKLOAD\tENGINE\tIOPS\tMiB/s\tMEAN µs\tP99 µs\tCPU %\tCPU µs/IO\tDOORBELLS/IO\tUMD POLL/THIS\tUMD IRQ/THIS\t")
 	for wi, w := range compareWorkloads {
 		umdIOPS := map[string]float64{}
 		for ei, e := range compareEngines {
@@ -443,7 +477,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 				if ok && r.Err != "" {
 					why = r.Err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\n", w.name, e.name, why)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", w.name, e.name, why)
 				continue
 			}
 			db := "-"
@@ -457,8 +491,13 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 				}
 				return fmt.Sprintf("%.2f", u/r.IOPS)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t\n",
-				w.name, e.name, r.IOPS, r.MiBps, r.MeanUS, r.P99US, db, ratio("poll"), ratio("irq"))
+			cpuPct, cpuPerIO := "-", "-"
+			if r.CPUs > 0 && r.IOPS > 0 {
+				cpuPct = fmt.Sprintf("%.0f", 100*r.CPUs)
+				cpuPerIO = fmt.Sprintf("%.1f", 1e6*r.CPUs/r.IOPS)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t\n",
+				w.name, e.name, r.IOPS, r.MiBps, r.MeanUS, r.P99US, cpuPct, cpuPerIO, db, ratio("poll"), ratio("irq"))
 		}
 	}
 	return tw.Flush()
@@ -594,6 +633,7 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		if n, ok := split.ios[id]; ok {
 			r.IOs = n
 		}
+		r.CPUs = split.cpu[id]
 		if m, ok := marks[id]; ok && *doorbells {
 			r.SQ = trace.Count(qemu.DoorbellEvents[0], m.Begin, m.End)
 			r.CQ = trace.Count(qemu.DoorbellEvents[1], m.Begin, m.End)
@@ -612,7 +652,8 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	}
 	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver%s, one boot of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
 		"3.33", spdkText, o.topology, cfg.DiskAIO, cfg.Kernel.Release)
-	fmt.Fprintf(&table, "each phase %v after a %v ramp; latency from submission to completion; ", *runtime, *ramp)
+	fmt.Fprintf(&table, "each phase %v after a %v ramp; latency from submission to completion; CPU: the engine process's user + system time (all threads) over %ds from %ds into the phase, as %% of one vCPU and per I/O at the phase's IOPS; ",
+		*runtime, *ramp, max(1, int(*runtime/time.Second)-2), wholeSeconds(*ramp)+1)
 	if *doorbells {
 		table.WriteString("doorbells are QEMU's MMIO doorbell trace events (SQ + CQ) per I/O, ramp included")
 		if withSPDK {

@@ -97,7 +97,7 @@ func TestParsePhase(t *testing.T) {
 func TestPhaseSplitter(t *testing.T) {
 	var raw, log bytes.Buffer
 	p := newPhaseSplitter(&raw, &log)
-	in := "@@device 0000:00:01.0\n@@phase w0-e2\n" + fioOut + "@@end w0-e2 0\n@@ios w0-e2 777\nmodprobe: oops\n"
+	in := "@@device 0000:00:01.0\n@@phase w0-e2\n" + fioOut + "@@end w0-e2 0\n@@ios w0-e2 777\n@@cpu w0-e2 150 3\nmodprobe: oops\n"
 	// In odd pieces, as a serial port delivers it.
 	for len(in) > 0 {
 		n := min(len(in), 7)
@@ -106,7 +106,7 @@ func TestPhaseSplitter(t *testing.T) {
 		}
 		in = in[n:]
 	}
-	if raw.String() != "@@device 0000:00:01.0\n@@phase w0-e2\n"+fioOut+"@@end w0-e2 0\n@@ios w0-e2 777\nmodprobe: oops\n" {
+	if raw.String() != "@@device 0000:00:01.0\n@@phase w0-e2\n"+fioOut+"@@end w0-e2 0\n@@ios w0-e2 777\n@@cpu w0-e2 150 3\nmodprobe: oops\n" {
 		t.Errorf("raw output changed")
 	}
 	if got := p.outputs["w0-e2"].String(); got != fioOut {
@@ -114,6 +114,10 @@ func TestPhaseSplitter(t *testing.T) {
 	}
 	if p.status["w0-e2"] != "0" || p.ios["w0-e2"] != 777 {
 		t.Errorf("status %q, ios %d", p.status["w0-e2"], p.ios["w0-e2"])
+	}
+	// 150 ticks of 10 ms in 3 s: half a CPU.
+	if got := p.cpu["w0-e2"]; got != 0.5 {
+		t.Errorf("cpu %v, want 0.5", got)
 	}
 	if len(p.lines) != 1 || p.lines[0] != "device 0000:00:01.0" {
 		t.Errorf("lines %q", p.lines)
@@ -131,7 +135,7 @@ func TestCompareTable(t *testing.T) {
 		phaseID(0, 1): {IOPS: 1500, IOs: 100, SQ: 100, CQ: 100, HaveData: true},
 		phaseID(0, 2): {IOPS: 1000, IOs: 100, SQ: 100, CQ: 120, HaveData: true},
 		phaseID(0, 4): {Err: "exit status 1"},
-		phaseID(0, 6): {IOPS: 1200, HaveData: true},
+		phaseID(0, 6): {IOPS: 1200, CPUs: 0.6, HaveData: true},
 	}
 	var b bytes.Buffer
 	if err := compareTable(&b, results, nil); err != nil {
@@ -154,8 +158,9 @@ func TestCompareTable(t *testing.T) {
 	if got := f[len(f)-3:]; got[0] != "2.200" || got[1] != "3.00" || got[2] != "1.50" {
 		t.Errorf("io_uring row %q: want 2.200 doorbells/IO and ratios 3.00 (poll) 1.50 (irq)", f)
 	}
-	if f := row("spdk perf irq"); f[len(f)-1] != "1.25" || f[len(f)-2] != "2.50" {
-		t.Errorf("spdk perf irq row %q: want ratios 2.50 (poll) 1.25 (irq)", f)
+	// 60 % of a vCPU at 1,200 IOPS: 500 µs per I/O.
+	if f := row("spdk perf irq"); f[len(f)-1] != "1.25" || f[len(f)-2] != "2.50" || f[len(f)-5] != "60" || f[len(f)-4] != "500.0" {
+		t.Errorf("spdk perf irq row %q: want CPU 60 %% and 500.0 µs/IO, ratios 2.50 (poll) 1.25 (irq)", f)
 	}
 	if f := row("umd poll"); f[len(f)-1] != "2.000" {
 		t.Errorf("umd poll row %q: want 2.000 doorbells/IO and no ratio", f)
@@ -179,6 +184,9 @@ func TestCompareScript(t *testing.T) {
 		"phase w0-e6 spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" --iova-mode pa -q 1 -o 4096 -w randread -t 5 -a 1 -L -E\n",
 		"mount -t hugetlbfs nodev /dev/hugepages",
 		"export OPENSSL_CONF=/dev/null",
+		"--time_based --thread --lat_percentiles=1",
+		"cpu_from=2\ncpu_for=3\n",
+		"echo \"@@cpu $id $((c1 - c0)) $cpu_for\"",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q", want)
