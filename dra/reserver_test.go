@@ -205,20 +205,7 @@ func TestPrepareWithBroker(t *testing.T) {
 			t.Fatal("read back differs")
 		}
 	}
-	if err := p.Unprepare(ctx, uid); err != nil {
-		t.Fatal(err)
-	}
-	if held := srv.Reservations(); len(held) != 0 {
-		t.Fatalf("after unprepare umdd holds %+v", held)
-	}
-	for _, c := range clients {
-		<-c.Done() // the sessions were ended
-	}
-	for _, d := range srv.Devices(0, 0) {
-		if d.FreeQueues != d.MaxQueues {
-			t.Errorf("%s: %d of %d queue pairs free after unprepare", d.BDF, d.FreeQueues, d.MaxQueues)
-		}
-	}
+	unprepareReleases(t, p, srv, clients)
 }
 
 // TestBrokerReservationName: a share is reserved at umdd on its
@@ -328,16 +315,26 @@ func TestPrepareSharesWithBroker(t *testing.T) {
 	if !bytes.HasPrefix(sessions[1].Pool.Bytes(), []byte("first share")) {
 		t.Fatal("the second share does not read what the first wrote on their controller")
 	}
-	if err := p.Unprepare(ctx, uid); err != nil {
+	unprepareReleases(t, p, srv, clients)
+}
+
+// unprepareReleases unprepares the claim uid and checks that umdd let go
+// of everything it gave: no reservation left, the clients' sessions ended,
+// every queue pair of every device free again.
+func unprepareReleases(t *testing.T, p *Preparer, srv *broker.Server, clients []*broker.Client) {
+	t.Helper()
+	if err := p.Unprepare(context.Background(), uid); err != nil {
 		t.Fatal(err)
 	}
 	if held := srv.Reservations(); len(held) != 0 {
 		t.Fatalf("after unprepare umdd holds %+v", held)
 	}
 	for _, c := range clients {
-		<-c.Done()
+		<-c.Done() // the sessions were ended
 	}
-	if d := srv.Devices(0, 0); d[0].FreeQueues != d[0].MaxQueues {
-		t.Errorf("%d of %d queue pairs free after unprepare", d[0].FreeQueues, d[0].MaxQueues)
+	for _, d := range srv.Devices(0, 0) {
+		if d.FreeQueues != d.MaxQueues {
+			t.Errorf("%s: %d of %d queue pairs free after unprepare", d.BDF, d.FreeQueues, d.MaxQueues)
+		}
 	}
 }
