@@ -94,8 +94,9 @@ func bytesOf(bs string) int64 {
 func phaseID(w, e int) string { return fmt.Sprintf("w%d-e%d", w, e) }
 
 // compareScript is the guest's script: every umdbench and spdk_nvme_perf
-// phase on vfio-pci (workload by workload), then the function rebound to the kernel's nvme driver (with poll queues,
-// for hipri) and every fio phase. Each phase is framed on stdout by
+// phase on vfio-pci (workload by workload), then the function rebound to
+// the kernel's nvme driver (with poll queues, for hipri) and every fio
+// phase. Each phase is framed on stdout by
 // "@@phase ID" and "@@end ID STATUS" and on the status port by "mark
 // begin ID" and "mark end ID", after a quiet gap so the host can tell the
 // phases' doorbell writes apart by time.
@@ -108,10 +109,8 @@ func compareScript(runtime, ramp time.Duration, selected func(w, e int) bool) st
 	secs := func(d time.Duration) string { return fmt.Sprintf("%g", d.Seconds()) }
 	// Each phase's engine runs in the background while the script
 	// samples the CPU time of its process (every thread; /proc/PID/stat's
-	// utime + stime, in USER_HZ ticks) over a window in the middle of the
-	// run, after the ramp and the engine's start-up.
-	cpuFrom := wholeSeconds(ramp) + 1
-	cpuFor := max(1, int(runtime/time.Second)-2)
+	// utime + stime, in USER_HZ ticks) over cpuWindow.
+	cpuFrom, cpuFor := cpuWindow(runtime, ramp)
 	fmt.Fprintf(&b, "cpu_from=%d\ncpu_for=%d\n", cpuFrom, cpuFor)
 	b.WriteString(`set -u
 mark() { echo "mark $*" > /dev/ttyS2; }
@@ -242,6 +241,14 @@ fiophase() {
 		}
 	}
 	return b.String()
+}
+
+// cpuWindow is when the guest script samples a phase's CPU, in whole
+// seconds from the phase's start (sleep takes those everywhere): after the
+// ramp and the engine's start-up (DPDK's EAL), for all but the last second
+// or two of the run.
+func cpuWindow(runtime, ramp time.Duration) (from, length int) {
+	return wholeSeconds(ramp) + 1, max(1, int(runtime/time.Second)-2)
 }
 
 // wholeSeconds rounds d up to whole seconds, at least 1.
@@ -517,10 +524,13 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	withSPDK, spdkIRQ := false, false
 	switch *spdk {
 	case "on", "auto":
-		path, err := exec.LookPath("spdk_nvme_perf")
-		if err != nil && *spdk == "on" {
-			return 2, fmt.Errorf("-spdk on: %w (Debian does not package SPDK: build it, see docs/performance.md)", err)
+		if *spdk == "on" {
+			// Not on PATH: the error says how to build it.
+			if err := qemu.EnsureHostProgram(os.Stderr, "spdk_nvme_perf"); err != nil {
+				return 2, fmt.Errorf("-spdk on: %w", err)
+			}
 		}
+		path, err := exec.LookPath("spdk_nvme_perf")
 		if err == nil {
 			withSPDK = true
 			if spdkIRQ, err = spdkHasInterrupts(path); err != nil {
@@ -652,8 +662,9 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	}
 	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver%s, one boot of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
 		"3.33", spdkText, o.topology, cfg.DiskAIO, cfg.Kernel.Release)
+	cpuFrom, cpuFor := cpuWindow(*runtime, *ramp)
 	fmt.Fprintf(&table, "each phase %v after a %v ramp; latency from submission to completion; CPU: the engine process's user + system time (all threads) over %ds from %ds into the phase, as %% of one vCPU and per I/O at the phase's IOPS; ",
-		*runtime, *ramp, max(1, int(*runtime/time.Second)-2), wholeSeconds(*ramp)+1)
+		*runtime, *ramp, cpuFor, cpuFrom)
 	if *doorbells {
 		table.WriteString("doorbells are QEMU's MMIO doorbell trace events (SQ + CQ) per I/O, ramp included")
 		if withSPDK {
