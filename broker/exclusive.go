@@ -107,13 +107,12 @@ func (c *conn) reserveExclusive(want Reservation) (*Grant, *Error) {
 		s.mu.Unlock()
 		return nil, errorf(CodeNoDevice, "reserve: the broker serves no device %q", want.Device)
 	}
+	// By device alone, not (device, name): an exclusive reservation is
+	// the whole device, so the claim holds nothing else of it.
 	if i := slices.IndexFunc(s.claims[want.Claim], func(r *reservation) bool { return r.Device == want.Device }); i >= 0 {
 		have := s.claims[want.Claim][i]
 		s.mu.Unlock()
-		if have.Reservation != want {
-			return nil, errorf(CodeState, "reserve: claim %s already holds %s with %s; release the claim before reserving it otherwise", want.Claim, want.Device, describe(have.Reservation))
-		}
-		return &Grant{ID: have.id, Claim: have.Claim, Device: have.Device}, nil
+		return heldAgain(have, want)
 	}
 	if e := s.lendable(d); e != nil {
 		s.mu.Unlock()

@@ -144,6 +144,13 @@ func TestExclusiveLend(t *testing.T) {
 	if again, err := admin.Reserve(exclusive("ex", bdf)); err != nil || again != g {
 		t.Fatalf("reserving again: %+v, %v; want %+v", again, err, g)
 	}
+	// The whole device is the claim's already: under a name it is not
+	// another reservation of it.
+	named := exclusive("ex", bdf)
+	named.Name = "share-0"
+	if _, err := admin.Reserve(named); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "already holds "+bdf+" (name share-0) with exclusive") {
+		t.Fatalf("reserving the lent device again under a name: %v, want ErrState", err)
+	}
 	for name, try := range map[string]func() error{
 		"another exclusive claim": func() error { _, err := admin.Reserve(exclusive("ex2", bdf)); return err },
 		"a mediated reservation":  func() error { _, err := admin.Reserve(reserveReq("m", bdf, 1)); return err },

@@ -81,11 +81,7 @@ func (r Reservation) request() *Request {
 // what names the reservation in messages: "claim c on d", with the name
 // when it has one ("claim c on d (name n)").
 func (r Reservation) what() string {
-	s := "claim " + r.Claim + " on " + r.Device
-	if r.Name != "" {
-		s += " (name " + r.Name + ")"
-	}
-	return s
+	return "claim " + r.Claim + " on " + heldName(r)
 }
 
 // sameKey reports whether r and o are reservations of the same (claim,
