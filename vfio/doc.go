@@ -18,8 +18,8 @@
 //     GetFeature, SetFeature; low power entry and exit; migration flags).
 //   - Interrupt: an eventfd that a device vector signals, waited on
 //     through Go's runtime poller (Wait) or by a thread-locked loop's own
-//     ppoll (WaitThread), or read without waiting (TryRead); it joins the
-//     poller's epoll set only once Wait is used.
+//     epoll_wait (WaitThread), or read without waiting (TryRead); it joins
+//     the poller's epoll set only once Wait is used.
 //   - GroupOf and GroupDevices read the IOMMU group layout from sysfs.
 //
 // # What it never does
@@ -62,8 +62,9 @@
 // NewInterrupt, connect them with Device.ConnectIRQs or ConnectIRQ, and
 // Wait on them (the goroutine parks on the runtime poller, no OS thread is
 // held, ctx cancels), block a thread-locked completion loop's own thread
-// on them with WaitThread (a raw ppoll(2): the goroutine keeps its P, no
-// hand-off per wake-up), or poll them with TryRead (one read(2), no
+// on them with WaitThread (one raw epoll_wait(2) on an edge-triggered epoll
+// fd of its own: the goroutine keeps its P, no hand-off per wake-up, and
+// the count is not read), or poll them with TryRead (one read(2), no
 // allocation). The package starts no goroutine per vector. TriggerIRQs and
 // TriggerSelectedIRQs make the kernel signal vectors from software, to test
 // the wiring. DisconnectIRQ stops one vector, DisableIRQ a whole index;

@@ -63,12 +63,17 @@ type Interrupt struct {
 	tryErr   error
 	tryFn    func(fd uintptr)
 
-	// WaitThread's, likewise.
+	// WaitThread's, likewise, and its epoll instance: threadEp watches the
+	// eventfd edge-triggered. The first WaitThread makes it (under mu, so
+	// not after Close) and Close closes it; threadRC.Control keeps it open
+	// while a wait uses it, as rc does the eventfd.
 	threadMu      sync.Mutex
-	threadTimeout unix.Timespec
-	threadFds     [1]unix.PollFd
-	threadBuf     [8]byte
-	threadCount   uint64
+	threadEp      *os.File
+	threadEpFd    int // its number, for tests
+	threadRC      syscall.RawConn
+	threadTimeout int // milliseconds, for epoll_wait
+	threadEvents  [1]unix.EpollEvent
+	threadWoken   bool
 	threadErr     error
 	threadFn      func(fd uintptr)
 	// Signal's, likewise.
@@ -273,22 +278,32 @@ func (i *Interrupt) TryRead() (uint64, error) {
 	return i.tryCount, nil
 }
 
-// WaitThread blocks the calling OS thread until the interrupt fires or
-// timeout passes, then reads and resets the count, like TryRead: it
-// returns the count, 0 when the wait timed out or a signal interrupted it.
+// WaitThread blocks the calling OS thread until the eventfd is signalled
+// (an interrupt, or Signal) or timeout passes. It returns true when the
+// eventfd was signalled since the previous WaitThread returned (the first
+// time: when its count is not zero), false when the wait timed out or one
+// of the runtime's signals ended it. It is one system call, an
+// epoll_wait(2) on an epoll instance that watches the eventfd
+// edge-triggered, and it does not read the count: the eventfd's counter
+// only grows while WaitThread is the way it is waited on (it holds 2^64-2
+// signals), and a TryRead or Wait in between reads it as usual. Reading
+// it as well would take a second system call per wake-up: with ppoll(2)
+// and read(2), in a TCG guest, interrupt-driven I/O spent 20-35 % more
+// kernel time per I/O (docs/performance.md).
 //
 // It is for a goroutine locked to its thread (runtime.LockOSThread) that
 // polls its queues between waits, such as a completion loop. The wait is
-// a raw ppoll(2) the Go runtime is not told of, so the goroutine keeps its
-// P while it sleeps. Wait, or any system call the runtime knows of, has
+// a raw system call the Go runtime is not told of, so the goroutine keeps
+// its P while it sleeps. Wait, or any system call the runtime knows of, has
 // sysmon hand the P to another thread after 20 µs and the woken goroutine
 // get one back: in a TCG guest those hand-offs cost more CPU than the
 // waiting goroutine's own work, and interrupt-driven I/O ran at a third to
-// two thirds of the rate it does with WaitThread (docs/performance.md).
-// The runtime can still preempt the goroutine: its signal ends the wait.
-// Keep timeout short (the runtime cannot stop the world for a GC while a
-// goroutine is in WaitThread; a signal ends it) and use Wait when other
-// goroutines should run on the P meanwhile.
+// two thirds of the rate it does with WaitThread. The runtime can still
+// preempt the goroutine: its signal ends the wait (epoll_wait is never
+// restarted after a signal handler; a blocking read(2) would be, and would
+// hold up a stop-the-world until the next interrupt). Keep timeout short
+// for the same reason, and use Wait when other goroutines should run on
+// the P meanwhile. The timeout is rounded up to a millisecond.
 //
 // WaitThread, TryRead and Signal leave the eventfd out of the runtime
 // poller's epoll set: there each signal would also wake a thread blocked
@@ -296,44 +311,74 @@ func (i *Interrupt) TryRead() (uint64, error) {
 // Close, so a loop that waits with WaitThread should not also use Wait on
 // the same Interrupt.
 //
-// One WaitThread at a time; a Close meanwhile takes effect when it
+// The first call makes the epoll instance (one more file descriptor, until
+// Close). One WaitThread at a time; a Close meanwhile takes effect when it
 // returns. It does not allocate.
-func (i *Interrupt) WaitThread(timeout time.Duration) (uint64, error) {
+func (i *Interrupt) WaitThread(timeout time.Duration) (bool, error) {
 	i.threadMu.Lock()
 	defer i.threadMu.Unlock()
-	i.threadTimeout = unix.NsecToTimespec(int64(max(timeout, 0)))
-	i.threadCount, i.threadErr = 0, nil
-	if err := i.rc.Control(i.threadFn); err != nil {
-		return 0, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, ErrClosed)
+	if i.threadRC == nil {
+		if err := i.makeThreadEpoll(); err != nil {
+			return false, err
+		}
+	}
+	i.threadTimeout = int((max(timeout, 0) + time.Millisecond - 1) / time.Millisecond)
+	i.threadWoken, i.threadErr = false, nil
+	if err := i.threadRC.Control(i.threadFn); err != nil {
+		return false, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, ErrClosed)
 	}
 	if i.threadErr != nil {
-		return 0, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, i.threadErr)
+		return false, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, i.threadErr)
 	}
-	return i.threadCount, nil
+	return i.threadWoken, nil
 }
 
-// waitThread is WaitThread's callback; i.threadMu is held.
-func (i *Interrupt) waitThread(fd uintptr) {
-	i.threadFds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-	n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&i.threadFds[0])), 1,
-		uintptr(unsafe.Pointer(&i.threadTimeout)), 0, 0, 0)
-	switch {
-	case errno == unix.EINTR || (errno == 0 && n == 0):
-		return // a signal, or the timeout: nothing read
-	case errno != 0:
-		i.threadErr = os.NewSyscallError("ppoll", errno)
-		return
+// makeThreadEpoll makes WaitThread's epoll instance; i.threadMu is held.
+// It fails with ErrClosed once Close has begun, and then makes nothing.
+func (i *Interrupt) makeThreadEpoll() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	what := fmt.Sprintf("waiting on interrupt eventfd %d", i.fd)
+	if i.closed {
+		return fmt.Errorf("%s: %w", what, ErrClosed)
 	}
-	r, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&i.threadBuf[0])), uintptr(len(i.threadBuf)))
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, os.NewSyscallError("epoll_create1", err))
+	}
+	// Edge-triggered: each signal of the eventfd makes it ready once, so
+	// the count need not be read to stop it being ready. Added while the
+	// count is not zero, it starts out ready.
+	var ctlErr error
+	if err := i.rc.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
+		ctlErr = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	}); err != nil {
+		ctlErr = ErrClosed
+	}
+	if ctlErr != nil {
+		unix.Close(ep)
+		return fmt.Errorf("%s: %w", what, os.NewSyscallError("epoll_ctl", ctlErr))
+	}
+	// An epoll fd starts out blocking, so os.NewFile leaves it out of the
+	// runtime poller.
+	i.threadEp, i.threadEpFd = os.NewFile(uintptr(ep), "epoll"), ep
+	i.threadRC, _ = i.threadEp.SyscallConn() // fails only on a nil *os.File
+	return nil
+}
+
+// waitThread is WaitThread's callback, on the epoll fd; i.threadMu is
+// held.
+func (i *Interrupt) waitThread(ep uintptr) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, ep, uintptr(unsafe.Pointer(&i.threadEvents[0])),
+		uintptr(len(i.threadEvents)), uintptr(i.threadTimeout), 0, 0)
 	switch {
-	case errno == unix.EAGAIN:
-		// Someone else read it first.
+	case errno == unix.EINTR:
+		// One of the runtime's signals: nothing to report.
 	case errno != 0:
-		i.threadErr = os.NewSyscallError("read", errno)
-	case r != uintptr(len(i.threadBuf)):
-		i.threadErr = fmt.Errorf("read %d bytes, want %d", r, len(i.threadBuf))
+		i.threadErr = os.NewSyscallError("epoll_wait", errno)
 	default:
-		i.threadCount = binary.NativeEndian.Uint64(i.threadBuf[:])
+		i.threadWoken = n > 0
 	}
 }
 
@@ -392,10 +437,11 @@ func (i *Interrupt) signal(fd uintptr) {
 }
 
 // Close closes the eventfd (and Wait's duplicate, which takes it out of
-// the runtime poller). A Wait in progress returns an error wrapping
-// ErrClosed; a WaitThread, TryRead or Signal in progress keeps the fd open
-// until it returns. Close fails with ErrInUse while device vectors are
-// connected to the eventfd. Closing twice returns nil.
+// the runtime poller, and WaitThread's epoll fd). A Wait in progress
+// returns an error wrapping ErrClosed; a WaitThread, TryRead or Signal in
+// progress keeps the fds it uses open until it returns. Close fails with
+// ErrInUse while device vectors are connected to the eventfd. Closing
+// twice returns nil.
 func (i *Interrupt) Close() error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -413,11 +459,17 @@ func (i *Interrupt) Close() error {
 		waitErr = i.waitF.Close()
 		i.waitF = nil
 	}
+	if i.threadEp != nil {
+		// Closed when a WaitThread in progress returns. Not set to nil:
+		// WaitThread reads it under threadMu, not mu, and finds it
+		// closed.
+		waitErr = errors.Join(waitErr, i.threadEp.Close())
+	}
 	if err := i.f.Close(); err != nil {
 		return fmt.Errorf("closing interrupt eventfd %d: %w", i.fd, err)
 	}
 	if waitErr != nil {
-		return fmt.Errorf("closing interrupt eventfd %d: its duplicate for Wait: %w", i.fd, waitErr)
+		return fmt.Errorf("closing interrupt eventfd %d: its duplicate for Wait or epoll fd for WaitThread: %w", i.fd, waitErr)
 	}
 	return nil
 }

@@ -39,11 +39,12 @@ func eventfdID(fd int) (string, bool) {
 	return "", false
 }
 
-// epollWatchers returns, for every epoll fd of the process (the runtime's
-// poller among them), the fds it watches that are the eventfd with the
-// given id: the "tfd:" lines of /proc/self/fdinfo/<epfd>. The runtime
-// removes an fd from its set before closing it, so the numbers are live.
-func epollWatchers(t *testing.T, id string) []string {
+// epollWatchers returns the epoll fds of the process (the runtime poller's
+// among them) that watch the eventfd with the given id, by the "tfd:"
+// lines of /proc/self/fdinfo/<epfd>, leaving out the Interrupt's own one
+// for WaitThread, ep (-1: none). The runtime removes an fd from its set
+// before closing it, so the numbers are live.
+func epollWatchers(t *testing.T, id string, ep int) []string {
 	t.Helper()
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -61,6 +62,9 @@ func epollWatchers(t *testing.T, id string) []string {
 			continue // closed meanwhile
 		}
 		epolls++
+		if e.Name() == strconv.Itoa(ep) {
+			continue
+		}
 		for line := range strings.Lines(string(data)) {
 			fields := strings.Fields(line)
 			if len(fields) < 2 || fields[0] != "tfd:" {
@@ -83,7 +87,8 @@ func epollWatchers(t *testing.T, id string) []string {
 
 // checkPollerUse runs an Interrupt through TryRead, Signal, WaitThread,
 // Wait and Close and checks, by the epoll sets' fdinfo, that the runtime
-// poller watches its eventfd only from the first Wait to Close.
+// poller watches its eventfd only from the first Wait to Close, and
+// WaitThread's own epoll fd from the first WaitThread to Close.
 func checkPollerUse(t *testing.T, irq *Interrupt) {
 	t.Helper()
 	id, ok := eventfdID(irq.Fd())
@@ -93,7 +98,7 @@ func checkPollerUse(t *testing.T, irq *Interrupt) {
 	if flags, err := unix.FcntlInt(uintptr(irq.Fd()), unix.F_GETFL, 0); err != nil || flags&unix.O_NONBLOCK == 0 {
 		t.Errorf("flags %#x, %v: want O_NONBLOCK", flags, err)
 	}
-	if w := epollWatchers(t, id); len(w) > 0 {
+	if w := epollWatchers(t, id, -1); len(w) > 0 {
 		t.Errorf("a fresh Interrupt: %v; want the eventfd in no epoll set", w)
 	}
 	if n, err := irq.TryRead(); n != 0 || err != nil {
@@ -102,14 +107,22 @@ func checkPollerUse(t *testing.T, irq *Interrupt) {
 	if err := irq.Signal(); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := irq.WaitThread(time.Second); n != 1 || err != nil {
-		t.Fatalf("WaitThread = %d, %v", n, err)
+	if woken, err := irq.WaitThread(time.Second); !woken || err != nil {
+		t.Fatalf("WaitThread = %v, %v", woken, err)
 	}
-	if n, err := irq.WaitThread(time.Millisecond); n != 0 || err != nil {
-		t.Fatalf("WaitThread with nothing pending = %d, %v", n, err)
+	if woken, err := irq.WaitThread(time.Millisecond); woken || err != nil {
+		t.Fatalf("WaitThread with nothing new = %v, %v", woken, err)
 	}
-	if w := epollWatchers(t, id); len(w) > 0 {
-		t.Errorf("after TryRead, Signal and WaitThread: %v; want the eventfd in no epoll set", w)
+	ep := irq.threadEpFd
+	if w := epollWatchers(t, id, ep); len(w) > 0 {
+		t.Errorf("after TryRead, Signal and WaitThread: %v; want the eventfd in no epoll set but WaitThread's (fd %d)", w, ep)
+	}
+	if w := epollWatchers(t, id, -1); len(w) != 1 {
+		t.Errorf("after WaitThread: %v; want WaitThread's epoll fd %d watching the eventfd", w, ep)
+	}
+	// WaitThread left the count for TryRead.
+	if n, err := irq.TryRead(); n != 1 || err != nil {
+		t.Fatalf("TryRead after WaitThread = %d, %v; want the signal's 1", n, err)
 	}
 
 	// Wait registers it, once, and it stays registered.
@@ -124,28 +137,28 @@ func checkPollerUse(t *testing.T, irq *Interrupt) {
 			t.Fatalf("Wait = %d, %v", n, err)
 		}
 	}
-	if w := epollWatchers(t, id); len(w) != 1 {
-		t.Errorf("after two Waits: %v; want one epoll set watching the eventfd, once", w)
+	if w := epollWatchers(t, id, ep); len(w) != 1 {
+		t.Errorf("after two Waits: %v; want one epoll set watching the eventfd, once, besides WaitThread's", w)
 	}
 	// The raw paths still work beside it.
 	if err := irq.Signal(); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := irq.WaitThread(time.Second); n != 1 || err != nil {
-		t.Errorf("WaitThread after Wait = %d, %v", n, err)
+	if woken, err := irq.WaitThread(time.Second); !woken || err != nil {
+		t.Errorf("WaitThread after Wait = %v, %v", woken, err)
 	}
 
 	if err := irq.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if w := epollWatchers(t, id); len(w) > 0 {
+	if w := epollWatchers(t, id, -1); len(w) > 0 {
 		t.Errorf("after Close: %v; want the eventfd in no epoll set", w)
 	}
 	// A Wait after Close fails and registers nothing.
 	if _, err := irq.Wait(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Wait after Close: %v, want ErrClosed", err)
 	}
-	if w := epollWatchers(t, id); len(w) > 0 {
+	if w := epollWatchers(t, id, -1); len(w) > 0 {
 		t.Errorf("after a Wait after Close: %v; want the eventfd in no epoll set", w)
 	}
 }
@@ -217,5 +230,49 @@ func TestInterruptCloseDuringFirstWait(t *testing.T) {
 	}
 	if leaked := before.Leaked(after); len(leaked) > 0 {
 		t.Errorf("100 Interrupts closed during their first Waits leaked %v", leaked)
+	}
+}
+
+// TestInterruptCloseDuringWaitThread races Close against WaitThreads, the
+// first of which makes the epoll fd: each returns (at its timeout, a
+// signal, or with ErrClosed), WaitThread after Close fails with ErrClosed
+// and makes nothing, and neither the eventfd nor the epoll fd stays open.
+func TestInterruptCloseDuringWaitThread(t *testing.T) {
+	before, err := fdleak.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		irq, err := NewInterrupt()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := irq.WaitThread(20 * time.Millisecond)
+			done <- err
+		}()
+		time.Sleep(time.Duration(i%5) * 100 * time.Microsecond)
+		if err := irq.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, ErrClosed) {
+				t.Fatalf("WaitThread racing Close: %v", err)
+			}
+		case <-time.After(guard):
+			t.Fatalf("WaitThread still waiting %v after Close", guard)
+		}
+		if _, err := irq.WaitThread(time.Millisecond); !errors.Is(err, ErrClosed) {
+			t.Fatalf("WaitThread after Close: %v, want ErrClosed", err)
+		}
+	}
+	after, err := fdleak.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaked := before.Leaked(after); len(leaked) > 0 {
+		t.Errorf("50 Interrupts closed during WaitThreads leaked %v", leaked)
 	}
 }

@@ -483,25 +483,24 @@ func BenchmarkInterruptWakeup(b *testing.B) {
 	<-done
 }
 
-// TestInterruptWaitThread: WaitThread returns 0 when nothing came, the count
-// of signals since the last read when there were some (and resets it),
-// allocates nothing, and reports a closed Interrupt.
+// TestInterruptWaitThread: WaitThread returns false when nothing came,
+// true once for any number of signals since it last returned (leaving the
+// count for TryRead), wakes on a signal from another goroutine, allocates
+// nothing, and reports a closed Interrupt.
 func TestInterruptWaitThread(t *testing.T) {
 	irq := testInterrupt(t)
-	// Nothing pending: 0 at the timeout, or earlier when one of the
+	// Nothing pending: false at the timeout, or earlier when one of the
 	// runtime's signals (preemption, after ~10 ms) ends the wait; but it
-	// does sleep, every time (a timeout consumed by an earlier call would
-	// make it return at once).
+	// does sleep, every time.
 	start := time.Now()
 	for range 10 {
-		if n, err := irq.WaitThread(20 * time.Millisecond); n != 0 || err != nil {
-			t.Fatalf("nothing pending: %d, %v", n, err)
+		if woken, err := irq.WaitThread(20 * time.Millisecond); woken || err != nil {
+			t.Fatalf("nothing pending: %v, %v", woken, err)
 		}
 	}
 	if d := time.Since(start); d < 40*time.Millisecond {
 		// Each sleeps until its timeout or a preemption signal
-		// (~10 ms); a timeout carried over from call to call would
-		// sum to at most 20 ms.
+		// (~10 ms); waits that returned at once would take far less.
 		t.Errorf("ten 20 ms waits with nothing pending took %v: they do not each sleep", d)
 	}
 	for range 3 {
@@ -509,31 +508,37 @@ func TestInterruptWaitThread(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, err := irq.WaitThread(time.Second); n != 3 || err != nil {
-		t.Errorf("three signals: %d, %v", n, err)
+	if woken, err := irq.WaitThread(time.Second); !woken || err != nil {
+		t.Errorf("three signals: %v, %v", woken, err)
 	}
-	if n, err := irq.TryRead(); n != 0 || err != nil {
-		t.Errorf("after WaitThread the count is %d (%v), want reset", n, err)
+	// Edge-triggered: the three signals wake it once, and the count
+	// stays for TryRead (a level-triggered wait on a count nobody reads
+	// would return at once, every time).
+	if woken, err := irq.WaitThread(20 * time.Millisecond); woken || err != nil {
+		t.Errorf("no signal since the last WaitThread: %v, %v", woken, err)
+	}
+	if n, err := irq.TryRead(); n != 3 || err != nil {
+		t.Errorf("after WaitThread the count is %d (%v), want the 3 signals", n, err)
 	}
 	// A signal from another goroutine wakes a thread blocked in it.
 	go func() {
 		time.Sleep(10 * time.Millisecond)
 		_ = irq.Signal()
 	}()
-	var n uint64
+	woken := false
 	var err error
-	for deadline := time.Now().Add(5 * time.Second); n == 0 && err == nil && time.Now().Before(deadline); {
-		n, err = irq.WaitThread(5 * time.Second) // 0 if a runtime signal ended the wait first
+	for deadline := time.Now().Add(5 * time.Second); !woken && err == nil && time.Now().Before(deadline); {
+		woken, err = irq.WaitThread(5 * time.Second) // false if a runtime signal ended the wait first
 	}
-	if n != 1 || err != nil {
-		t.Errorf("signalled while waiting: %d, %v", n, err)
+	if !woken || err != nil {
+		t.Errorf("signalled while waiting: %v, %v", woken, err)
 	}
 	allocs := testing.AllocsPerRun(100, func() {
 		if err := irq.Signal(); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := irq.WaitThread(time.Second); n != 1 || err != nil {
-			t.Fatalf("%d, %v", n, err)
+		if woken, err := irq.WaitThread(time.Second); !woken || err != nil {
+			t.Fatalf("%v, %v", woken, err)
 		}
 	})
 	if allocs != 0 {

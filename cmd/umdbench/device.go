@@ -150,15 +150,15 @@ func newJob(w bench.Workload, target bench.Target, i int, q *umd.QueuePair, allo
 }
 
 // waitOn returns a job's interrupt wait: irq.WaitThread, which blocks the
-// job's own thread in a raw ppoll(2) and reads the count, so the job
-// keeps its P while it sleeps (through the runtime's poller or a system
-// call it knows of, the P was handed to another thread on every wait:
-// at queue depth 1 in the TCG guest those hand-offs took 3.3 s of CPU
-// per 5 s run; interrupt-driven 4 KiB reads at depth 1 ran 1.3-2.5 K
-// IOPS, against 1.8-3.1 K with WaitThread, 2.5-3.9 K once the eventfd
-// also left the runtime's poller). The wait ends every 100 ms, or at one of the
+// job's own thread in one raw epoll_wait(2), so the job keeps its P while
+// it sleeps (through the runtime's poller or a system call it knows of,
+// the P was handed to another thread on every wait: at queue depth 1 in
+// the TCG guest those hand-offs took 3.3 s of CPU per 5 s run;
+// interrupt-driven 4 KiB reads at depth 1 ran 1.3-2.5 K IOPS, against
+// 1.8-3.1 K with a raw wait, 2.5-3.9 K once the eventfd also left the
+// runtime's poller). The wait ends every 100 ms, or at one of the
 // runtime's signals, to look at ctx. The eventfd stays owned by the queue
-// pair; nothing else reads it during the run.
+// pair; nothing else waits on it during the run.
 func waitOn(irq *vfio.Interrupt) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		if _, err := irq.WaitThread(100 * time.Millisecond); err != nil {

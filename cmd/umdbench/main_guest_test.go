@@ -29,12 +29,13 @@ type fioJSON struct {
 		Read    fioDirJSON
 		Write   fioDirJSON
 		UMD     struct {
-			Device   string `json:"device"`
-			Verified uint64 `json:"verified_blocks"`
-			IOs      uint64 `json:"ios"`
-			SQ       uint64 `json:"sq_doorbells"`
-			CQ       uint64 `json:"cq_doorbells"`
-			Shadow   uint64 `json:"shadow_only_doorbells"`
+			Device   string  `json:"device"`
+			Verified uint64  `json:"verified_blocks"`
+			IOs      uint64  `json:"ios"`
+			SQ       uint64  `json:"sq_doorbells"`
+			CQ       uint64  `json:"cq_doorbells"`
+			Shadow   uint64  `json:"shadow_only_doorbells"`
+			Syscalls *uint64 `json:"syscalls"`
 		} `json:"umd"`
 	} `json:"jobs"`
 }
@@ -110,6 +111,28 @@ func TestGuestCompletionModes(t *testing.T) {
 			t.Logf("%s: %.0f read + %.0f write IOPS, read p50 %.1f µs p99 %.1f µs", mode, j.Read.IOPS, j.Write.IOPS,
 				j.Read.LatNS.Percentile["50.000000"]/1000, j.Read.LatNS.Percentile["99.000000"]/1000)
 		})
+	}
+}
+
+// TestGuestInterruptSyscalls: with interrupts at QD1 every I/O ends in a
+// wait, and the wait is one system call, WaitThread's epoll_wait (a ppoll
+// and a read were two). The runtime's preemption signals and the
+// hand-offs that follow add a few a second.
+func TestGuestInterruptSyscalls(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	doc := umdbenchJSON(t, "--rw", "randread", "--bs", "4k", "--iodepth", "1", "--runtime", "2s", "--completion", "irq", bdf)
+	if len(doc.Jobs) != 1 {
+		t.Fatalf("%d jobs, want 1", len(doc.Jobs))
+	}
+	j := doc.Jobs[0].UMD
+	if j.Syscalls == nil {
+		t.Fatal("umd.syscalls missing: the job's system calls were not counted (tracefs is mounted in the guest)")
+	}
+	perIO := float64(*j.Syscalls) / float64(j.IOs)
+	t.Logf("QD1 with interrupts: %d system calls for %d I/Os, %.3f per I/O", *j.Syscalls, j.IOs, perIO)
+	if j.IOs < 100 || perIO < 0.9 || perIO > 1.5 {
+		t.Errorf("%d system calls for %d I/Os (%.2f per I/O): want one wait per I/O, of one system call", *j.Syscalls, j.IOs, perIO)
 	}
 }
 

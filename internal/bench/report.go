@@ -276,7 +276,10 @@ type umdJob struct {
 	CQDoorbells uint64 `json:"cq_doorbells"`
 	ShadowOnly  uint64 `json:"shadow_only_doorbells"`
 	Verified    uint64 `json:"verified_blocks"`
-	Err         string `json:"error,omitempty"`
+	// Syscalls counts the job thread's system calls over the whole run
+	// (perf, raw_syscalls:sys_enter); absent when they were not counted.
+	Syscalls *uint64 `json:"syscalls,omitempty"`
+	Err      string  `json:"error,omitempty"`
 }
 
 type fioDoc struct {
@@ -359,6 +362,9 @@ func fioJobOf(j *JobResult, latency bool) fioJob {
 			SQDoorbells: j.Queue.SQDoorbells, CQDoorbells: j.Queue.CQDoorbells, ShadowOnly: j.Queue.ShadowOnly,
 			Verified: j.Verified,
 		},
+	}
+	if j.SyscallsErr == "" {
+		f.UMD.Syscalls = &j.Syscalls
 	}
 	if j.Runtime > 0 {
 		f.UsrCPU = 100 * j.UserCPU.Seconds() / j.Runtime.Seconds()

@@ -81,8 +81,15 @@ func TestJSONLayout(t *testing.T) {
 				}
 			}
 		}
-		if job["umd"].(map[string]any)["device"] != "sim" {
+		umd := job["umd"].(map[string]any)
+		if umd["device"] != "sim" {
 			t.Errorf("job %d: umd.device %v", i, job["umd"])
+		}
+		// The job thread's system calls where they were counted, else
+		// nothing.
+		sc, counted := umd["syscalls"]
+		if want := r.Jobs[i].SyscallsErr == ""; counted != want || (counted && sc.(float64) != float64(r.Jobs[i].Syscalls)) {
+			t.Errorf("job %d: umd.syscalls %v (present %v), want present %v with %d", i, sc, counted, want, r.Jobs[i].Syscalls)
 		}
 	}
 	sim := doc["umd"].(map[string]any)["sim"].(map[string]any)
