@@ -453,11 +453,11 @@ func TestProtocolErrors(t *testing.T) {
 		t.Errorf("hello 99: %+v, %v", r, err)
 	}
 	// Clients of older protocols (1: no modes, no cmd; 2: no
-	// reservations; 3: no exclusive reservations) are told which version
-	// this broker speaks.
-	for _, old := range []int{1, 2, 3} {
+	// reservations; 3: no exclusive reservations; 4: no reservation
+	// names) are told which version this broker speaks.
+	for _, old := range []int{1, 2, 3, 4} {
 		if r, err := roundTrip(t, c, frame(&Request{Op: OpHello, Version: old})); err != nil || !errors.Is(r.Err, ErrVersion) ||
-			!strings.Contains(r.Err.Message, "version "+strconv.Itoa(old)) || !strings.Contains(r.Err.Message, "speaks 4") {
+			!strings.Contains(r.Err.Message, "version "+strconv.Itoa(old)) || !strings.Contains(r.Err.Message, "speaks "+strconv.Itoa(ProtocolVersion)) {
 			t.Errorf("hello %d (an old client): %+v, %v", old, r, err)
 		}
 	}

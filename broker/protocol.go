@@ -13,13 +13,12 @@ import (
 // speaks. A hello with another version is refused with ErrVersion.
 // Version 3 added reservations (reserve, release, open by grant) and the
 // fields that carry them; version 4 exclusive reservations and the device
-// list's lent and failed fields. A client of an older version, which
-// refuses unknown fields, would misread its responses. Reservation names
-// (Request.Name, ReservationStatus.Name) came later in version 4 and are
-// omitted when unset, so unnamed reservations look as before; a broker
-// from before them refuses a named reserve (an unknown field), and a
-// client from before them cannot read a status listing a named one.
-const ProtocolVersion = 4
+// list's lent and failed fields; version 5 reservation names
+// (Request.Name, ReservationStatus.Name), so that one claim may hold
+// several reservations of one device. A client of an older version, which
+// refuses unknown fields, would misread its responses (a version 4 client
+// cannot read a status that lists a named reservation).
+const ProtocolVersion = 5
 
 // The control path is framed as a 4-byte big-endian length followed by that
 // many bytes of JSON. Control messages are rare (a session is opened once)
