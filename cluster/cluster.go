@@ -77,17 +77,20 @@ type Cluster struct {
 	// nodes import (built by the first AddNode).
 	PauseImage, TestImage string
 
-	ca       *authority
-	nodeIP   string
-	server   string // https://127.0.0.1:port
-	pki      string
-	logs     string
-	bins     string // umd's own programs, built by Start
-	mu       sync.Mutex
-	procs    []*process // control plane, in start order
-	nodes    []*Node
-	stopOnce sync.Once
-	stopErr  error
+	ca     *authority
+	nodeIP string
+	server string // https://127.0.0.1:port
+	pki    string
+	logs   string
+	bins   string // umd's own programs, built by Start
+	mu     sync.Mutex
+	procs  []*process // control plane, in start order
+	nodes  []*Node
+	// sharedMade are the directories of devicePluginSocket that did not
+	// exist at Start: the nodes' kubelets make them, Stop removes them.
+	sharedMade []string
+	stopOnce   sync.Once
+	stopErr    error
 
 	buildOnce sync.Once
 	buildErr  error
@@ -108,6 +111,10 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if c.ID, err = randomHex(3); err != nil {
 		return nil, err
 	}
+	if listening(devicePluginSocket) {
+		return nil, fmt.Errorf("a kubelet already listens on %s: this host runs Kubernetes, and the test cluster's kubelets would take that socket over (the kubelet does not let one move it); use a host without a kubelet", devicePluginSocket)
+	}
+	c.sharedMade = missing(kubeletSharedDirs)
 	if err := c.prepareDirs(); err != nil {
 		return nil, err
 	}
@@ -467,7 +474,9 @@ func (c *Cluster) Nodes() []*Node {
 }
 
 // Stop stops every node (see [Node.Stop]) and then the control plane,
-// and removes Dir unless Config.Keep. It is safe to call more than once.
+// removes the kubelets' device-plugin socket and the directories they made
+// for it (a fixed path all nodes share), and removes Dir unless
+// Config.Keep. It is safe to call more than once.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
 		var errs []error
@@ -481,6 +490,7 @@ func (c *Cluster) Stop() error {
 		for i := len(procs) - 1; i >= 0; i-- {
 			errs = append(errs, procs[i].stop())
 		}
+		errs = append(errs, cleanShared(devicePluginSocket, c.sharedMade))
 		if !c.cfg.Keep && c.Dir != "" {
 			errs = append(errs, removeAll(c.Dir))
 		}

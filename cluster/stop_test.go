@@ -121,7 +121,8 @@ func nodeFootprint(n *Node) (*footprint, error) {
 }
 
 // clusterFootprint is c's footprint: the control plane's and every
-// node's, and c.Dir itself (unless kept).
+// node's, c.Dir itself (unless kept), and what the kubelets made at their
+// shared device-plugin path.
 func clusterFootprint(c *Cluster) (*footprint, error) {
 	var leaders []int
 	c.mu.Lock()
@@ -139,10 +140,19 @@ func clusterFootprint(c *Cluster) (*footprint, error) {
 		n.mu.Unlock()
 	}
 	fp, err := footprintOf(leaders, []string{c.Dir}, states)
-	if err == nil && !c.cfg.Keep {
+	if err != nil {
+		return nil, err
+	}
+	if !c.cfg.Keep {
 		fp.gone = append(fp.gone, c.Dir)
 	}
-	return fp, err
+	// The kubelets' shared device-plugin socket, and the directories
+	// they made for it.
+	if _, err := os.Lstat(devicePluginSocket); err == nil {
+		fp.gone = append(fp.gone, devicePluginSocket)
+	}
+	fp.gone = append(fp.gone, c.sharedMade...)
+	return fp, nil
 }
 
 // leftovers lists what of fp is still there.

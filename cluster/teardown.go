@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -287,6 +288,59 @@ const containerLogLinks = "/var/log/containers"
 
 // cniResults is where the CNI library caches each attachment's result.
 const cniResults = "/var/lib/cni/results"
+
+// devicePluginSocket is where every kubelet's device manager listens for
+// device plugins, whatever its --root-dir: a path compiled into the
+// kubelet, so all the nodes of a cluster on one host share it (umd's DRA
+// driver does not use it).
+const devicePluginSocket = "/var/lib/kubelet/device-plugins/kubelet.sock"
+
+// kubeletSharedDirs are the directories devicePluginSocket needs, outermost
+// first.
+var kubeletSharedDirs = []string{"/var/lib/kubelet", "/var/lib/kubelet/device-plugins"}
+
+// listening reports whether a process accepts connections on the unix
+// socket at path.
+func listening(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// missing returns those of dirs that do not exist.
+func missing(dirs []string) []string {
+	var out []string
+	for _, d := range dirs {
+		if _, err := os.Lstat(d); errors.Is(err, fs.ErrNotExist) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// cleanShared removes, once no kubelet of the cluster runs, the device
+// manager's socket (devicePluginSocket) if nothing listens on it any more,
+// then those of made (the shared directories the cluster's kubelets
+// created, outermost first) that are empty, innermost first.
+func cleanShared(socket string, made []string) error {
+	var errs []error
+	if _, err := os.Lstat(socket); err == nil && !listening(socket) {
+		if err := os.Remove(socket); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i := len(made) - 1; i >= 0; i-- {
+		// Remove refuses a directory that is not empty: whatever else
+		// put something there keeps it.
+		if err := os.Remove(made[i]); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // clean removes what the node made outside its process tree: leftover
 // processes, mounts, cgroups, its bridge, the kubelet's links to its pod

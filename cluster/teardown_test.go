@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,5 +94,68 @@ func TestKillCgroupIn(t *testing.T) {
 	}
 	if err := killCgroupIn([]string{h1, h2, h3}, "umd-none"); err != nil {
 		t.Fatalf("no such cgroup: %v", err)
+	}
+}
+
+// TestCleanShared: the shared device-plugin socket is removed only once
+// nothing listens on it, and of the directories the cluster made only the
+// empty ones go.
+func TestCleanShared(t *testing.T) {
+	root := t.TempDir()
+	made := []string{filepath.Join(root, "kubelet"), filepath.Join(root, "kubelet", "device-plugins")}
+	other := filepath.Join(root, "kept")
+	for _, d := range append(made, other) {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := missing(append(made, filepath.Join(root, "absent"))); len(got) != 1 || got[0] != filepath.Join(root, "absent") {
+		t.Errorf("missing = %v, want only the absent dir", got)
+	}
+	sock := filepath.Join(made[1], "kubelet.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	if !listening(sock) {
+		t.Fatal("listening = false with a listener")
+	}
+	// A kubelet still serves it: it stays, and so do its directories.
+	if err := cleanShared(sock, made); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(sock); err != nil {
+		t.Fatalf("a live socket was removed: %v", err)
+	}
+	l.Close()
+	if listening(sock) {
+		t.Fatal("listening = true after Close")
+	}
+	// Stale now: it goes, and the directories the cluster made with it;
+	// one it did not make stays.
+	if err := cleanShared(sock, made); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range made {
+		if _, err := os.Lstat(d); err == nil {
+			t.Errorf("%s is still there", d)
+		}
+	}
+	if _, err := os.Lstat(other); err != nil {
+		t.Errorf("a directory the cluster did not make: %v", err)
+	}
+	// A directory that is not empty is kept, without an error.
+	if err := os.MkdirAll(made[1], 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(made[1], "someone-else"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cleanShared(sock, made); err != nil {
+		t.Errorf("directories in use: %v", err)
+	}
+	if _, err := os.Lstat(made[1]); err != nil {
+		t.Errorf("a directory with a file in it was removed: %v", err)
 	}
 }
