@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -93,6 +94,15 @@ func bytesOf(bs string) int64 {
 // phaseID names the run of workload w on engine e in marks and output.
 func phaseID(w, e int) string { return fmt.Sprintf("w%d-e%d", w, e) }
 
+// repPhaseID names repetition r of that run (-repeat): phaseID for the
+// first, "w0-e1-r2" for the third.
+func repPhaseID(w, e, r int) string {
+	if r == 0 {
+		return phaseID(w, e)
+	}
+	return fmt.Sprintf("w%d-e%d-r%d", w, e, r)
+}
+
 // compareScript is the guest's script: every umdbench and spdk_nvme_perf
 // phase on vfio-pci (workload by workload), then the function rebound to
 // the kernel's nvme driver (with poll queues, for hipri) and every fio
@@ -100,8 +110,9 @@ func phaseID(w, e int) string { return fmt.Sprintf("w%d-e%d", w, e) }
 // "@@phase ID" and "@@end ID STATUS" and on the status port by "mark
 // begin ID" and "mark end ID", after a quiet gap so the host can tell the
 // phases' doorbell writes apart by time.
-// Only phases selected (nil: all) are run.
-func compareScript(runtime, ramp time.Duration, selected func(w, e int) bool) string {
+// Only phases selected (nil: all) are run; the user-space ones repeat
+// times (at least once), one repetition after the other for each workload.
+func compareScript(runtime, ramp time.Duration, selected func(w, e int) bool, repeat int) string {
 	if selected == nil {
 		selected = func(int, int) bool { return true }
 	}
@@ -144,11 +155,11 @@ bdf=$(ls /sys/bus/pci/drivers/vfio-pci | grep -m1 :)
 [ -n "$bdf" ] || { echo "bench-compare: no NVMe function on vfio-pci"; exit 1; }
 echo "@@device $bdf"
 `)
-	// The user-space engines take turns workload by workload, umd and
-	// SPDK next to each other in each completion mode, in the opposite
-	// order every other workload: figures drift over a boot
-	// (docs/performance.md), and whichever ran second in every pair
-	// would gain from it.
+	// The user-space engines take turns workload by workload (and
+	// repetition by repetition), umd and SPDK next to each other in each
+	// completion mode, in the opposite order every other time: figures
+	// drift over a boot (docs/performance.md), and whichever ran second
+	// in every pair would gain from it.
 	var userSpace []int
 	for _, mode := range []string{"poll", "irq"} {
 		for ei, e := range compareEngines {
@@ -158,46 +169,50 @@ echo "@@device $bdf"
 		}
 	}
 	spdkHeader := false
+	turn := 0
 	for wi, w := range compareWorkloads {
-		order := slices.Clone(userSpace)
-		if wi%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, ei := range order {
-			e := compareEngines[ei]
-			switch {
-			case !selected(wi, ei):
-			case e.umd():
-				fmt.Fprintf(&b, "phase %s umdbench --rw %s --bs %s --iodepth %d --runtime %ss --ramp_time %ss --completion %s -o json \"$bdf\"\n",
-					phaseID(wi, ei), w.rw, w.bs, w.qd, secs(runtime), secs(ramp), e.completion)
-			case e.spdk:
-				if !spdkHeader {
-					// DPDK maps its hugepages from a hugetlbfs mount
-					// and keeps its lock files in /var/tmp; umdbench
-					// gives its hugepages back when it exits.
-					// Newer SPDKs initialise OpenSSL, which
-					// fails without a configuration file, and
-					// the guest has none.
-					b.WriteString(`mkdir -p /dev/hugepages /var/tmp
+		for r := range max(repeat, 1) {
+			order := slices.Clone(userSpace)
+			if turn%2 == 1 {
+				slices.Reverse(order)
+			}
+			turn++
+			for _, ei := range order {
+				e := compareEngines[ei]
+				switch {
+				case !selected(wi, ei):
+				case e.umd():
+					fmt.Fprintf(&b, "phase %s umdbench --rw %s --bs %s --iodepth %d --runtime %ss --ramp_time %ss --completion %s -o json \"$bdf\"\n",
+						repPhaseID(wi, ei, r), w.rw, w.bs, w.qd, secs(runtime), secs(ramp), e.completion)
+				case e.spdk:
+					if !spdkHeader {
+						// DPDK maps its hugepages from a hugetlbfs mount
+						// and keeps its lock files in /var/tmp; umdbench
+						// gives its hugepages back when it exits.
+						// Newer SPDKs initialise OpenSSL, which
+						// fails without a configuration file, and
+						// the guest has none.
+						b.WriteString(`mkdir -p /dev/hugepages /var/tmp
 grep -qs ' /dev/hugepages ' /proc/mounts || mount -t hugetlbfs nodev /dev/hugepages
 [ -e /usr/lib/ssl/openssl.cnf ] || export OPENSSL_CONF=/dev/null
 `)
-					spdkHeader = true
+						spdkHeader = true
+					}
+					// -a: warm-up seconds, as the others' ramp; -L:
+					// latency percentiles. It takes whole seconds.
+					// --iova-mode pa: DPDK's own choice, IOVA =
+					// virtual address, lies above the 39 bits QEMU's
+					// intel-iommu translates by default, and DPDK 22.11
+					// under SPDK v25 fails to start ("IOVA exceeding
+					// limits of current DMA mask"); physical addresses
+					// of a 2 GiB guest fit, and the I/O path is the same.
+					irq := ""
+					if e.spdkIRQ {
+						irq = " -E"
+					}
+					fmt.Fprintf(&b, "phase %s spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" --iova-mode pa -q %d -o %d -w %s -t %d -a %d -L%s\n",
+						repPhaseID(wi, ei, r), w.qd, bytesOf(w.bs), w.rw, wholeSeconds(runtime), wholeSeconds(ramp), irq)
 				}
-				// -a: warm-up seconds, as the others' ramp; -L:
-				// latency percentiles. It takes whole seconds.
-				// --iova-mode pa: DPDK's own choice, IOVA =
-				// virtual address, lies above the 39 bits QEMU's
-				// intel-iommu translates by default, and DPDK 22.11
-				// under SPDK v25 fails to start ("IOVA exceeding
-				// limits of current DMA mask"); physical addresses
-				// of a 2 GiB guest fit, and the I/O path is the same.
-				irq := ""
-				if e.spdkIRQ {
-					irq = " -E"
-				}
-				fmt.Fprintf(&b, "phase %s spdk_nvme_perf -r \"trtype:PCIe traddr:$bdf\" --iova-mode pa -q %d -o %d -w %s -t %d -a %d -L%s\n",
-					phaseID(wi, ei), w.qd, bytesOf(w.bs), w.rw, wholeSeconds(runtime), wholeSeconds(ramp), irq)
 			}
 		}
 	}
@@ -324,19 +339,32 @@ func (p *phaseSplitter) line(l string) {
 	}
 }
 
-// phaseTitle turns "w2-e3" into "4k randread qd32, fio io_uring hipri".
+// phaseTitle turns "w2-e3" into "4k randread qd32, fio io_uring hipri"
+// and "w2-e0-r1" into "4k randread qd32, umd poll, run 2".
 func phaseTitle(id string) string {
-	w, e, ok := parsePhaseID(id)
+	w, e, r, ok := parsePhaseID(id)
 	if !ok {
 		return id
 	}
-	return compareWorkloads[w].name + ", " + compareEngines[e].name
+	t := compareWorkloads[w].name + ", " + compareEngines[e].name
+	if r > 0 {
+		t += fmt.Sprintf(", run %d", r+1)
+	}
+	return t
 }
 
-// parsePhaseID is phaseID backwards: the workload and engine of "w2-e3".
-func parsePhaseID(id string) (w, e int, ok bool) {
-	_, err := fmt.Sscanf(id, "w%d-e%d", &w, &e)
-	return w, e, err == nil && w >= 0 && e >= 0 && w < len(compareWorkloads) && e < len(compareEngines)
+// parsePhaseID is repPhaseID backwards: the workload, engine and
+// repetition of "w2-e3" or "w2-e3-r1".
+func parsePhaseID(id string) (w, e, r int, ok bool) {
+	var err error
+	if strings.Count(id, "-") == 2 {
+		_, err = fmt.Sscanf(id, "w%d-e%d-r%d", &w, &e, &r)
+		ok = r > 0 && repPhaseID(w, e, r) == id
+	} else {
+		_, err = fmt.Sscanf(id, "w%d-e%d", &w, &e)
+		ok = phaseID(w, e) == id
+	}
+	return w, e, r, ok && err == nil && w >= 0 && e >= 0 && w < len(compareWorkloads) && e < len(compareEngines)
 }
 
 // phaseResult is what the table shows of one phase. umdbench's JSON
@@ -463,26 +491,49 @@ func firstLine(b []byte) string {
 
 // compareTable writes the table: a row per workload and engine run (or
 // selected; nil selects all), with the ratio of umd's IOPS (polled and
-// interrupt-driven) to each fio row's.
-func compareTable(out io.Writer, results map[string]phaseResult, selected func(w, e int) bool) error {
+// interrupt-driven) to each other row's. With repeat > 1 the user-space
+// engines ran that many times: a row shows the run with the median IOPS
+// (the lower of the middle two for an even count), how many runs gave a
+// figure and their range, and the ratio of umd to SPDK is the median of
+// the ratios within each repetition, the two engines having run side by
+// side; umd to fio is umd's median run to fio's one.
+func compareTable(out io.Writer, results map[string]phaseResult, selected func(w, e int) bool, repeat int) error {
+	repeat = max(repeat, 1)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "WORKLOAD\tENGINE\tIOPS\tMiB/s\tMEAN µs\tP99 µs\tCPU %\tCPU µs/IO\tDOORBELLS/IO\tUMD POLL/THIS\tUMD IRQ/THIS\t")
+	header := "WORKLOAD\tENGINE\tIOPS\tMiB/s\tMEAN µs\tP99 µs\tCPU %\tCPU µs/IO\tDOORBELLS/IO\tUMD POLL/THIS\tUMD IRQ/THIS\t"
+	if repeat > 1 {
+		header += "RUNS\tIOPS MIN-MAX\t"
+	}
+	fmt.Fprintln(tw, header)
 	for wi, w := range compareWorkloads {
-		umdIOPS := map[string]float64{}
+		// runs[ei][r]: engine ei's run r (fio runs once).
+		runs := make([][]phaseResult, len(compareEngines))
+		umdRuns := map[string][]phaseResult{}
 		for ei, e := range compareEngines {
-			if r := results[phaseID(wi, ei)]; e.umd() && r.HaveData {
-				umdIOPS[e.completion] = r.IOPS
+			n := repeat
+			if e.fio() {
+				n = 1
+			}
+			for r := range n {
+				runs[ei] = append(runs[ei], results[repPhaseID(wi, ei, r)])
+			}
+			if e.umd() {
+				umdRuns[e.completion] = runs[ei]
 			}
 		}
 		for ei, e := range compareEngines {
-			r, ok := results[phaseID(wi, ei)]
-			if !ok && selected != nil && !selected(wi, ei) {
+			_, ran := results[phaseID(wi, ei)]
+			if !ran && selected != nil && !selected(wi, ei) {
 				continue
 			}
-			if !ok || !r.HaveData {
+			r, n := medianRun(runs[ei])
+			if n == 0 {
 				why := "not run"
-				if ok && r.Err != "" {
-					why = r.Err
+				for _, x := range runs[ei] {
+					if x.Err != "" {
+						why = x.Err
+						break
+					}
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", w.name, e.name, why)
 				continue
@@ -492,22 +543,93 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 				db = fmt.Sprintf("%.3f", float64(r.SQ+r.CQ)/float64(r.IOs))
 			}
 			ratio := func(mode string) string {
-				u, ok := umdIOPS[mode]
-				if e.umd() || !ok || r.IOPS == 0 {
+				us, ok := umdRuns[mode]
+				if e.umd() || !ok {
 					return ""
 				}
-				return fmt.Sprintf("%.2f", u/r.IOPS)
+				var q float64
+				if e.fio() {
+					u, un := medianRun(us)
+					if un == 0 || r.IOPS == 0 {
+						return ""
+					}
+					q = u.IOPS / r.IOPS
+				} else {
+					// Paired: the same repetition of both.
+					var qs []float64
+					for k := range min(len(us), len(runs[ei])) {
+						if a, b := us[k], runs[ei][k]; a.HaveData && b.HaveData && b.IOPS > 0 {
+							qs = append(qs, a.IOPS/b.IOPS)
+						}
+					}
+					if len(qs) == 0 {
+						return ""
+					}
+					q = median(qs)
+				}
+				return fmt.Sprintf("%.2f", q)
 			}
 			cpuPct, cpuPerIO := "-", "-"
 			if r.CPUs > 0 && r.IOPS > 0 {
 				cpuPct = fmt.Sprintf("%.0f", 100*r.CPUs)
 				cpuPerIO = fmt.Sprintf("%.1f", 1e6*r.CPUs/r.IOPS)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t",
 				w.name, e.name, r.IOPS, r.MiBps, r.MeanUS, r.P99US, cpuPct, cpuPerIO, db, ratio("poll"), ratio("irq"))
+			if repeat > 1 {
+				lo, hi := iopsRange(runs[ei])
+				fmt.Fprintf(tw, "%d\t%.0f-%.0f\t", n, lo, hi)
+			}
+			fmt.Fprintln(tw)
 		}
 	}
 	return tw.Flush()
+}
+
+// medianRun returns the run with the median IOPS among those that gave a
+// figure (the lower of the middle two for an even count), and how many
+// did.
+func medianRun(runs []phaseResult) (phaseResult, int) {
+	var have []phaseResult
+	for _, r := range runs {
+		if r.HaveData {
+			have = append(have, r)
+		}
+	}
+	if len(have) == 0 {
+		return phaseResult{}, 0
+	}
+	slices.SortStableFunc(have, func(a, b phaseResult) int { return cmp.Compare(a.IOPS, b.IOPS) })
+	return have[(len(have)-1)/2], len(have)
+}
+
+// iopsRange is the lowest and highest IOPS of the runs that gave a figure.
+func iopsRange(runs []phaseResult) (lo, hi float64) {
+	first := true
+	for _, r := range runs {
+		if !r.HaveData {
+			continue
+		}
+		if first || r.IOPS < lo {
+			lo = r.IOPS
+		}
+		if first || r.IOPS > hi {
+			hi = r.IOPS
+		}
+		first = false
+	}
+	return lo, hi
+}
+
+// median is the median of xs (not empty): the mean of the middle two for
+// an even count.
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
@@ -515,6 +637,7 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	runtime := o.fs.Duration("runtime", 5*time.Second, "measured time of each phase")
 	ramp := o.fs.Duration("ramp", time.Second, "unmeasured ramp before each phase")
 	run := o.fs.String("run", "", "run only the phases whose \"WORKLOAD, ENGINE\" matches this regular expression (e.g. 'qd32, umd')")
+	repeat := o.fs.Int("repeat", 1, "run each umdbench and spdk_nvme_perf phase this many times, side by side and in turns, and show each row's median run and umd/SPDK as the median of the runs' paired ratios (single runs here move by 30-40 %)")
 	doorbells := o.fs.Bool("doorbells", true, "count doorbell writes with QEMU's trace events (each costs QEMU a log line)")
 	outDir := o.fs.String("o", "", "directory for the table, the guest's output and each phase's JSON (default bin/bench-compare/TIME)")
 	spdk := o.fs.String("spdk", "auto", "run SPDK's spdk_nvme_perf too, polled and, if it has -E (SPDK v25.01 and later), with interrupts: on, off, or auto (when the host has it on PATH; Debian does not package it, see docs/performance.md)")
@@ -544,6 +667,9 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	if o.fs.NArg() > 0 {
 		return 2, fmt.Errorf("bench-compare takes no arguments (got %q)", o.fs.Args())
 	}
+	if *repeat < 1 || *repeat > 100 {
+		return 2, fmt.Errorf("-repeat %d: want 1 to 100", *repeat)
+	}
 	re, err := regexp.Compile(*run)
 	if err != nil {
 		return 2, fmt.Errorf("-run: %w", err)
@@ -554,9 +680,13 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	}
 	phases := 0
 	for w := range compareWorkloads {
-		for e := range compareEngines {
-			if selected(w, e) {
+		for e, ce := range compareEngines {
+			switch {
+			case !selected(w, e):
+			case ce.fio():
 				phases++
+			default:
+				phases += *repeat
 			}
 		}
 	}
@@ -603,7 +733,7 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	if *doorbells {
 		cfg.Trace = trace
 	}
-	cfg.Script = "#!/bin/sh\n" + compareScript(*runtime, *ramp, selected)
+	cfg.Script = "#!/bin/sh\n" + compareScript(*runtime, *ramp, selected, *repeat)
 	cfg.Timeout = 3*time.Minute + time.Duration(phases)*(*runtime+*ramp+20*time.Second)
 	fmt.Fprintf(os.Stderr, "bench-compare: %d phases of %v (+%v ramp) on %s, kernel %s; output in %s\n",
 		phases, *runtime, *ramp, o.topology, cfg.Kernel.Release, *outDir)
@@ -622,7 +752,7 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		if err := os.WriteFile(filepath.Join(*outDir, "phases", id+".out"), buf.Bytes(), 0o644); err != nil {
 			return 125, err
 		}
-		_, e, ok := parsePhaseID(id)
+		_, e, _, ok := parsePhaseID(id)
 		spdk := ok && compareEngines[e].spdk
 		parse := parsePhase
 		if spdk {
@@ -663,6 +793,9 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver%s, one boot of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
 		"3.33", spdkText, o.topology, cfg.DiskAIO, cfg.Kernel.Release)
 	cpuFrom, cpuFor := cpuWindow(*runtime, *ramp)
+	if *repeat > 1 {
+		fmt.Fprintf(&table, "umdbench and spdk_nvme_perf ran %d times each, side by side: their rows show the run with the median IOPS, RUNS how many gave a figure and their range; umd/SPDK is the median of the ratios within each repetition, umd/fio umd's median run against fio's one\n", *repeat)
+	}
 	fmt.Fprintf(&table, "each phase %v after a %v ramp; latency from submission to completion; CPU: the engine process's user + system time (all threads) over %ds from %ds into the phase, as %% of one vCPU and per I/O at the phase's IOPS; ",
 		*runtime, *ramp, cpuFor, cpuFrom)
 	if *doorbells {
@@ -674,7 +807,7 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	} else {
 		table.WriteString("doorbells not counted (-doorbells=false)\n\n")
 	}
-	if err := compareTable(&table, results, selected); err != nil {
+	if err := compareTable(&table, results, selected, *repeat); err != nil {
 		return 125, err
 	}
 	for _, l := range split.lines {

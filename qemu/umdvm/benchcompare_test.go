@@ -138,7 +138,7 @@ func TestCompareTable(t *testing.T) {
 		phaseID(0, 6): {IOPS: 1200, CPUs: 0.6, HaveData: true},
 	}
 	var b bytes.Buffer
-	if err := compareTable(&b, results, nil); err != nil {
+	if err := compareTable(&b, results, nil, 1); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(b.String(), "\n")
@@ -171,7 +171,7 @@ func TestCompareTable(t *testing.T) {
 }
 
 func TestCompareScript(t *testing.T) {
-	s := compareScript(5*time.Second, time.Second, nil)
+	s := compareScript(5*time.Second, time.Second, nil, 1)
 	for _, want := range []string{
 		"phase w0-e0 umdbench --rw randread --bs 4k --iodepth 1 --runtime 5s --ramp_time 1s --completion poll -o json",
 		"phase w5-e1 umdbench --rw read --bs 128k --iodepth 32",
@@ -217,12 +217,12 @@ func TestCompareScript(t *testing.T) {
 
 func TestCompareSelected(t *testing.T) {
 	only := func(w, e int) bool { return w == 2 && e == 0 }
-	s := compareScript(time.Second, time.Second, only)
+	s := compareScript(time.Second, time.Second, only, 1)
 	if n := strings.Count(s, "\nphase w") + strings.Count(s, "\nfiophase w"); n != 1 || !strings.Contains(s, "phase w2-e0 umdbench") {
 		t.Errorf("%d phases in the script, want only w2-e0:\n%s", n, s)
 	}
 	var b bytes.Buffer
-	if err := compareTable(&b, map[string]phaseResult{phaseID(2, 0): {IOPS: 10, HaveData: true}}, only); err != nil {
+	if err := compareTable(&b, map[string]phaseResult{phaseID(2, 0): {IOPS: 10, HaveData: true}}, only, 1); err != nil {
 		t.Fatal(err)
 	}
 	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); len(lines) != 2 {
@@ -252,5 +252,117 @@ func TestSPDKHasInterrupts(t *testing.T) {
 	}
 	if _, err := spdkHasInterrupts(filepath.Join(dir, "missing")); err == nil {
 		t.Error("no error for a missing binary")
+	}
+}
+
+// TestCompareRepeat: with -repeat the user-space phases run that many
+// times, repetition by repetition in alternating order, fio once; the
+// table shows each row's median run and umd/SPDK as the median of the
+// paired ratios.
+func TestCompareRepeat(t *testing.T) {
+	s := compareScript(time.Second, time.Second, nil, 3)
+	userSpace, fio := 0, 0
+	for _, e := range compareEngines {
+		if e.fio() {
+			fio++
+		} else {
+			userSpace++
+		}
+	}
+	if n := strings.Count(s, "\nphase w"); n != 3*userSpace*len(compareWorkloads) {
+		t.Errorf("%d user-space phases, want %d", n, 3*userSpace*len(compareWorkloads))
+	}
+	if n := strings.Count(s, "\nfiophase w"); n != fio*len(compareWorkloads) {
+		t.Errorf("%d fio phases, want %d", n, fio*len(compareWorkloads))
+	}
+	at := func(id string) int {
+		i := strings.Index(s, "phase "+id+" ")
+		if i < 0 {
+			t.Fatalf("no phase %s", id)
+		}
+		return i
+	}
+	// Workload 0's three repetitions before workload 1's, the order
+	// reversed every time.
+	order := []string{"w0-e0", "w0-e6", "w0-e6-r1", "w0-e0-r1", "w0-e0-r2", "w0-e6-r2", "w1-e6", "w1-e0"}
+	for i := 1; i < len(order); i++ {
+		if at(order[i-1]) > at(order[i]) {
+			t.Errorf("%s runs after %s", order[i-1], order[i])
+		}
+	}
+	for _, id := range []string{"w0-e0-r2", "w5-e6-r1"} {
+		w, e, r, ok := parsePhaseID(id)
+		if !ok || repPhaseID(w, e, r) != id {
+			t.Errorf("parsePhaseID(%q) = %d %d %d %v", id, w, e, r, ok)
+		}
+	}
+	for _, bad := range []string{"w0-e0-r0", "w0-e0-rx", "w9-e0", "w0-e0-r1-r2"} {
+		if _, _, _, ok := parsePhaseID(bad); ok {
+			t.Errorf("parsePhaseID(%q) accepted", bad)
+		}
+	}
+	if got := phaseTitle("w0-e1-r2"); got != "4k randread qd1, umd irq, run 3" {
+		t.Errorf("phaseTitle = %q", got)
+	}
+
+	// umd irq (e1) against SPDK irq (e6), three repetitions: paired
+	// 1000/2000, 3000/1000 and 1500/3000 give 0.5, 3 and 0.5 (median
+	// 0.50), where the medians of each alone (1500 and 2000) would say
+	// 0.75.
+	results := map[string]phaseResult{
+		repPhaseID(0, 1, 0): {IOPS: 1000, HaveData: true},
+		repPhaseID(0, 1, 1): {IOPS: 3000, HaveData: true},
+		repPhaseID(0, 1, 2): {IOPS: 1500, HaveData: true, CPUs: 0.3},
+		repPhaseID(0, 6, 0): {IOPS: 2000, HaveData: true},
+		repPhaseID(0, 6, 1): {IOPS: 1000, HaveData: true},
+		repPhaseID(0, 6, 2): {IOPS: 3000, HaveData: true},
+		repPhaseID(0, 2, 0): {IOPS: 500, HaveData: true},
+		repPhaseID(0, 5, 1): {IOPS: 700, HaveData: true},
+		repPhaseID(0, 5, 2): {Err: "exit status 1"},
+	}
+	var b bytes.Buffer
+	if err := compareTable(&b, results, nil, 3); err != nil {
+		t.Fatal(err)
+	}
+	row := func(engine string) []string {
+		for _, l := range strings.Split(b.String(), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "4k randread qd1") && strings.Contains(l, " "+engine+" ") {
+				return strings.Fields(l)
+			}
+		}
+		t.Fatalf("no row for %s:\n%s", engine, b.String())
+		return nil
+	}
+	// umd irq's median run is the 1500 one, its CPU column with it (30 %
+	// of a vCPU: 200 µs per I/O).
+	if f := row("umd irq"); f[5] != "1500" || f[9] != "30" || f[10] != "200.0" || f[len(f)-2] != "3" || f[len(f)-1] != "1000-3000" {
+		t.Errorf("umd irq row %q: want the 1500 IOPS run, 30 %% and 200.0 µs/IO, 3 runs, 1000-3000", f)
+	}
+	if f := row("spdk perf irq"); f[6] != "2000" || f[len(f)-3] != "0.50" || f[len(f)-2] != "3" || f[len(f)-1] != "1000-3000" {
+		t.Errorf("spdk perf irq row %q: want its 2000 IOPS run and umd irq/this 0.50, the median of the paired ratios", f)
+	}
+	// fio: umd irq's median run (1500) against fio's one run (500).
+	if f := row("fio io_uring"); f[len(f)-3] != "3.00" || f[len(f)-2] != "1" {
+		t.Errorf("fio io_uring row %q: want umd irq/this 3.00, 1 run", f)
+	}
+	// spdk perf poll: one run of three gave a figure; no umd poll run to
+	// pair with it, and umd irq's run 2 (3000) pairs with it: 4.29.
+	if f := row("spdk perf poll"); f[6] != "700" || f[len(f)-3] != "4.29" || f[len(f)-4] == "4.29" || f[len(f)-2] != "1" || f[len(f)-1] != "700-700" {
+		t.Errorf("spdk perf poll row %q: want 700 IOPS, only umd irq/this 4.29, 1 run", f)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+	r, n := medianRun([]phaseResult{{IOPS: 4, HaveData: true}, {IOPS: 1, HaveData: true}, {Err: "x"}, {IOPS: 3, HaveData: true}, {IOPS: 2, HaveData: true}})
+	if n != 4 || r.IOPS != 2 {
+		t.Errorf("medianRun = %v of %d, want the lower middle 2 of 4", r.IOPS, n)
 	}
 }
