@@ -114,10 +114,10 @@ func TestGuestCompletionModes(t *testing.T) {
 	}
 }
 
-// TestGuestInterruptSyscalls: with interrupts at QD1 every I/O ends in a
-// wait, and the wait is one system call, WaitThread's epoll_wait (a ppoll
-// and a read were two). The runtime's preemption signals and the
-// hand-offs that follow add a few a second.
+// TestGuestInterruptSyscalls: with interrupts at QD1 every I/O ends in at
+// most one wait, and the wait is one system call, WaitThread's epoll_wait
+// (a ppoll and a read were two: 2.0 per I/O here). The runtime's
+// preemption signals and the hand-offs that follow add a few a second.
 func TestGuestInterruptSyscalls(t *testing.T) {
 	guest.Require(t)
 	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
@@ -131,8 +131,10 @@ func TestGuestInterruptSyscalls(t *testing.T) {
 	}
 	perIO := float64(*j.Syscalls) / float64(j.IOs)
 	t.Logf("QD1 with interrupts: %d system calls for %d I/Os, %.3f per I/O", *j.Syscalls, j.IOs, perIO)
-	if j.IOs < 100 || perIO < 0.9 || perIO > 1.5 {
-		t.Errorf("%d system calls for %d I/Os (%.2f per I/O): want one wait per I/O, of one system call", *j.Syscalls, j.IOs, perIO)
+	// At most one wait per I/O (fewer when a completion is already there
+	// to poll), each one system call.
+	if j.IOs < 100 || *j.Syscalls == 0 || perIO > 1.5 {
+		t.Errorf("%d system calls for %d I/Os (%.2f per I/O): want at most one wait per I/O, of one system call", *j.Syscalls, j.IOs, perIO)
 	}
 }
 
