@@ -201,10 +201,12 @@ func TestInterruptNotInPollerUntilWait(t *testing.T) {
 // Wait's duplicate fd, and Waits after Close, which must not make one: every
 // Wait returns (ErrClosed, or a count), and no fd stays open.
 func TestInterruptCloseDuringFirstWait(t *testing.T) {
-	before, err := fdleak.Take()
-	if err != nil {
-		t.Fatal(err)
-	}
+	noFDLeak(t, "100 Interrupts closed during their first Waits", func() {
+		closeDuringFirstWait(t)
+	})
+}
+
+func closeDuringFirstWait(t *testing.T) {
 	for i := range 100 {
 		irq, err := NewInterrupt()
 		if err != nil {
@@ -224,12 +226,22 @@ func TestInterruptCloseDuringFirstWait(t *testing.T) {
 			}
 		}
 	}
+}
+
+// noFDLeak runs f and fails the test if it left file descriptors open.
+func noFDLeak(t *testing.T, what string, f func()) {
+	t.Helper()
+	before, err := fdleak.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f()
 	after, err := fdleak.Take()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if leaked := before.Leaked(after); len(leaked) > 0 {
-		t.Errorf("100 Interrupts closed during their first Waits leaked %v", leaked)
+		t.Errorf("%s leaked %v", what, leaked)
 	}
 }
 
@@ -238,10 +250,12 @@ func TestInterruptCloseDuringFirstWait(t *testing.T) {
 // signal, or with ErrClosed), WaitThread after Close fails with ErrClosed
 // and makes nothing, and neither the eventfd nor the epoll fd stays open.
 func TestInterruptCloseDuringWaitThread(t *testing.T) {
-	before, err := fdleak.Take()
-	if err != nil {
-		t.Fatal(err)
-	}
+	noFDLeak(t, "50 Interrupts closed during WaitThreads", func() {
+		closeDuringWaitThread(t)
+	})
+}
+
+func closeDuringWaitThread(t *testing.T) {
 	for i := range 50 {
 		irq, err := NewInterrupt()
 		if err != nil {
@@ -267,12 +281,5 @@ func TestInterruptCloseDuringWaitThread(t *testing.T) {
 		if _, err := irq.WaitThread(time.Millisecond); !errors.Is(err, ErrClosed) {
 			t.Fatalf("WaitThread after Close: %v, want ErrClosed", err)
 		}
-	}
-	after, err := fdleak.Take()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaked := before.Leaked(after); len(leaked) > 0 {
-		t.Errorf("50 Interrupts closed during WaitThreads leaked %v", leaked)
 	}
 }
