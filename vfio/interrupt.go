@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"sync"
@@ -288,7 +289,7 @@ func (i *Interrupt) TryRead() (uint64, error) {
 // only grows while WaitThread is the way it is waited on (it holds 2^64-2
 // signals), and a TryRead or Wait in between reads it as usual. Reading
 // it as well would take a second system call per wake-up: with ppoll(2)
-// and read(2), in a TCG guest, interrupt-driven I/O spent 20-35 % more
+// and read(2), in a TCG guest, interrupt-driven I/O spent 35-50 % more
 // kernel time per I/O (docs/performance.md).
 //
 // It is for a goroutine locked to its thread (runtime.LockOSThread) that
@@ -322,7 +323,7 @@ func (i *Interrupt) WaitThread(timeout time.Duration) (bool, error) {
 			return false, err
 		}
 	}
-	i.threadTimeout = int((max(timeout, 0) + time.Millisecond - 1) / time.Millisecond)
+	i.threadTimeout = epollTimeout(timeout)
 	i.threadWoken, i.threadErr = false, nil
 	if err := i.threadRC.Control(i.threadFn); err != nil {
 		return false, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, ErrClosed)
@@ -331,6 +332,16 @@ func (i *Interrupt) WaitThread(timeout time.Duration) (bool, error) {
 		return false, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, i.threadErr)
 	}
 	return i.threadWoken, nil
+}
+
+// epollTimeout is d in epoll_wait's milliseconds: rounded up, 0 for
+// negative d, at most the largest an int32 holds (24 days).
+func epollTimeout(d time.Duration) int {
+	ms := max(d, 0) / time.Millisecond
+	if ms*time.Millisecond < d {
+		ms++
+	}
+	return int(min(ms, math.MaxInt32))
 }
 
 // makeThreadEpoll makes WaitThread's epoll instance; i.threadMu is held.

@@ -3,6 +3,7 @@ package vfio
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"runtime"
 	"strconv"
@@ -549,5 +550,20 @@ func TestInterruptWaitThread(t *testing.T) {
 	}
 	if _, err := irq.WaitThread(time.Millisecond); !errors.Is(err, ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestEpollTimeout(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want int
+	}{
+		{-time.Second, 0}, {0, 0}, {time.Nanosecond, 1}, {time.Millisecond, 1},
+		{time.Millisecond + 1, 2}, {100 * time.Millisecond, 100},
+		{time.Duration(math.MaxInt64), math.MaxInt32},
+	} {
+		if got := epollTimeout(c.d); got != c.want {
+			t.Errorf("epollTimeout(%v) = %d, want %d", c.d, got, c.want)
+		}
 	}
 }
