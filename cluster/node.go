@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/umdkit/umd/pcie"
@@ -504,8 +505,9 @@ func (n *Node) deleteTasks() {
 // components in the reverse of their start order (umd-dra, the kubelet,
 // umdd, containerd), every process in the node's pod cgroups (and
 // containerd's shims with them) before containerd; then mounts below the
-// node's dir, its cgroups, its bridge and the kubelet's links in
-// /var/log/containers.
+// node's dir, its cgroups, its bridge, the kubelet's links in
+// /var/log/containers, and its Node object in the cluster. The dir itself
+// stays (its logs); Cluster.Stop removes it.
 func (n *Node) Stop() error {
 	n.stopOnce.Do(func() {
 		var errs []error
@@ -527,7 +529,26 @@ func (n *Node) Stop() error {
 			}
 		}
 		errs = append(errs, n.state.clean())
+		errs = append(errs, n.deleteNodeObject())
 		n.stopErr = errors.Join(errs...)
 	})
 	return n.stopErr
+}
+
+// deleteNodeObject deletes the Node object the node's kubelet registered,
+// so that the scheduler stops placing pods on a node that is gone; the
+// garbage collector then removes what the Node owns (its ResourceSlices)
+// and the pod garbage collector its pods. A Node never registered is
+// fine, and so is a cluster without a client (tests of the node alone).
+func (n *Node) deleteNodeObject() error {
+	if n.c == nil || n.c.Client == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := n.c.Client.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("node %s: deleting its Node object: %w", n.Name, err)
+	}
+	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/umdkit/umd/internal/mountinfo"
@@ -211,7 +212,7 @@ func (fp *footprint) leftovers() ([]string, error) {
 // nothing of what Node.Stop promises to remove: no process of its
 // components' process groups, its pods' cgroups or its containerd's
 // shims is alive, nothing is mounted below its dir, its cgroups, bridge,
-// log links, CNI results and shim sockets are gone.
+// log links, CNI results, shim sockets and Node object are gone.
 func TestNodeStopLeavesNothing(t *testing.T) {
 	ctx := context.Background()
 	n, err := testCluster.AddNode(ctx, NodeConfig{Name: "node-s"})
@@ -232,10 +233,9 @@ func TestNodeStopLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		// The stopped node's pod and Node object would stay forever.
-		ctx := context.Background()
-		_ = cs.CoreV1().Pods(ns).Delete(ctx, "hold", metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
-		_ = cs.CoreV1().Nodes().Delete(ctx, "node-s", metav1.DeleteOptions{})
+		// The pod of a node that is gone waits for the pod garbage
+		// collector; do not leave it to the other tests.
+		_ = cs.CoreV1().Pods(ns).Delete(context.Background(), "hold", metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 	})
 	p, err := waitPod(ns, "hold", 3*time.Minute, func(p *corev1.Pod) error {
 		if p.Status.Phase != corev1.PodRunning {
@@ -288,5 +288,8 @@ func TestNodeStopLeavesNothing(t *testing.T) {
 	}
 	if len(left) > 0 {
 		t.Fatalf("after Stop:\n%s", strings.Join(left, "\n"))
+	}
+	if _, err := cs.CoreV1().Nodes().Get(ctx, "node-s", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the Node object after Stop: %v, want not found", err)
 	}
 }
