@@ -597,10 +597,12 @@ func FindBinaries(ctx context.Context, moduleDir string) (string, error) {
 type state struct {
 	ID    string      `json:"id"`
 	Nodes []nodeState `json:"nodes"`
+	// SharedMade: Cluster.sharedMade.
+	SharedMade []string `json:"shared_made,omitempty"`
 }
 
 func (c *Cluster) saveState() error {
-	s := state{ID: c.ID}
+	s := state{ID: c.ID, SharedMade: c.sharedMade}
 	for _, n := range c.Nodes() {
 		s.Nodes = append(s.Nodes, n.state)
 	}
@@ -613,7 +615,8 @@ func (c *Cluster) saveState() error {
 
 // Clean stops and removes what a cluster left in dir when the process
 // that started it is gone: every component by its pid file, then each
-// node's pods, mounts, cgroups and bridge (see state.json), then dir.
+// node's pods, mounts, cgroups and bridge (see state.json), the kubelets'
+// device-plugin socket and the directories they made for it, then dir.
 func Clean(dir string) error {
 	var errs []error
 	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
@@ -629,6 +632,7 @@ func Clean(dir string) error {
 		errs = append(errs, ns.clean())
 	}
 	errs = append(errs, stopPidFiles(filepath.Join(dir, "logs")))
+	errs = append(errs, cleanShared(devicePluginSocket, s.SharedMade))
 	errs = append(errs, removeAll(dir))
 	return errors.Join(errs...)
 }

@@ -14,7 +14,8 @@
 //   - [Cluster.Stop] (and [Clean], for `umdcluster down` after a crash)
 //     leaves nothing behind: process groups, pods' processes by cgroup,
 //     containerd's shims, mounts, cgroups, the bridges, the kubelet's log
-//     links.
+//     links, the kubelets' shared device-plugin socket and the directories
+//     they made for it, the Node objects ([Node.Stop]).
 //
 // The binaries come from cluster/build.sh, which builds them from Go
 // modules into a cache outside git ([FindBinaries]). The kubelet refuses a
