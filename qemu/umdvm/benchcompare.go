@@ -84,6 +84,16 @@ func (e compareEngine) mode() string {
 func (e compareEngine) umd() bool { return e.completion != "" }
 func (e compareEngine) fio() bool { return e.ioengine != "" }
 
+// runs is how many times the engine's phases run with -repeat repeat: fio
+// once (umd is several times faster), the user-space engines repeat
+// times.
+func (e compareEngine) runs(repeat int) int {
+	if e.fio() {
+		return 1
+	}
+	return max(repeat, 1)
+}
+
 // bytesOf turns a workload's block size ("4k", "128k") into bytes, for
 // spdk_nvme_perf's -o.
 func bytesOf(bs string) int64 {
@@ -170,8 +180,9 @@ echo "@@device $bdf"
 	}
 	spdkHeader := false
 	turn := 0
+	reps := compareEngines[userSpace[0]].runs(repeat) // every user-space engine's
 	for wi, w := range compareWorkloads {
-		for r := range max(repeat, 1) {
+		for r := range reps {
 			order := slices.Clone(userSpace)
 			if turn%2 == 1 {
 				slices.Reverse(order)
@@ -510,11 +521,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 		runs := make([][]phaseResult, len(compareEngines))
 		umdRuns := map[string][]phaseResult{}
 		for ei, e := range compareEngines {
-			n := repeat
-			if e.fio() {
-				n = 1
-			}
-			for r := range n {
+			for r := range e.runs(repeat) {
 				runs[ei] = append(runs[ei], results[repPhaseID(wi, ei, r)])
 			}
 			if e.umd() {
@@ -526,7 +533,8 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 			if !ran && selected != nil && !selected(wi, ei) {
 				continue
 			}
-			r, n := medianRun(runs[ei])
+			have := withFigures(runs[ei])
+			n := len(have)
 			if n == 0 {
 				why := "not run"
 				for _, x := range runs[ei] {
@@ -538,6 +546,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 				fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", w.name, e.name, why)
 				continue
 			}
+			r := median(have)
 			db := "-"
 			if r.IOs > 0 {
 				db = fmt.Sprintf("%.3f", float64(r.SQ+r.CQ)/float64(r.IOs))
@@ -549,11 +558,11 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 				}
 				var q float64
 				if e.fio() {
-					u, un := medianRun(us)
-					if un == 0 || r.IOPS == 0 {
+					u := withFigures(us)
+					if len(u) == 0 || r.IOPS == 0 {
 						return ""
 					}
-					q = u.IOPS / r.IOPS
+					q = median(u).IOPS / r.IOPS
 				} else {
 					// Paired: the same repetition of both.
 					var qs []float64
@@ -565,7 +574,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 					if len(qs) == 0 {
 						return ""
 					}
-					q = median(qs)
+					q = medianOf(qs)
 				}
 				return fmt.Sprintf("%.2f", q)
 			}
@@ -577,8 +586,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t",
 				w.name, e.name, r.IOPS, r.MiBps, r.MeanUS, r.P99US, cpuPct, cpuPerIO, db, ratio("poll"), ratio("irq"))
 			if repeat > 1 {
-				lo, hi := iopsRange(runs[ei])
-				fmt.Fprintf(tw, "%d\t%.0f-%.0f\t", n, lo, hi)
+				fmt.Fprintf(tw, "%d\t%.0f-%.0f\t", n, have[0].IOPS, have[n-1].IOPS)
 			}
 			fmt.Fprintln(tw)
 		}
@@ -586,44 +594,26 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 	return tw.Flush()
 }
 
-// medianRun returns the run with the median IOPS among those that gave a
-// figure (the lower of the middle two for an even count), and how many
-// did.
-func medianRun(runs []phaseResult) (phaseResult, int) {
+// withFigures returns the runs that gave a figure, by IOPS, lowest first.
+func withFigures(runs []phaseResult) []phaseResult {
 	var have []phaseResult
 	for _, r := range runs {
 		if r.HaveData {
 			have = append(have, r)
 		}
 	}
-	if len(have) == 0 {
-		return phaseResult{}, 0
-	}
 	slices.SortStableFunc(have, func(a, b phaseResult) int { return cmp.Compare(a.IOPS, b.IOPS) })
-	return have[(len(have)-1)/2], len(have)
+	return have
 }
 
-// iopsRange is the lowest and highest IOPS of the runs that gave a figure.
-func iopsRange(runs []phaseResult) (lo, hi float64) {
-	first := true
-	for _, r := range runs {
-		if !r.HaveData {
-			continue
-		}
-		if first || r.IOPS < lo {
-			lo = r.IOPS
-		}
-		if first || r.IOPS > hi {
-			hi = r.IOPS
-		}
-		first = false
-	}
-	return lo, hi
-}
+// median is the run with the median IOPS of sorted (withFigures, not
+// empty): the lower of the middle two for an even count, a run that
+// happened.
+func median(sorted []phaseResult) phaseResult { return sorted[(len(sorted)-1)/2] }
 
-// median is the median of xs (not empty): the mean of the middle two for
-// an even count.
-func median(xs []float64) float64 {
+// medianOf is the median of xs (not empty): the mean of the middle two
+// for an even count.
+func medianOf(xs []float64) float64 {
 	s := slices.Sorted(slices.Values(xs))
 	n := len(s)
 	if n%2 == 1 {
@@ -681,12 +671,8 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	phases := 0
 	for w := range compareWorkloads {
 		for e, ce := range compareEngines {
-			switch {
-			case !selected(w, e):
-			case ce.fio():
-				phases++
-			default:
-				phases += *repeat
+			if selected(w, e) {
+				phases += ce.runs(*repeat)
 			}
 		}
 	}

@@ -357,12 +357,12 @@ func TestMedian(t *testing.T) {
 		in   []float64
 		want float64
 	}{{[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
-		if got := median(c.in); got != c.want {
-			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		if got := medianOf(c.in); got != c.want {
+			t.Errorf("medianOf(%v) = %v, want %v", c.in, got, c.want)
 		}
 	}
-	r, n := medianRun([]phaseResult{{IOPS: 4, HaveData: true}, {IOPS: 1, HaveData: true}, {Err: "x"}, {IOPS: 3, HaveData: true}, {IOPS: 2, HaveData: true}})
-	if n != 4 || r.IOPS != 2 {
-		t.Errorf("medianRun = %v of %d, want the lower middle 2 of 4", r.IOPS, n)
+	have := withFigures([]phaseResult{{IOPS: 4, HaveData: true}, {IOPS: 1, HaveData: true}, {Err: "x"}, {IOPS: 3, HaveData: true}, {IOPS: 2, HaveData: true}})
+	if n, r := len(have), median(have); n != 4 || r.IOPS != 2 || have[0].IOPS != 1 || have[3].IOPS != 4 {
+		t.Errorf("withFigures = %v, median %v; want the 4 with figures, lowest first, and the lower middle 2", have, r.IOPS)
 	}
 }
