@@ -70,7 +70,6 @@ type Interrupt struct {
 	// while a wait uses it, as rc does the eventfd.
 	threadMu      sync.Mutex
 	threadEp      *os.File
-	threadEpFd    int // its number, for tests
 	threadRC      syscall.RawConn
 	threadTimeout int // milliseconds, for epoll_wait
 	threadEvents  [1]unix.EpollEvent
@@ -373,7 +372,7 @@ func (i *Interrupt) makeThreadEpoll() error {
 	}
 	// An epoll fd starts out blocking, so os.NewFile leaves it out of the
 	// runtime poller.
-	i.threadEp, i.threadEpFd = os.NewFile(uintptr(ep), "epoll"), ep
+	i.threadEp = os.NewFile(uintptr(ep), "epoll")
 	i.threadRC, _ = i.threadEp.SyscallConn() // fails only on a nil *os.File
 	return nil
 }
