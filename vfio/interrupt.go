@@ -281,8 +281,9 @@ func (i *Interrupt) TryRead() (uint64, error) {
 // WaitThread blocks the calling OS thread until the eventfd is signalled
 // (an interrupt, or Signal) or timeout passes. It returns true when the
 // eventfd was signalled since the previous WaitThread returned (the first
-// time: when its count is not zero), false when the wait timed out or one
-// of the runtime's signals ended it. It is one system call, an
+// time: when its count is not zero) and its count has not been read since
+// (epoll reports the edge only while the eventfd is readable), false when
+// the wait timed out or one of the runtime's signals ended it. It is one system call, an
 // epoll_wait(2) on an epoll instance that watches the eventfd
 // edge-triggered, and it does not read the count: the eventfd's counter
 // only grows while WaitThread is the way it is waited on (it holds 2^64-2
