@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,6 +93,35 @@ func (e compareEngine) runs(repeat int) int {
 		return 1
 	}
 	return max(repeat, 1)
+}
+
+// comparePlan is how many times each phase runs: repeat times in a boot
+// (fio once: compareEngine.runs), in each of boots guest boots. Figures
+// move between boots as well as within one, and not the same way for
+// every engine (docs/performance.md), so paired runs in several boots
+// say more than as many in one.
+type comparePlan struct{ repeat, boots int }
+
+// perBoot is how many runs of e one boot has.
+func (p comparePlan) perBoot(e compareEngine) int { return e.runs(p.repeat) }
+
+// runs is how many runs of e the table has, over every boot.
+func (p comparePlan) runs(e compareEngine) int { return p.perBoot(e) * max(p.boots, 1) }
+
+// several reports whether the user-space engines run more than once.
+func (p comparePlan) several() bool { return max(p.repeat, 1)*max(p.boots, 1) > 1 }
+
+// inBoot turns the phase ID a guest script gave boot b's run into its ID
+// among every boot's runs: run r of boot b is run b*perBoot+r, so the
+// user-space engines' k-th runs are still the same boot's same
+// repetition and pair as before. ok is false for an ID that is not a
+// phase's.
+func (p comparePlan) inBoot(id string, b int) (string, bool) {
+	w, e, r, ok := parsePhaseID(id)
+	if !ok {
+		return id, false
+	}
+	return repPhaseID(w, e, b*p.perBoot(compareEngines[e])+r), true
 }
 
 // bytesOf turns a workload's block size ("4k", "128k") into bytes, for
@@ -502,26 +532,28 @@ func firstLine(b []byte) string {
 
 // compareTable writes the table: a row per workload and engine run (or
 // selected; nil selects all), with the ratio of umd's IOPS (polled and
-// interrupt-driven) to each other row's. With repeat > 1 the user-space
-// engines ran that many times: a row shows the run with the median IOPS
-// (the lower of the middle two for an even count), how many runs gave a
-// figure and their range, and the ratio of umd to SPDK is the median of
-// the ratios within each repetition, the two engines having run side by
-// side; umd to fio is umd's median run to fio's one.
-func compareTable(out io.Writer, results map[string]phaseResult, selected func(w, e int) bool, repeat int) error {
-	repeat = max(repeat, 1)
+// interrupt-driven) to each other row's. results holds every boot's runs
+// under their IDs among all runs (comparePlan.inBoot). When the
+// user-space engines ran more than once (plan.several) a row shows the
+// run with the median IOPS (the lower of the middle two for an even
+// count), how many runs gave a figure and their range, and the ratio of
+// umd to SPDK is the median of the ratios within each repetition of each
+// boot, the two engines having run side by side; umd to fio is umd's
+// median run to fio's (fio runs once a boot).
+func compareTable(out io.Writer, results map[string]phaseResult, selected func(w, e int) bool, plan comparePlan) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	header := "WORKLOAD\tENGINE\tIOPS\tMiB/s\tMEAN µs\tP99 µs\tCPU %\tCPU µs/IO\tDOORBELLS/IO\tUMD POLL/THIS\tUMD IRQ/THIS\t"
-	if repeat > 1 {
+	several := plan.several()
+	if several {
 		header += "RUNS\tIOPS MIN-MAX\t"
 	}
 	fmt.Fprintln(tw, header)
 	for wi, w := range compareWorkloads {
-		// runs[ei][r]: engine ei's run r (fio runs once).
+		// runs[ei][r]: engine ei's run r (fio runs once a boot).
 		runs := make([][]phaseResult, len(compareEngines))
 		umdRuns := map[string][]phaseResult{}
 		for ei, e := range compareEngines {
-			for r := range e.runs(repeat) {
+			for r := range plan.runs(e) {
 				runs[ei] = append(runs[ei], results[repPhaseID(wi, ei, r)])
 			}
 			if e.umd() {
@@ -585,7 +617,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t",
 				w.name, e.name, r.IOPS, r.MiBps, r.MeanUS, r.P99US, cpuPct, cpuPerIO, db, ratio("poll"), ratio("irq"))
-			if repeat > 1 {
+			if several {
 				fmt.Fprintf(tw, "%d\t%.0f-%.0f\t", n, have[0].IOPS, have[n-1].IOPS)
 			}
 			fmt.Fprintln(tw)
@@ -628,6 +660,7 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	ramp := o.fs.Duration("ramp", time.Second, "unmeasured ramp before each phase")
 	run := o.fs.String("run", "", "run only the phases whose \"WORKLOAD, ENGINE\" matches this regular expression (e.g. 'qd32, umd')")
 	repeat := o.fs.Int("repeat", 1, "run each umdbench and spdk_nvme_perf phase this many times, side by side and in turns, and show each row's median run and umd/SPDK as the median of the runs' paired ratios (single runs here move by 30-40 %)")
+	boots := o.fs.Int("boots", 1, "boot the guest this many times, one after the other, and run every phase (with its -repeat) in each; the table takes every boot's runs, pairing umd and SPDK within a boot (which engine is ahead can change from one boot to the next)")
 	doorbells := o.fs.Bool("doorbells", true, "count doorbell writes with QEMU's trace events (each costs QEMU a log line)")
 	outDir := o.fs.String("o", "", "directory for the table, the guest's output and each phase's JSON (default bin/bench-compare/TIME)")
 	spdk := o.fs.String("spdk", "auto", "run SPDK's spdk_nvme_perf too, polled and, if it has -E (SPDK v25.01 and later), with interrupts: on, off, or auto (when the host has it on PATH; Debian does not package it, see docs/performance.md)")
@@ -660,6 +693,10 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	if *repeat < 1 || *repeat > 100 {
 		return 2, fmt.Errorf("-repeat %d: want 1 to 100", *repeat)
 	}
+	if *boots < 1 || *boots > 20 {
+		return 2, fmt.Errorf("-boots %d: want 1 to 20", *boots)
+	}
+	plan := comparePlan{repeat: *repeat, boots: *boots}
 	re, err := regexp.Compile(*run)
 	if err != nil {
 		return 2, fmt.Errorf("-run: %w", err)
@@ -708,65 +745,34 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	if err := os.MkdirAll(filepath.Join(*outDir, "phases"), 0o755); err != nil {
 		return 125, err
 	}
-	guestLog, err := os.Create(filepath.Join(*outDir, "guest.log"))
-	if err != nil {
-		return 125, err
-	}
-	defer guestLog.Close()
-	split := newPhaseSplitter(guestLog, os.Stderr)
-	trace := &qemu.TraceCounter{Events: qemu.DoorbellEvents}
-	cfg.Stdout = split
-	if *doorbells {
-		cfg.Trace = trace
-	}
 	cfg.Script = "#!/bin/sh\n" + compareScript(*runtime, *ramp, selected, *repeat)
 	cfg.Timeout = 3*time.Minute + time.Duration(phases)*(*runtime+*ramp+20*time.Second)
-	fmt.Fprintf(os.Stderr, "bench-compare: %d phases of %v (+%v ramp) on %s, kernel %s; output in %s\n",
-		phases, *runtime, *ramp, o.topology, cfg.Kernel.Release, *outDir)
-	res, err := qemu.Run(ctx, cfg)
-	if err != nil {
-		return 125, err
-	}
+	fmt.Fprintf(os.Stderr, "bench-compare: %d phases of %v (+%v ramp) on %s, kernel %s, %d boot(s); output in %s\n",
+		phases, *runtime, *ramp, o.topology, cfg.Kernel.Release, *boots, *outDir)
 
 	results := map[string]phaseResult{}
-	var problems []string
-	marks := map[string]qemu.Phase{}
-	for _, p := range trace.Phases() {
-		marks[p.Name] = p
-	}
-	for id, buf := range split.outputs {
-		if err := os.WriteFile(filepath.Join(*outDir, "phases", id+".out"), buf.Bytes(), 0o644); err != nil {
+	var (
+		problems, lines   []string
+		traceAll, traceOf uint64
+		failed            error
+		exitCode          int
+	)
+	for b := range *boots {
+		out, err := compareBoot(ctx, cfg, plan, b, *outDir, *doorbells, *runtime, *ramp)
+		if err != nil {
 			return 125, err
 		}
-		_, e, _, ok := parsePhaseID(id)
-		spdk := ok && compareEngines[e].spdk
-		parse := parsePhase
-		if spdk {
-			parse = parseSPDK
+		maps.Copy(results, out.results)
+		problems = append(problems, out.problems...)
+		lines = append(lines, out.lines...)
+		traceAll += out.traceAll
+		traceOf += out.traceOther
+		if out.res.ExitCode != 0 {
+			// The table shows what the boots so far gave.
+			exitCode = out.res.ExitCode
+			failed = fmt.Errorf("the guest script failed (exit status %d) in boot %d; see %s", out.res.ExitCode, b+1, out.log)
+			break
 		}
-		r, perr := parse(buf.Bytes())
-		if r.HaveData && spdk {
-			// Its warm-up ran at about the measured rate.
-			r.IOs = uint64(r.IOPS * float64(wholeSeconds(*runtime)+wholeSeconds(*ramp)))
-		}
-		if st := split.status[id]; st != "0" {
-			r.Err = "exit status " + st
-			problems = append(problems, fmt.Sprintf("%s: exit status %s: %s", phaseTitle(id), st, firstLine(buf.Bytes())))
-		} else if perr != nil {
-			r.Err = "no result"
-			problems = append(problems, fmt.Sprintf("%s: %v", phaseTitle(id), perr))
-		}
-		if n, ok := split.ios[id]; ok {
-			r.IOs = n
-		}
-		r.CPUs = split.cpu[id]
-		if m, ok := marks[id]; ok && *doorbells {
-			r.SQ = trace.Count(qemu.DoorbellEvents[0], m.Begin, m.End)
-			r.CQ = trace.Count(qemu.DoorbellEvents[1], m.Begin, m.End)
-		} else {
-			r.IOs = 0 // no marks, no doorbell figure
-		}
-		results[id] = r
 	}
 	var table bytes.Buffer
 	spdkText := ""
@@ -776,11 +782,19 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	case withSPDK:
 		spdkText = " and SPDK's spdk_nvme_perf (vfio-pci, polled; this build has no -E for interrupts)"
 	}
-	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver%s, one boot of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
-		"3.33", spdkText, o.topology, cfg.DiskAIO, cfg.Kernel.Release)
+	bootText := "one boot"
+	if *boots > 1 {
+		bootText = fmt.Sprintf("%d boots", *boots)
+	}
+	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver%s, %s of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
+		"3.33", spdkText, bootText, o.topology, cfg.DiskAIO, cfg.Kernel.Release)
 	cpuFrom, cpuFor := cpuWindow(*runtime, *ramp)
-	if *repeat > 1 {
-		fmt.Fprintf(&table, "umdbench and spdk_nvme_perf ran %d times each, side by side: their rows show the run with the median IOPS, RUNS how many gave a figure and their range; umd/SPDK is the median of the ratios within each repetition, umd/fio umd's median run against fio's one\n", *repeat)
+	if plan.several() {
+		times := "once"
+		if *repeat > 1 {
+			times = fmt.Sprintf("%d times", *repeat)
+		}
+		fmt.Fprintf(&table, "umdbench and spdk_nvme_perf ran %s each in each boot, side by side: their rows show the run with the median IOPS, RUNS how many gave a figure and their range; umd/SPDK is the median of the ratios within each repetition, umd/fio umd's median run against fio's (once a boot)\n", times)
 	}
 	fmt.Fprintf(&table, "each phase %v after a %v ramp; latency from submission to completion; CPU: the engine process's user + system time (all threads) over %ds from %ds into the phase, as %% of one vCPU and per I/O at the phase's IOPS; ",
 		*runtime, *ramp, cpuFor, cpuFrom)
@@ -793,14 +807,14 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	} else {
 		table.WriteString("doorbells not counted (-doorbells=false)\n\n")
 	}
-	if err := compareTable(&table, results, selected, *repeat); err != nil {
+	if err := compareTable(&table, results, selected, plan); err != nil {
 		return 125, err
 	}
-	for _, l := range split.lines {
+	for _, l := range lines {
 		fmt.Fprintf(&table, "\n%s", l)
 	}
-	if all, other := trace.Lines(); all > 0 {
-		fmt.Fprintf(&table, "\ntrace: %d lines read, %d not counted", all, other)
+	if traceAll > 0 {
+		fmt.Fprintf(&table, "\ntrace: %d lines read, %d not counted", traceAll, traceOf)
 	}
 	table.WriteString("\n")
 	for _, p := range problems {
@@ -810,12 +824,104 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	if err := os.WriteFile(filepath.Join(*outDir, "table.txt"), table.Bytes(), 0o644); err != nil {
 		return 125, err
 	}
-	fmt.Fprintf(os.Stderr, "bench-compare: guest ready in %.1fs, done after %.1fs; table in %s\n", res.Boot.Seconds(), res.Total.Seconds(), filepath.Join(*outDir, "table.txt"))
+	fmt.Fprintf(os.Stderr, "bench-compare: table in %s\n", filepath.Join(*outDir, "table.txt"))
 	switch {
-	case res.ExitCode != 0:
-		return res.ExitCode, fmt.Errorf("the guest script failed (exit status %d); see %s", res.ExitCode, guestLog.Name())
+	case failed != nil:
+		return exitCode, failed
 	case len(problems) > 0:
 		return 1, fmt.Errorf("%d phase(s) failed", len(problems))
 	}
 	return 0, nil
+}
+
+// bootOutput is what one boot of bench-compare gave.
+type bootOutput struct {
+	results              map[string]phaseResult // by ID among every boot's runs
+	problems, lines      []string
+	traceAll, traceOther uint64 // QEMU trace lines read, and those not counted
+	res                  qemu.Result
+	log                  string // the guest's output
+}
+
+// compareBoot boots the guest once with cfg, whose Script runs the
+// phases, and reads every phase's result, doorbell writes and CPU; b is
+// the boot's index in plan. Each phase's output goes to
+// outDir/phases/ID.out under its ID among every boot's runs
+// (comparePlan.inBoot), the guest's output to outDir/guest.log
+// (guest-bootN.log with several boots). An error is one the guest could
+// not be run for; a failed script is in res.ExitCode.
+func compareBoot(ctx context.Context, cfg qemu.Config, plan comparePlan, b int, outDir string, doorbells bool, runtime, ramp time.Duration) (bootOutput, error) {
+	out := bootOutput{results: map[string]phaseResult{}}
+	name := "guest.log"
+	if plan.boots > 1 {
+		name = fmt.Sprintf("guest-boot%d.log", b+1)
+		fmt.Fprintf(os.Stderr, "bench-compare: boot %d of %d\n", b+1, plan.boots)
+	}
+	out.log = filepath.Join(outDir, name)
+	guestLog, err := os.Create(out.log)
+	if err != nil {
+		return out, err
+	}
+	defer guestLog.Close()
+	split := newPhaseSplitter(guestLog, os.Stderr)
+	trace := &qemu.TraceCounter{Events: qemu.DoorbellEvents}
+	cfg.Stdout = split
+	if doorbells {
+		cfg.Trace = trace
+	}
+	if out.res, err = qemu.Run(ctx, cfg); err != nil {
+		return out, err
+	}
+	fmt.Fprintf(os.Stderr, "bench-compare: guest ready in %.1fs, done after %.1fs\n", out.res.Boot.Seconds(), out.res.Total.Seconds())
+
+	marks := map[string]qemu.Phase{}
+	for _, p := range trace.Phases() {
+		marks[p.Name] = p
+	}
+	for id, buf := range split.outputs {
+		all, ok := plan.inBoot(id, b)
+		if err := os.WriteFile(filepath.Join(outDir, "phases", all+".out"), buf.Bytes(), 0o644); err != nil {
+			return out, err
+		}
+		spdk := false
+		if ok {
+			_, e, _, _ := parsePhaseID(id)
+			spdk = compareEngines[e].spdk
+		}
+		parse := parsePhase
+		if spdk {
+			parse = parseSPDK
+		}
+		r, perr := parse(buf.Bytes())
+		if r.HaveData && spdk {
+			// Its warm-up ran at about the measured rate.
+			r.IOs = uint64(r.IOPS * float64(wholeSeconds(runtime)+wholeSeconds(ramp)))
+		}
+		if st := split.status[id]; st != "0" {
+			r.Err = "exit status " + st
+			out.problems = append(out.problems, fmt.Sprintf("%s: exit status %s: %s", phaseTitle(all), st, firstLine(buf.Bytes())))
+		} else if perr != nil {
+			r.Err = "no result"
+			out.problems = append(out.problems, fmt.Sprintf("%s: %v", phaseTitle(all), perr))
+		}
+		if n, ok := split.ios[id]; ok {
+			r.IOs = n
+		}
+		r.CPUs = split.cpu[id]
+		if m, ok := marks[id]; ok && doorbells {
+			r.SQ = trace.Count(qemu.DoorbellEvents[0], m.Begin, m.End)
+			r.CQ = trace.Count(qemu.DoorbellEvents[1], m.Begin, m.End)
+		} else {
+			r.IOs = 0 // no marks, no doorbell figure
+		}
+		out.results[all] = r
+	}
+	for _, l := range split.lines {
+		if plan.boots > 1 {
+			l = fmt.Sprintf("boot %d: %s", b+1, l)
+		}
+		out.lines = append(out.lines, l)
+	}
+	out.traceAll, out.traceOther = trace.Lines()
+	return out, nil
 }

@@ -138,7 +138,7 @@ func TestCompareTable(t *testing.T) {
 		phaseID(0, 6): {IOPS: 1200, CPUs: 0.6, HaveData: true},
 	}
 	var b bytes.Buffer
-	if err := compareTable(&b, results, nil, 1); err != nil {
+	if err := compareTable(&b, results, nil, comparePlan{repeat: 1, boots: 1}); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(b.String(), "\n")
@@ -222,7 +222,7 @@ func TestCompareSelected(t *testing.T) {
 		t.Errorf("%d phases in the script, want only w2-e0:\n%s", n, s)
 	}
 	var b bytes.Buffer
-	if err := compareTable(&b, map[string]phaseResult{phaseID(2, 0): {IOPS: 10, HaveData: true}}, only, 1); err != nil {
+	if err := compareTable(&b, map[string]phaseResult{phaseID(2, 0): {IOPS: 10, HaveData: true}}, only, comparePlan{repeat: 1, boots: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); len(lines) != 2 {
@@ -321,7 +321,7 @@ func TestCompareRepeat(t *testing.T) {
 		repPhaseID(0, 5, 2): {Err: "exit status 1"},
 	}
 	var b bytes.Buffer
-	if err := compareTable(&b, results, nil, 3); err != nil {
+	if err := compareTable(&b, results, nil, comparePlan{repeat: 3, boots: 1}); err != nil {
 		t.Fatal(err)
 	}
 	row := func(engine string) []string {
@@ -364,5 +364,68 @@ func TestMedian(t *testing.T) {
 	have := withFigures([]phaseResult{{IOPS: 4, HaveData: true}, {IOPS: 1, HaveData: true}, {Err: "x"}, {IOPS: 3, HaveData: true}, {IOPS: 2, HaveData: true}})
 	if n, r := len(have), median(have); n != 4 || r.IOPS != 2 || have[0].IOPS != 1 || have[3].IOPS != 4 {
 		t.Errorf("withFigures = %v, median %v; want the 4 with figures, lowest first, and the lower middle 2", have, r.IOPS)
+	}
+}
+
+func TestCompareBoots(t *testing.T) {
+	plan := comparePlan{repeat: 2, boots: 3}
+	// Boot 2's (index 1) runs follow boot 1's: umd's second repetition
+	// there is its fourth run in all, fio's only one its second.
+	for _, c := range []struct {
+		id   string
+		b    int
+		want string
+	}{
+		{"w0-e1", 0, "w0-e1"},
+		{"w0-e1-r1", 1, "w0-e1-r3"},
+		{"w3-e6", 2, "w3-e6-r4"},
+		{"w0-e2", 1, "w0-e2-r1"},
+		{"w0-e2", 2, "w0-e2-r2"},
+	} {
+		if got, ok := plan.inBoot(c.id, c.b); !ok || got != c.want {
+			t.Errorf("inBoot(%q, %d) = %q, %v; want %q", c.id, c.b, got, ok, c.want)
+		}
+	}
+	if got, ok := plan.inBoot("device", 1); ok || got != "device" {
+		t.Errorf("inBoot(\"device\", 1) = %q, %v; want it unchanged and not a phase", got, ok)
+	}
+	if !(comparePlan{repeat: 1, boots: 2}).several() || (comparePlan{repeat: 1, boots: 1}).several() {
+		t.Error("several: want true for two boots of one run, false for one")
+	}
+
+	// Two boots of one run each. umd irq (e1) against SPDK irq (e6):
+	// boot 1 2000/1000, boot 2 1000/4000, so the paired ratios are 2 and
+	// 0.25 (median 1.12), while umd's best run against SPDK's worst
+	// would say 2. fio (e2) ran once a boot: 400 and 600, median run
+	// 400; umd irq's median run (1000) against it 2.50.
+	one := comparePlan{repeat: 1, boots: 2}
+	results := map[string]phaseResult{}
+	for b, runs := range []map[string]float64{
+		{"w0-e1": 2000, "w0-e6": 1000, "w0-e2": 400},
+		{"w0-e1": 1000, "w0-e6": 4000, "w0-e2": 600},
+	} {
+		for id, iops := range runs {
+			all, _ := one.inBoot(id, b)
+			results[all] = phaseResult{IOPS: iops, HaveData: true}
+		}
+	}
+	var b bytes.Buffer
+	if err := compareTable(&b, results, nil, one); err != nil {
+		t.Fatal(err)
+	}
+	row := func(engine string) []string {
+		for _, l := range strings.Split(b.String(), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "4k randread qd1") && strings.Contains(l, " "+engine+" ") {
+				return strings.Fields(l)
+			}
+		}
+		t.Fatalf("no row for %s:\n%s", engine, b.String())
+		return nil
+	}
+	if f := row("spdk perf irq"); f[len(f)-3] != "1.12" || f[len(f)-2] != "2" || f[len(f)-1] != "1000-4000" {
+		t.Errorf("spdk perf irq row %q: want umd irq/this 1.12 (the median of each boot's ratio), 2 runs, 1000-4000", f)
+	}
+	if f := row("fio io_uring"); f[len(f)-3] != "2.50" || f[len(f)-2] != "2" || f[len(f)-1] != "400-600" {
+		t.Errorf("fio io_uring row %q: want umd irq/this 2.50, 2 runs (one a boot), 400-600", f)
 	}
 }
