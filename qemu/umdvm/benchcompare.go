@@ -747,7 +747,7 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	}
 	cfg.Script = "#!/bin/sh\n" + compareScript(*runtime, *ramp, selected, *repeat)
 	cfg.Timeout = 3*time.Minute + time.Duration(phases)*(*runtime+*ramp+20*time.Second)
-	fmt.Fprintf(os.Stderr, "bench-compare: %d phases of %v (+%v ramp) on %s, kernel %s, %d boot(s); output in %s\n",
+	fmt.Fprintf(os.Stderr, "bench-compare: %d phases of %v (+%v ramp) a boot on %s, kernel %s, %d boot(s); output in %s\n",
 		phases, *runtime, *ramp, o.topology, cfg.Kernel.Release, *boots, *outDir)
 
 	results := map[string]phaseResult{}
@@ -755,13 +755,19 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		problems, lines   []string
 		traceAll, traceOf uint64
 		failed            error
-		exitCode          int
+		exitCode, booted  int
 	)
 	for b := range *boots {
 		out, err := compareBoot(ctx, cfg, plan, b, *outDir, *doorbells, *runtime, *ramp)
-		if err != nil {
+		if err != nil && b == 0 {
 			return 125, err
 		}
+		if err != nil {
+			// The earlier boots' runs still make a table.
+			exitCode, failed = 125, fmt.Errorf("boot %d: %w", b+1, err)
+			break
+		}
+		booted++
 		maps.Copy(results, out.results)
 		problems = append(problems, out.problems...)
 		lines = append(lines, out.lines...)
@@ -784,7 +790,7 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 	}
 	bootText := "one boot"
 	if *boots > 1 {
-		bootText = fmt.Sprintf("%d boots", *boots)
+		bootText = fmt.Sprintf("%d boots", booted)
 	}
 	fmt.Fprintf(&table, "umd (umdbench, vfio-pci) against fio %s on the kernel's nvme driver%s, %s of the %q topology (QEMU nvme, TCG, disk aio=%s), kernel %s\n",
 		"3.33", spdkText, bootText, o.topology, cfg.DiskAIO, cfg.Kernel.Release)
