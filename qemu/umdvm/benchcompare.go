@@ -596,13 +596,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 					}
 					q = median(u).IOPS / r.IOPS
 				} else {
-					// Paired: the same repetition of both.
-					var qs []float64
-					for k := range min(len(us), len(runs[ei])) {
-						if a, b := us[k], runs[ei][k]; a.HaveData && b.HaveData && b.IOPS > 0 {
-							qs = append(qs, a.IOPS/b.IOPS)
-						}
-					}
+					qs := pairedRatios(us, runs[ei])
 					if len(qs) == 0 {
 						return ""
 					}
@@ -622,6 +616,86 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 			}
 			fmt.Fprintln(tw)
 		}
+	}
+	return tw.Flush()
+}
+
+// pairedRatios is us[k]'s IOPS over them[k]'s for every k where both
+// runs gave a figure: the same repetition of two engines that ran side by
+// side.
+func pairedRatios(us, them []phaseResult) []float64 {
+	var qs []float64
+	for k := range min(len(us), len(them)) {
+		if a, b := us[k], them[k]; a.HaveData && b.HaveData && b.IOPS > 0 {
+			qs = append(qs, a.IOPS/b.IOPS)
+		}
+	}
+	return qs
+}
+
+// compareByBoot writes, for several boots, umd's IOPS against SPDK's in
+// each completion mode and workload boot by boot: the median of that
+// boot's paired ratios and how many of them umd led. Which engine is
+// ahead can change from one boot to the next (docs/performance.md), and
+// the main table's medians over every boot hide that. It writes nothing
+// for one boot or without SPDK's runs.
+func compareByBoot(out io.Writer, results map[string]phaseResult, plan comparePlan) error {
+	if plan.boots < 2 {
+		return nil
+	}
+	perBoot := max(plan.repeat, 1) // a user-space engine's runs in a boot
+	var rows []string
+	for wi, w := range compareWorkloads {
+		for _, mode := range []string{"poll", "irq"} {
+			var us, them []phaseResult
+			for ei, e := range compareEngines {
+				if e.mode() != mode {
+					continue
+				}
+				var runs []phaseResult
+				for r := range plan.runs(e) {
+					runs = append(runs, results[repPhaseID(wi, ei, r)])
+				}
+				if e.umd() {
+					us = runs
+				} else {
+					them = runs
+				}
+			}
+			row, paired := fmt.Sprintf("%s\t%s\t", w.name, mode), false
+			for b := range plan.boots {
+				lo, hi := b*perBoot, min((b+1)*perBoot, len(us), len(them))
+				qs := pairedRatios(us[min(lo, hi):hi], them[min(lo, hi):hi])
+				if len(qs) == 0 {
+					row += "-\t"
+					continue
+				}
+				ahead := 0
+				for _, q := range qs {
+					if q > 1 {
+						ahead++
+					}
+				}
+				row += fmt.Sprintf("%.2f (%d/%d)\t", medianOf(qs), ahead, len(qs))
+				paired = true
+			}
+			if paired {
+				rows = append(rows, row)
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	fmt.Fprintln(out, "\numd against SPDK boot by boot: the median of each boot's paired ratios (how many of them umd led)")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	header := "WORKLOAD\tMODE\t"
+	for b := range plan.boots {
+		header += fmt.Sprintf("BOOT %d\t", b+1)
+	}
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, r)
 	}
 	return tw.Flush()
 }
@@ -814,6 +888,9 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		table.WriteString("doorbells not counted (-doorbells=false)\n\n")
 	}
 	if err := compareTable(&table, results, selected, plan); err != nil {
+		return 125, err
+	}
+	if err := compareByBoot(&table, results, comparePlan{repeat: *repeat, boots: booted}); err != nil {
 		return 125, err
 	}
 	for _, l := range lines {

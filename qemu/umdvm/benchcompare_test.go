@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -427,5 +428,28 @@ func TestCompareBoots(t *testing.T) {
 	}
 	if f := row("fio io_uring"); f[len(f)-3] != "2.50" || f[len(f)-2] != "2" || f[len(f)-1] != "400-600" {
 		t.Errorf("fio io_uring row %q: want umd irq/this 2.50, 2 runs (one a boot), 400-600", f)
+	}
+
+	// Boot by boot the median of 1.12 splits into 2.00 and 0.25; polled,
+	// nothing ran, so no row.
+	b.Reset()
+	if err := compareByBoot(&b, results, one); err != nil {
+		t.Fatal(err)
+	}
+	var irqRow []string
+	for _, l := range strings.Split(b.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 3 && f[0] == "4k" {
+			if f[3] != "irq" {
+				t.Errorf("a by-boot row for %q, which had no runs: %q", f[3], l)
+			}
+			irqRow = f
+		}
+	}
+	if want := []string{"4k", "randread", "qd1", "irq", "2.00", "(1/1)", "0.25", "(0/1)"}; !slices.Equal(irqRow, want) {
+		t.Errorf("by-boot irq row %q, want %q:\n%s", irqRow, want, b.String())
+	}
+	b.Reset()
+	if err := compareByBoot(&b, results, comparePlan{repeat: 2, boots: 1}); err != nil || b.Len() != 0 {
+		t.Errorf("compareByBoot for one boot wrote %q (%v), want nothing", b.String(), err)
 	}
 }
