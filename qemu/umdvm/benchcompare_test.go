@@ -142,18 +142,7 @@ func TestCompareTable(t *testing.T) {
 	if err := compareTable(&b, results, nil, comparePlan{repeat: 1, boots: 1}); err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(b.String(), "\n")
-	row := func(engine string) []string {
-		for _, l := range lines {
-			f := strings.Fields(l)
-			e := strings.Fields(engine)
-			if len(f) > 3+len(e) && strings.Join(f[:3], " ") == "4k randread qd1" && strings.Join(f[3:3+len(e)], " ") == engine && f[3+len(e)] != "hipri" {
-				return f
-			}
-		}
-		t.Fatalf("no row for %s:\n%s", engine, b.String())
-		return nil
-	}
+	row := func(engine string) []string { return qd1Row(t, b.String(), engine) }
 	// "4k randread qd1 fio io_uring 1000 ... 2.200 3.00 1.50"
 	f := row("fio io_uring")
 	if got := f[len(f)-3:]; got[0] != "2.200" || got[1] != "3.00" || got[2] != "1.50" {
@@ -325,15 +314,7 @@ func TestCompareRepeat(t *testing.T) {
 	if err := compareTable(&b, results, nil, comparePlan{repeat: 3, boots: 1}); err != nil {
 		t.Fatal(err)
 	}
-	row := func(engine string) []string {
-		for _, l := range strings.Split(b.String(), "\n") {
-			if strings.HasPrefix(strings.TrimSpace(l), "4k randread qd1") && strings.Contains(l, " "+engine+" ") {
-				return strings.Fields(l)
-			}
-		}
-		t.Fatalf("no row for %s:\n%s", engine, b.String())
-		return nil
-	}
+	row := func(engine string) []string { return qd1Row(t, b.String(), engine) }
 	// umd irq's median run is the 1500 one, its CPU column with it (30 %
 	// of a vCPU: 200 µs per I/O).
 	if f := row("umd irq"); f[5] != "1500" || f[9] != "30" || f[10] != "200.0" || f[len(f)-2] != "3" || f[len(f)-1] != "1000-3000" {
@@ -414,15 +395,7 @@ func TestCompareBoots(t *testing.T) {
 	if err := compareTable(&b, results, nil, one); err != nil {
 		t.Fatal(err)
 	}
-	row := func(engine string) []string {
-		for _, l := range strings.Split(b.String(), "\n") {
-			if strings.HasPrefix(strings.TrimSpace(l), "4k randread qd1") && strings.Contains(l, " "+engine+" ") {
-				return strings.Fields(l)
-			}
-		}
-		t.Fatalf("no row for %s:\n%s", engine, b.String())
-		return nil
-	}
+	row := func(engine string) []string { return qd1Row(t, b.String(), engine) }
 	if f := row("spdk perf irq"); f[len(f)-3] != "1.12" || f[len(f)-2] != "2" || f[len(f)-1] != "1000-4000" {
 		t.Errorf("spdk perf irq row %q: want umd irq/this 1.12 (the median of each boot's ratio), 2 runs, 1000-4000", f)
 	}
@@ -452,4 +425,19 @@ func TestCompareBoots(t *testing.T) {
 	if err := compareByBoot(&b, results, comparePlan{repeat: 2, boots: 1}); err != nil || b.Len() != 0 {
 		t.Errorf("compareByBoot for one boot wrote %q (%v), want nothing", b.String(), err)
 	}
+}
+
+// qd1Row returns the fields of table's "4k randread qd1" row for engine
+// ("fio io_uring" is not "fio io_uring hipri"), failing t without one.
+func qd1Row(t *testing.T, table, engine string) []string {
+	t.Helper()
+	e := strings.Fields(engine)
+	for _, l := range strings.Split(table, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 3+len(e) && strings.Join(f[:3], " ") == "4k randread qd1" && strings.Join(f[3:3+len(e)], " ") == engine && f[3+len(e)] != "hipri" {
+			return f
+		}
+	}
+	t.Fatalf("no row for %s:\n%s", engine, table)
+	return nil
 }
