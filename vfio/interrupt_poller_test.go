@@ -210,12 +210,7 @@ func TestInterruptNotInPollerUntilWait(t *testing.T) {
 // Wait's duplicate fd, and Waits after Close, which must not make one: every
 // Wait returns (ErrClosed, or a count), and no fd stays open.
 func TestInterruptCloseDuringFirstWait(t *testing.T) {
-	noFDLeak(t, "100 Interrupts closed during their first Waits", func() {
-		closeDuringFirstWait(t)
-	})
-}
-
-func closeDuringFirstWait(t *testing.T) {
+	noFDLeak(t, "100 Interrupts closed during their first Waits")
 	for i := range 100 {
 		irq, err := NewInterrupt()
 		if err != nil {
@@ -237,21 +232,24 @@ func closeDuringFirstWait(t *testing.T) {
 	}
 }
 
-// noFDLeak runs f and fails the test if it left file descriptors open.
-func noFDLeak(t *testing.T, what string, f func()) {
+// noFDLeak fails t if, when it ends, file descriptors are open that were
+// not open now. Call it before the test registers any cleanup of its own
+// (cleanups run last first, so those would run after the check).
+func noFDLeak(t *testing.T, what string) {
 	t.Helper()
 	before, err := fdleak.Take()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f()
-	after, err := fdleak.Take()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaked := before.Leaked(after); len(leaked) > 0 {
-		t.Errorf("%s leaked %v", what, leaked)
-	}
+	t.Cleanup(func() {
+		after, err := fdleak.Take()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if leaked := before.Leaked(after); len(leaked) > 0 {
+			t.Errorf("%s leaked %v", what, leaked)
+		}
+	})
 }
 
 // TestInterruptCloseDuringWaitThread races Close against WaitThreads, the
@@ -259,12 +257,7 @@ func noFDLeak(t *testing.T, what string, f func()) {
 // signal, or with ErrClosed), WaitThread after Close fails with ErrClosed
 // and makes nothing, and neither the eventfd nor the epoll fd stays open.
 func TestInterruptCloseDuringWaitThread(t *testing.T) {
-	noFDLeak(t, "50 Interrupts closed during WaitThreads", func() {
-		closeDuringWaitThread(t)
-	})
-}
-
-func closeDuringWaitThread(t *testing.T) {
+	noFDLeak(t, "50 Interrupts closed during WaitThreads")
 	for i := range 50 {
 		irq, err := NewInterrupt()
 		if err != nil {
