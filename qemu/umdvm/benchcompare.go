@@ -114,14 +114,24 @@ func (p comparePlan) several() bool { return max(p.repeat, 1)*max(p.boots, 1) > 
 // inBoot turns the phase ID a guest script gave boot b's run into its ID
 // among every boot's runs: run r of boot b is run b*perBoot+r, so the
 // user-space engines' k-th runs are still the same boot's same
-// repetition and pair as before. ok is false for an ID that is not a
-// phase's.
-func (p comparePlan) inBoot(id string, b int) (string, bool) {
+// repetition and pair as before. e is the phase's engine; ok is false
+// (and id returned as it is) for an ID that is not a phase's.
+func (p comparePlan) inBoot(id string, b int) (all string, e int, ok bool) {
 	w, e, r, ok := parsePhaseID(id)
 	if !ok {
-		return id, false
+		return id, 0, false
 	}
-	return repPhaseID(w, e, b*p.perBoot(compareEngines[e])+r), true
+	return repPhaseID(w, e, b*p.perBoot(compareEngines[e])+r), e, true
+}
+
+// runsOf is every run of workload w on engine e in results, over every
+// boot, in order (a run that gave nothing is a zero phaseResult).
+func (p comparePlan) runsOf(results map[string]phaseResult, w, e int) []phaseResult {
+	runs := make([]phaseResult, 0, p.runs(compareEngines[e]))
+	for r := range p.runs(compareEngines[e]) {
+		runs = append(runs, results[repPhaseID(w, e, r)])
+	}
+	return runs
 }
 
 // bytesOf turns a workload's block size ("4k", "128k") into bytes, for
@@ -553,9 +563,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 		runs := make([][]phaseResult, len(compareEngines))
 		umdRuns := map[string][]phaseResult{}
 		for ei, e := range compareEngines {
-			for r := range plan.runs(e) {
-				runs[ei] = append(runs[ei], results[repPhaseID(wi, ei, r)])
-			}
+			runs[ei] = plan.runsOf(results, wi, ei)
 			if e.umd() {
 				umdRuns[e.completion] = runs[ei]
 			}
@@ -643,29 +651,26 @@ func compareByBoot(out io.Writer, results map[string]phaseResult, plan comparePl
 	if plan.boots < 2 {
 		return nil
 	}
-	perBoot := max(plan.repeat, 1) // a user-space engine's runs in a boot
 	var rows []string
 	for wi, w := range compareWorkloads {
 		for _, mode := range []string{"poll", "irq"} {
+			// umd's and SPDK's runs in this mode: as many of each, a
+			// boot's side by side.
 			var us, them []phaseResult
+			perBoot := 0
 			for ei, e := range compareEngines {
-				if e.mode() != mode {
-					continue
-				}
-				var runs []phaseResult
-				for r := range plan.runs(e) {
-					runs = append(runs, results[repPhaseID(wi, ei, r)])
-				}
-				if e.umd() {
-					us = runs
-				} else {
-					them = runs
+				switch {
+				case e.mode() != mode:
+				case e.umd():
+					us, perBoot = plan.runsOf(results, wi, ei), plan.perBoot(e)
+				default:
+					them = plan.runsOf(results, wi, ei)
 				}
 			}
 			row, paired := fmt.Sprintf("%s\t%s\t", w.name, mode), false
 			for b := range plan.boots {
-				lo, hi := b*perBoot, min((b+1)*perBoot, len(us), len(them))
-				qs := pairedRatios(us[min(lo, hi):hi], them[min(lo, hi):hi])
+				lo, hi := b*perBoot, (b+1)*perBoot
+				qs := pairedRatios(us[lo:hi], them[lo:hi])
 				if len(qs) == 0 {
 					row += "-\t"
 					continue
@@ -962,15 +967,11 @@ func compareBoot(ctx context.Context, cfg qemu.Config, plan comparePlan, b int, 
 		marks[p.Name] = p
 	}
 	for id, buf := range split.outputs {
-		all, ok := plan.inBoot(id, b)
+		all, e, ok := plan.inBoot(id, b)
 		if err := os.WriteFile(filepath.Join(outDir, "phases", all+".out"), buf.Bytes(), 0o644); err != nil {
 			return out, err
 		}
-		spdk := false
-		if ok {
-			_, e, _, _ := parsePhaseID(id)
-			spdk = compareEngines[e].spdk
-		}
+		spdk := ok && compareEngines[e].spdk
 		parse := parsePhase
 		if spdk {
 			parse = parseSPDK

@@ -364,11 +364,12 @@ func TestCompareBoots(t *testing.T) {
 		{"w0-e2", 1, "w0-e2-r1"},
 		{"w0-e2", 2, "w0-e2-r2"},
 	} {
-		if got, ok := plan.inBoot(c.id, c.b); !ok || got != c.want {
-			t.Errorf("inBoot(%q, %d) = %q, %v; want %q", c.id, c.b, got, ok, c.want)
+		_, wantE, _, _ := parsePhaseID(c.id)
+		if got, e, ok := plan.inBoot(c.id, c.b); !ok || got != c.want || e != wantE {
+			t.Errorf("inBoot(%q, %d) = %q, engine %d, %v; want %q, engine %d", c.id, c.b, got, e, ok, c.want, wantE)
 		}
 	}
-	if got, ok := plan.inBoot("device", 1); ok || got != "device" {
+	if got, _, ok := plan.inBoot("device", 1); ok || got != "device" {
 		t.Errorf("inBoot(\"device\", 1) = %q, %v; want it unchanged and not a phase", got, ok)
 	}
 	if !(comparePlan{repeat: 1, boots: 2}).several() || (comparePlan{repeat: 1, boots: 1}).several() {
@@ -387,7 +388,7 @@ func TestCompareBoots(t *testing.T) {
 		{"w0-e1": 1000, "w0-e6": 4000, "w0-e2": 600},
 	} {
 		for id, iops := range runs {
-			all, _ := one.inBoot(id, b)
+			all, _, _ := one.inBoot(id, b)
 			results[all] = phaseResult{IOPS: iops, HaveData: true}
 		}
 	}
