@@ -295,9 +295,9 @@ const cniResults = "/var/lib/cni/results"
 // driver does not use it).
 const devicePluginSocket = "/var/lib/kubelet/device-plugins/kubelet.sock"
 
-// kubeletSharedDirs are the directories devicePluginSocket needs, outermost
-// first.
-var kubeletSharedDirs = []string{"/var/lib/kubelet", "/var/lib/kubelet/device-plugins"}
+// kubeletSharedDirs are the directories devicePluginSocket needs,
+// outermost first (/var/lib/kubelet, then its device-plugins).
+var kubeletSharedDirs = []string{filepath.Dir(filepath.Dir(devicePluginSocket)), filepath.Dir(devicePluginSocket)}
 
 // listening reports whether a process accepts connections on the unix
 // socket at path.
