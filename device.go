@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/umdkit/umd/hugepage"
 	"github.com/umdkit/umd/iommu"
@@ -57,8 +58,10 @@ type Device struct {
 	msix  int // MSI-X vectors the device has
 
 	mu      sync.Mutex
-	vectors []*vfio.Interrupt // by MSI-X vector; nil when free (0 is never used)
-	queues  int               // queue pairs created and not yet closed
+	vectors []*vfio.Interrupt     // by MSI-X vector; nil when free (0 is never used)
+	sharers []int                 // by MSI-X vector: the queues wired to it
+	waiters map[*vfio.Waiter]bool // queue pairs' waiters, closed with the device
+	queues  int                   // queue pairs created and not yet closed
 	closed  bool
 }
 
@@ -214,6 +217,16 @@ type QueueOptions struct {
 	// Interrupt wires an MSI-X vector of its own to the queue pair's
 	// completion queue; QueuePair.Wait then sleeps until it fires.
 	Interrupt bool
+	// ShareVector lets an Interrupt queue pair share a vector when every
+	// vector of the device is taken (vector 0 stays the admin queue's):
+	// it then gets the vector the fewest queue pairs share, and each of
+	// that vector's interrupts wakes all of them (NVMe lets completion
+	// queues share a vector; the Linux driver does the same when it has
+	// fewer vectors than queues). Each queue pair waits on a vfio.Waiter
+	// of its own (Wait, WaitThread), so none misses another's wake-up;
+	// nothing may read the shared eventfd's count (see vfio.Waiter).
+	// Without ShareVector, CreateQueuePair fails when no vector is free.
+	ShareVector bool
 }
 
 // QueuePair is an I/O queue pair of the device: the engine's queue pair
@@ -223,15 +236,16 @@ type QueuePair struct {
 	dev    *Device
 	vector int
 	irq    *vfio.Interrupt
-	gone   bool // closed: no longer counted in the device's queues
-	spins  int  // empty polls Wait makes before it sleeps (SetPollSpins)
+	waiter *vfio.Waiter // its own wait on irq, made by the first Wait or WaitThread
+	gone   bool         // closed: no longer counted in the device's queues
+	spins  int          // empty polls Wait makes before it sleeps (SetPollSpins)
 }
 
 // CreateQueuePair creates an I/O queue pair.
 func (d *Device) CreateQueuePair(ctx context.Context, o QueueOptions) (*QueuePair, error) {
 	q := &QueuePair{dev: d}
 	if o.Interrupt {
-		v, irq, err := d.wireVector()
+		v, irq, err := d.wireVector(o.ShareVector)
 		if err != nil {
 			return nil, err
 		}
@@ -240,8 +254,7 @@ func (d *Device) CreateQueuePair(ctx context.Context, o QueueOptions) (*QueuePai
 	var err error
 	q.QueuePair, err = d.ctrl.CreateQueuePair(ctx, nvmelike.QueueOptions{Depth: o.Depth, Interrupts: o.Interrupt, Vector: uint16(q.vector)})
 	if err != nil {
-		d.unwireVector(q.vector)
-		return nil, fmt.Errorf("creating a queue pair on %s: %w", d.bdf, err)
+		return nil, errors.Join(fmt.Errorf("creating a queue pair on %s: %w", d.bdf, err), d.unwireVector(q.vector, q.waiter))
 	}
 	d.mu.Lock()
 	d.queues++
@@ -250,8 +263,9 @@ func (d *Device) CreateQueuePair(ctx context.Context, o QueueOptions) (*QueuePai
 }
 
 // wireVector picks a free MSI-X vector (vector 0 is left to the admin
-// queue) and connects a new eventfd to it.
-func (d *Device) wireVector() (int, *vfio.Interrupt, error) {
+// queue) and connects a new eventfd to it; with share and none free, the
+// vector the fewest queues share.
+func (d *Device) wireVector(share bool) (int, *vfio.Interrupt, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -259,7 +273,7 @@ func (d *Device) wireVector() (int, *vfio.Interrupt, error) {
 	}
 	if d.vectors == nil {
 		if d.msix < 2 {
-			return 0, nil, fmt.Errorf("wiring an interrupt on %s: the device has %d MSI-X vectors", d.bdf, d.msix)
+			return 0, nil, fmt.Errorf("wiring an interrupt on %s: the device has %d MSI-X vectors, and vector 0 is the admin queue's", d.bdf, d.msix)
 		}
 		// Allocate every vector now: changing the set later means
 		// disabling MSI-X for a moment on kernels without dynamic
@@ -268,6 +282,7 @@ func (d *Device) wireVector() (int, *vfio.Interrupt, error) {
 			return 0, nil, fmt.Errorf("wiring an interrupt on %s: %w", d.bdf, err)
 		}
 		d.vectors = make([]*vfio.Interrupt, d.msix)
+		d.sharers = make([]int, d.msix)
 	}
 	v := 0
 	for i := 1; i < len(d.vectors); i++ {
@@ -276,8 +291,18 @@ func (d *Device) wireVector() (int, *vfio.Interrupt, error) {
 			break
 		}
 	}
+	if v == 0 && share {
+		least := 1
+		for i := 2; i < len(d.sharers); i++ {
+			if d.sharers[i] < d.sharers[least] {
+				least = i
+			}
+		}
+		d.sharers[least]++
+		return least, d.vectors[least], nil
+	}
 	if v == 0 {
-		return 0, nil, fmt.Errorf("wiring an interrupt on %s: all %d MSI-X vectors in use", d.bdf, len(d.vectors)-1)
+		return 0, nil, fmt.Errorf("wiring an interrupt on %s: all %d MSI-X vectors for I/O queues are taken (vector 0 is the admin queue's); share them (QueueOptions.ShareVector) or poll", d.bdf, len(d.vectors)-1)
 	}
 	irq, err := vfio.NewInterrupt()
 	if err != nil {
@@ -288,26 +313,42 @@ func (d *Device) wireVector() (int, *vfio.Interrupt, error) {
 		return 0, nil, fmt.Errorf("wiring MSI-X vector %d of %s: %w", v, d.bdf, err)
 	}
 	d.vectors[v] = irq
+	d.sharers[v] = 1
 	return v, irq, nil
 }
 
-func (d *Device) unwireVector(v int) error {
+// unwireVector undoes wireVector: it closes the queue's waiter w (nil if
+// it has none), and disconnects and closes the vector's eventfd once no
+// queue shares it.
+func (d *Device) unwireVector(v int, w *vfio.Waiter) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.unwireVectorLocked(v, w)
+}
+
+func (d *Device) unwireVectorLocked(v int, w *vfio.Waiter) error {
+	var err error
+	if w != nil && d.waiters[w] {
+		delete(d.waiters, w)
+		err = w.Close()
+	}
 	if v <= 0 || v >= len(d.vectors) || d.vectors[v] == nil {
-		return nil
+		return err
+	}
+	if d.sharers[v]--; d.sharers[v] > 0 {
+		return err
 	}
 	irq := d.vectors[v]
 	d.vectors[v] = nil
-	err := d.dev.DisconnectIRQ(vfio.IRQMSIX, v)
-	return errors.Join(err, irq.Close())
+	return errors.Join(err, d.dev.DisconnectIRQ(vfio.IRQMSIX, v), irq.Close())
 }
 
 // Vector returns the MSI-X vector of the queue pair's completion
 // interrupt, or 0 when it has none.
 func (q *QueuePair) Vector() int { return q.vector }
 
-// VectorsInUse returns how many MSI-X vectors queue pairs hold.
+// VectorsInUse returns how many MSI-X vectors queue pairs hold (a shared
+// vector counts once).
 func (d *Device) VectorsInUse() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -322,7 +363,9 @@ func (d *Device) VectorsInUse() int {
 
 // Interrupt returns the eventfd of the queue pair's completion interrupt,
 // or nil when it was created without one. Callers with their own epoll
-// loop use its Fd.
+// loop use its Fd. Queue pairs that share a vector (ShareVector) return
+// the same Interrupt: wait on it through Wait, WaitThread or a vfio.Waiter
+// of your own, and do not read its count.
 func (q *QueuePair) Interrupt() *vfio.Interrupt { return q.irq }
 
 // MaskInterrupt stops the queue pair's completion interrupt: its eventfd
@@ -331,7 +374,8 @@ func (q *QueuePair) Interrupt() *vfio.Interrupt { return q.irq }
 // disconnects the vector from its eventfd and UnmaskInterrupt connects the
 // same eventfd again. Completions keep arriving in the completion queue
 // meanwhile: poll after unmasking, since an interrupt raised while masked
-// is not guaranteed to be delivered.
+// is not guaranteed to be delivered. A shared vector (ShareVector) is
+// masked for every queue pair on it.
 func (q *QueuePair) MaskInterrupt() error {
 	if q.irq == nil {
 		return fmt.Errorf("masking the interrupt of queue pair %d: it has none", q.ID())
@@ -363,7 +407,8 @@ func (q *QueuePair) SetPollSpins(n int) { q.spins = max(n, 0) }
 // sleeps until its interrupt fires or ctx is done, then polls again. It
 // returns the number of completions handled. Without an interrupt it
 // polls until at least one completion arrives or ctx is done. With
-// SetPollSpins it polls that many times before each sleep.
+// SetPollSpins it polls that many times before each sleep. It sleeps on
+// the queue pair's own vfio.Waiter, which never reads the eventfd's count.
 func (q *QueuePair) Wait(ctx context.Context) (int, error) {
 	for empty := 0; ; empty++ {
 		n, err := q.Poll(0)
@@ -384,12 +429,61 @@ func (q *QueuePair) Wait(ctx context.Context) (int, error) {
 			continue
 		}
 		// A completion posted between Poll and here has already
-		// incremented the eventfd's counter, so this does not sleep
-		// through it.
-		if _, err := q.irq.Wait(ctx); err != nil {
+		// queued its interrupt in the waiter (made just now, it finds
+		// the count not zero), so this does not sleep through it.
+		w, err := q.waiterOf()
+		if err != nil {
+			return 0, err
+		}
+		if err := w.Wait(ctx); err != nil {
 			return 0, err
 		}
 	}
+}
+
+// WaitThread blocks the calling OS thread until the queue pair's interrupt
+// fires or timeout passes, without polling (vfio.Waiter.WaitThread, which
+// says when to use it): for a completion loop locked to its thread that
+// polls between waits. It reports whether the interrupt fired since the
+// previous wait; it fails for a queue pair without an interrupt.
+func (q *QueuePair) WaitThread(timeout time.Duration) (bool, error) {
+	w, err := q.waiterOf()
+	if err != nil {
+		return false, err
+	}
+	return w.WaitThread(timeout)
+}
+
+// waiterOf returns the queue pair's Waiter on its interrupt, making it on
+// the first call (two file descriptors, until Close: a queue pair whose
+// eventfd is waited on elsewhere, such as a broker's, never makes one).
+func (q *QueuePair) waiterOf() (*vfio.Waiter, error) {
+	if q.waiter != nil {
+		return q.waiter, nil
+	}
+	if q.irq == nil {
+		return nil, fmt.Errorf("waiting for the interrupt of queue pair %d: it has none", q.ID())
+	}
+	w, err := q.irq.NewWaiter()
+	if err != nil {
+		return nil, fmt.Errorf("waiting for the interrupt of queue pair %d: %w", q.ID(), err)
+	}
+	if d := q.dev; d != nil {
+		// Known to the device, which closes it if the queue pair is
+		// not closed first.
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.closed || q.gone {
+			w.Close()
+			return nil, fmt.Errorf("waiting for the interrupt of queue pair %d: %w", q.ID(), ErrClosed)
+		}
+		if d.waiters == nil {
+			d.waiters = make(map[*vfio.Waiter]bool)
+		}
+		d.waiters[w] = true
+	}
+	q.waiter = w
+	return w, nil
 }
 
 // Close deletes the queue pair and frees its interrupt vector. For an
@@ -400,13 +494,15 @@ func (q *QueuePair) Close() error {
 		return q.closeAttached()
 	}
 	err := q.dev.ctrl.DeleteQueuePair(context.Background(), q.QueuePair)
-	q.dev.mu.Lock()
-	if !q.gone {
-		q.gone = true
-		q.dev.queues--
+	d := q.dev
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if q.gone {
+		return err // closed before: its vector is unwired already
 	}
-	q.dev.mu.Unlock()
-	return errors.Join(err, q.dev.unwireVector(q.vector))
+	q.gone = true
+	d.queues--
+	return errors.Join(err, d.unwireVectorLocked(q.vector, q.waiter))
 }
 
 // Device returns the device the queue pair belongs to; nil for an
@@ -451,6 +547,8 @@ func (d *Device) release() error {
 	if d.ctrl != nil {
 		keep(d.ctrl.Close())
 	}
+	// Under mu: a QueuePair.Close meanwhile unwires its vector.
+	d.mu.Lock()
 	if d.dev != nil {
 		keep(d.setBusMaster(false))
 		if d.vectors != nil {
@@ -463,6 +561,11 @@ func (d *Device) release() error {
 			d.vectors[i] = nil
 		}
 	}
+	for w := range d.waiters {
+		keep(w.Close())
+	}
+	d.waiters = nil
+	d.mu.Unlock()
 	if d.bar != nil {
 		keep(d.bar.Close())
 	}

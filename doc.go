@@ -18,7 +18,11 @@
 // up (package nvmelike). Device.Alloc carves DMA buffers from the pool;
 // their IOVAs are the pool's IOVA plus their offset. Queue pairs can take
 // completion interrupts: each then has an MSI-X vector wired to an eventfd
-// (vfio.Interrupt) that a caller waits on instead of spinning.
+// (vfio.Interrupt) that a caller waits on instead of spinning. A device
+// with fewer vectors than queue pairs (an SR-IOV VF has a handful) lets
+// queue pairs share one when asked (QueueOptions.ShareVector); each waits
+// through a vfio.Waiter of its own and wakes at every interrupt of the
+// vector.
 //
 // Close undoes all of it in the order the kernel and the device need:
 // controller shutdown (no more DMA), interrupts, BAR, device, IOMMU

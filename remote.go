@@ -37,6 +37,7 @@ type RemoteQueue struct {
 	rq     *nvmelike.RemoteQueue
 	vector int
 	irq    *vfio.Interrupt
+	closed bool // under dev.mu
 }
 
 // CreateRemoteQueue creates an I/O queue pair over rings the caller placed
@@ -45,7 +46,7 @@ type RemoteQueue struct {
 func (d *Device) CreateRemoteQueue(ctx context.Context, o RemoteQueueOptions) (*RemoteQueue, error) {
 	r := &RemoteQueue{dev: d}
 	if o.Interrupt {
-		v, irq, err := d.wireVector()
+		v, irq, err := d.wireVector(false)
 		if err != nil {
 			return nil, err
 		}
@@ -56,7 +57,7 @@ func (d *Device) CreateRemoteQueue(ctx context.Context, o RemoteQueueOptions) (*
 		Depth: o.Depth, SQ: o.SQ, CQ: o.CQ, Interrupts: o.Interrupt, Vector: uint16(r.vector),
 	})
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("creating a remote queue on %s: %w", d.bdf, err), d.unwireVector(r.vector))
+		return nil, errors.Join(fmt.Errorf("creating a remote queue on %s: %w", d.bdf, err), d.unwireVector(r.vector, nil))
 	}
 	return r, nil
 }
@@ -81,7 +82,14 @@ func (r *RemoteQueue) Lost() bool { return r.dev.ctrl.Lost(r.rq) }
 // longer uses the rings.
 func (r *RemoteQueue) Close() error {
 	err := r.dev.ctrl.DeleteRemoteQueue(context.Background(), r.rq)
-	return errors.Join(err, r.dev.unwireVector(r.vector))
+	d := r.dev
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r.closed {
+		return err // its vector may be another queue's by now
+	}
+	r.closed = true
+	return errors.Join(err, d.unwireVectorLocked(r.vector, nil))
 }
 
 // DupDeviceFd returns a new descriptor of the device's VFIO device file,
@@ -97,9 +105,9 @@ func (d *Device) SetVFToken(t vfio.VFToken) error { return d.dev.SetVFToken(t) }
 // AttachQueuePair wraps a queue pair attached to a device this process
 // does not own (nvmelike.AttachQueuePair) as a QueuePair, with the eventfd
 // of its completion interrupt (nil for none) on MSI-X vector vector. Its
-// I/O methods and Wait are those of a local QueuePair; Close detaches it
-// and closes irq; MaskInterrupt and UnmaskInterrupt are refused (the
-// device's owner wires vectors).
+// I/O methods, Wait and WaitThread are those of a local QueuePair; Close
+// detaches it and closes irq; MaskInterrupt and UnmaskInterrupt are
+// refused (the device's owner wires vectors).
 func AttachQueuePair(o nvmelike.AttachOptions, irq *vfio.Interrupt, vector int) (*QueuePair, error) {
 	q, err := nvmelike.AttachQueuePair(o)
 	if err != nil {
@@ -110,6 +118,9 @@ func AttachQueuePair(o nvmelike.AttachOptions, irq *vfio.Interrupt, vector int) 
 
 func (q *QueuePair) closeAttached() error {
 	err := q.Detach()
+	if q.waiter != nil {
+		err = errors.Join(err, q.waiter.Close())
+	}
 	if q.irq != nil {
 		err = errors.Join(err, q.irq.Close())
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -273,6 +274,7 @@ func TestVFVerifiedIO(t *testing.T) {
 		t.Fatal(err)
 	}
 	vfInterrupt(ctx, t, dev, nsid)
+	vfSharedVector(ctx, t, dev, nsid)
 	// While the VF is open, Disable refuses and changes nothing.
 	if err := p.Disable(ctx); !errors.Is(err, sriov.ErrVFInUse) {
 		t.Errorf("Disable with the VF open: %v, want ErrVFInUse", err)
@@ -319,6 +321,115 @@ func vfInterrupt(ctx context.Context, t *testing.T, dev *umd.Device, nsid uint32
 		if _, err := q.Poll(0); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// vfSharedVector checks queue pairs sharing the VF's one I/O vector
+// (ShareVector): a second queue pair with an interrupt is refused without
+// it and gets the same vector with it; each wakes at the interrupts of its
+// own completions while the other waits too (a wake-up taken by the other
+// would leave it asleep until ctx ends); and the vector stays wired until
+// the last of them closes.
+func vfSharedVector(ctx context.Context, t *testing.T, dev *umd.Device, nsid uint32) {
+	t.Helper()
+	if n := dev.VectorsInUse(); n != 0 {
+		t.Fatalf("%d vectors in use before the test", n)
+	}
+	a, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 8, Interrupt: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 8, Interrupt: true}); err == nil {
+		q.Close()
+		t.Fatalf("a second queue pair with an interrupt got vector %d of a VF with one for I/O", q.Vector())
+	} else if !strings.Contains(err.Error(), "ShareVector") {
+		t.Errorf("no vector left: %v; want a pointer to ShareVector", err)
+	}
+	b, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 8, Interrupt: true, ShareVector: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if a.Vector() != 1 || b.Vector() != 1 || a.Interrupt() != b.Interrupt() {
+		t.Fatalf("vectors %d and %d, eventfds %v and %v; want both on vector 1", a.Vector(), b.Vector(), a.Interrupt(), b.Interrupt())
+	}
+	if n := dev.VectorsInUse(); n != 1 {
+		t.Errorf("%d vectors in use, want the shared one", n)
+	}
+
+	// One read at a time on each, both sleeping between: in Wait, on the
+	// runtime poller, which has no timeout to hide a lost wake-up behind;
+	// then in WaitThread, each on a thread of its own.
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	reads := func(q *umd.QueuePair, thread bool) error {
+		if thread {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+		}
+		buf, err := dev.Alloc(4096)
+		if err != nil {
+			return err
+		}
+		defer dev.Free(buf)
+		for i := range 100 {
+			var rerr error
+			done := false
+			rd := nvmelike.ReadCommand(nsid, uint64(i*8), 8, buf)
+			if err := q.Submit(&rd, func(_ *nvmelike.Command, _ nvmelike.Completion, err error) { rerr, done = err, true }); err != nil {
+				return err
+			}
+			q.Ring()
+			for !done {
+				if thread {
+					if _, err := q.Poll(0); err != nil {
+						return err
+					}
+					if done {
+						break
+					}
+					if err := wctx.Err(); err != nil {
+						return fmt.Errorf("read %d: %w", i, err)
+					}
+					if _, err := q.WaitThread(time.Second); err != nil {
+						return err
+					}
+				} else if _, err := q.Wait(wctx); err != nil {
+					return fmt.Errorf("read %d: %w", i, err)
+				}
+			}
+			if rerr != nil {
+				return fmt.Errorf("read %d: %w", i, rerr)
+			}
+		}
+		return nil
+	}
+	for _, thread := range []bool{false, true} {
+		errs := make(chan error, 2)
+		go func() { errs <- reads(a, thread) }()
+		go func() { errs <- reads(b, thread) }()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Errorf("reads on a shared vector (WaitThread %v): %v", thread, err)
+			}
+		}
+	}
+
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := dev.VectorsInUse(); n != 1 {
+		t.Errorf("after the first of two sharers closed: %d vectors in use, want 1", n)
+	}
+	if err := reads(b, false); err != nil {
+		t.Errorf("reads once the other sharer closed: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := dev.VectorsInUse(); n != 0 {
+		t.Errorf("after both sharers closed: %d vectors in use", n)
 	}
 }
 

@@ -19,7 +19,9 @@
 //   - Interrupt: an eventfd that a device vector signals, waited on
 //     through Go's runtime poller (Wait) or by a thread-locked loop's own
 //     epoll_wait (WaitThread), or read without waiting (TryRead); it joins
-//     the poller's epoll set only once Wait is used.
+//     the poller's epoll set only once Wait is used. A Waiter is one
+//     waiter's own view of an Interrupt, so that several (queues sharing
+//     a vector) each see every signal.
 //   - GroupOf and GroupDevices read the IOMMU group layout from sysfs.
 //
 // # What it never does
@@ -65,7 +67,11 @@
 // on them with WaitThread (one raw epoll_wait(2) on an edge-triggered epoll
 // fd of its own: the goroutine keeps its P, no hand-off per wake-up, and
 // the count is not read), or poll them with TryRead (one read(2), no
-// allocation). The package starts no goroutine per vector. TriggerIRQs and
+// allocation). When several goroutines wait on one vector (queues that
+// share it), each uses a Waiter of its own (Interrupt.NewWaiter: an
+// epoll instance of its own watching the eventfd edge-triggered, so every
+// signal wakes every Waiter; nobody reads the count then). The package
+// starts no goroutine per vector. TriggerIRQs and
 // TriggerSelectedIRQs make the kernel signal vectors from software, to test
 // the wiring. DisconnectIRQ stops one vector, DisableIRQ a whole index;
 // irq.go explains what vfio-pci allows (one of INTx, MSI and MSI-X at a

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -353,44 +352,25 @@ func (i *Interrupt) makeThreadEpoll() error {
 	if i.closed {
 		return fmt.Errorf("%s: %w", what, ErrClosed)
 	}
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, os.NewSyscallError("epoll_create1", err))
-	}
-	// Edge-triggered: each signal of the eventfd makes it ready once, so
-	// the count need not be read to stop it being ready. Added while the
-	// count is not zero, it starts out ready.
-	var ctlErr error
+	var ep *os.File
+	var rc syscall.RawConn
+	var epErr error
 	if err := i.rc.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
-		ctlErr = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, int(fd), &ev)
+		ep, rc, epErr = edgeEpoll(int(fd))
 	}); err != nil {
-		ctlErr = ErrClosed
+		epErr = ErrClosed
 	}
-	if ctlErr != nil {
-		unix.Close(ep)
-		return fmt.Errorf("%s: %w", what, os.NewSyscallError("epoll_ctl", ctlErr))
+	if epErr != nil {
+		return fmt.Errorf("%s: %w", what, epErr)
 	}
-	// An epoll fd starts out blocking, so os.NewFile leaves it out of the
-	// runtime poller.
-	i.threadEp = os.NewFile(uintptr(ep), "epoll")
-	i.threadRC, _ = i.threadEp.SyscallConn() // fails only on a nil *os.File
+	i.threadEp, i.threadRC = ep, rc
 	return nil
 }
 
 // waitThread is WaitThread's callback, on the epoll fd; i.threadMu is
 // held.
 func (i *Interrupt) waitThread(ep uintptr) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, ep, uintptr(unsafe.Pointer(&i.threadEvents[0])),
-		uintptr(len(i.threadEvents)), uintptr(i.threadTimeout), 0, 0)
-	switch {
-	case errno == unix.EINTR:
-		// One of the runtime's signals: nothing to report.
-	case errno != 0:
-		i.threadErr = os.NewSyscallError("epoll_wait", errno)
-	default:
-		i.threadWoken = n > 0
-	}
+	i.threadWoken, i.threadErr = epollWait(ep, i.threadEvents[:], i.threadTimeout)
 }
 
 // tryRead is TryRead's callback; i.tryMu is held.

@@ -11,7 +11,6 @@ import (
 	"github.com/umdkit/umd/internal/bench"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/pcie"
-	"github.com/umdkit/umd/vfio"
 )
 
 // errNoMatch: the selectors picked no function (exit status 3).
@@ -117,7 +116,9 @@ func openDevice(ctx context.Context, bdf string, nsid uint32, w bench.Workload, 
 func (d *device) newJobs(ctx context.Context, w bench.Workload, numjobs int) ([]*bench.Job, error) {
 	var jobs []*bench.Job
 	for i := range numjobs {
-		q, err := d.dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: w.IODepth + 1, Interrupt: w.Completion != bench.Poll})
+		// ShareVector: a device with fewer MSI-X vectors than jobs
+		// (an SR-IOV VF, say) gives several jobs one vector.
+		q, err := d.dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: w.IODepth + 1, Interrupt: w.Completion != bench.Poll, ShareVector: true})
 		if err != nil {
 			return nil, err
 		}
@@ -143,13 +144,13 @@ func newJob(w bench.Workload, target bench.Target, i int, q *umd.QueuePair, allo
 		*bufs = append(*bufs, mine[k])
 	}
 	c := bench.JobConfig{Name: fmt.Sprintf("%s/%d", target.Device, i), Target: target, Index: i, Queue: q.QueuePair, Buffers: mine}
-	if irq := q.Interrupt(); irq != nil {
-		c.Wait = waitOn(irq)
+	if q.Interrupt() != nil {
+		c.Wait = waitOn(q)
 	}
 	return bench.NewJob(w, c)
 }
 
-// waitOn returns a job's interrupt wait: irq.WaitThread, which blocks the
+// waitOn returns a job's interrupt wait: q.WaitThread, which blocks the
 // job's own thread in one raw epoll_wait(2), so the job keeps its P while
 // it sleeps (through the runtime's poller or a system call it knows of,
 // the P was handed to another thread on every wait: at queue depth 1 in
@@ -157,11 +158,12 @@ func newJob(w bench.Workload, target bench.Target, i int, q *umd.QueuePair, allo
 // interrupt-driven 4 KiB reads at depth 1 ran 1.3-2.5 K IOPS, against
 // 1.8-3.1 K with a raw wait, 2.5-3.9 K once the eventfd also left the
 // runtime's poller). The wait ends every 100 ms, or at one of the
-// runtime's signals, to look at ctx. The eventfd stays owned by the queue
-// pair; nothing else waits on it during the run.
-func waitOn(irq *vfio.Interrupt) func(ctx context.Context) error {
+// runtime's signals, to look at ctx. The wait is the queue pair's own
+// (a vfio.Waiter), so jobs whose queue pairs share a vector each wake at
+// its interrupts.
+func waitOn(q *umd.QueuePair) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
-		if _, err := irq.WaitThread(100 * time.Millisecond); err != nil {
+		if _, err := q.WaitThread(100 * time.Millisecond); err != nil {
 			return err
 		}
 		return ctx.Err()

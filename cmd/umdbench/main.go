@@ -77,7 +77,8 @@ Workload (fio's names; fio's --name=value spelling works too):
   --ramp_time TIME    run this long first without counting anything
   --nsid N            namespace (default 1)
   --completion MODE   poll: spin on the completion queue (a core per job, lowest latency);
-                      irq: sleep on the queue pair's MSI-X interrupt when nothing is there;
+                      irq: sleep on the queue pair's MSI-X interrupt when nothing is there
+                      (jobs share vectors when the device has fewer than jobs);
                       adaptive: spin --poll_spins times, then sleep (default poll)
   --poll_spins N      empty polls before adaptive sleeps (default 1000)
   --shadow_doorbells on|off

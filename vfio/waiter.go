@@ -1,0 +1,267 @@
+package vfio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// A Waiter waits for an Interrupt's signals on its own, however many other
+// Waiters there are: queue pairs that share one interrupt vector each wait
+// through a Waiter of theirs, and each is woken by every interrupt of the
+// vector. It is an epoll instance that watches the eventfd edge-triggered;
+// every signal queues an event in each Waiter's instance, and a wait takes
+// it. A Waiter never reads the eventfd's count, and nothing else should
+// while Waiters are in use: epoll reports a queued event only while the
+// eventfd is readable, so a read by anyone (Interrupt.Wait, TryRead) between
+// a signal and a Waiter's wait hides the signal from that Waiter. Left
+// unread, the count holds 2^64-2 signals.
+//
+// A Waiter keeps a duplicate of the eventfd, so closing the Interrupt
+// does not end its watch; it is simply never signalled again. Its methods
+// are safe for concurrent use, but it has one wait at a time: use one
+// Waiter per waiting goroutine.
+type Waiter struct {
+	efd int // the duplicate of the eventfd the epoll instance watches
+	// ep is the epoll instance, blocking and outside the runtime poller,
+	// for WaitThread; rc.Control keeps it open while a wait uses it.
+	ep *os.File
+	rc syscall.RawConn
+
+	// WaitThread's state, made once so that WaitThread does not allocate.
+	threadMu sync.Mutex
+	timeout  int // milliseconds, for epoll_wait
+	events   [1]unix.EpollEvent
+	woken    bool
+	err      error
+	threadFn func(fd uintptr)
+
+	// Wait's: waitSem admits one Wait at a time (a deadline is per
+	// file); pollF is a duplicate of ep registered with the runtime
+	// poller, made by the first Wait and closed by Close (under mu).
+	waitSem chan struct{}
+	mu      sync.Mutex
+	pollF   *os.File
+	pollRC  syscall.RawConn
+	closed  bool
+}
+
+// NewWaiter makes a Waiter for the Interrupt's signals from now on: two
+// file descriptors (a duplicate of the eventfd and an epoll instance),
+// until Close. Signals before NewWaiter that nobody has read (the count is
+// not zero) wake its first wait.
+func (i *Interrupt) NewWaiter() (*Waiter, error) {
+	what := fmt.Sprintf("making a waiter on interrupt eventfd %d", i.fd)
+	dup, dupErr := -1, error(nil)
+	if err := i.rc.Control(func(fd uintptr) {
+		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, ErrClosed)
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("%s: %w", what, os.NewSyscallError("fcntl", dupErr))
+	}
+	ep, rc, err := edgeEpoll(dup)
+	if err != nil {
+		unix.Close(dup)
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	w := &Waiter{efd: dup, ep: ep, rc: rc, waitSem: make(chan struct{}, 1)}
+	w.threadFn = w.waitThread
+	return w, nil
+}
+
+// edgeEpoll makes an epoll instance that watches fd (an eventfd) for
+// input, edge-triggered: each signal of the eventfd makes it ready once,
+// so the count need not be read to stop it being ready. Added while the
+// count is not zero, it starts out ready. The instance is blocking, so
+// os.NewFile leaves it out of the runtime poller.
+func edgeEpoll(fd int) (*os.File, syscall.RawConn, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("epoll_create1", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		unix.Close(ep)
+		return nil, nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	f := os.NewFile(uintptr(ep), "epoll")
+	rc, _ := f.SyscallConn() // fails only on a nil *os.File
+	return f, rc, nil
+}
+
+// epollWait is one raw epoll_wait(2) on ep for at most len(events) events,
+// the runtime not told of it: whether an event came, or the error. The
+// runtime's signals end it (EINTR) with neither.
+func epollWait(ep uintptr, events []unix.EpollEvent, timeoutMS int) (bool, error) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, ep, uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), uintptr(timeoutMS), 0, 0)
+	switch {
+	case errno == unix.EINTR:
+		return false, nil
+	case errno != 0:
+		return false, os.NewSyscallError("epoll_wait", errno)
+	}
+	return n > 0, nil
+}
+
+// WaitThread blocks the calling OS thread until the Interrupt is signalled
+// or timeout passes, like Interrupt.WaitThread (which says when to use
+// it): true when a signal came since the Waiter's previous wait, false at
+// the timeout or when one of the runtime's signals ended the wait. One
+// raw epoll_wait(2); it does not allocate. A Close meanwhile takes effect
+// when it returns.
+func (w *Waiter) WaitThread(timeout time.Duration) (bool, error) {
+	w.threadMu.Lock()
+	defer w.threadMu.Unlock()
+	w.timeout = epollTimeout(timeout)
+	w.woken, w.err = false, nil
+	if err := w.rc.Control(w.threadFn); err != nil {
+		return false, fmt.Errorf("waiting on an interrupt: %w", ErrClosed)
+	}
+	if w.err != nil {
+		return false, fmt.Errorf("waiting on an interrupt: %w", w.err)
+	}
+	return w.woken, nil
+}
+
+// waitThread is WaitThread's callback, on the epoll fd; w.threadMu is
+// held.
+func (w *Waiter) waitThread(ep uintptr) {
+	w.woken, w.err = epollWait(ep, w.events[:], w.timeout)
+}
+
+// Wait blocks the calling goroutine until the Interrupt is signalled (a
+// signal since the Waiter's previous wait counts) or ctx is done, when it
+// returns ctx.Err(). The goroutine waits on the runtime poller; the first
+// Wait registers the Waiter there (a duplicate of its epoll fd), and from
+// then until Close every signal also wakes a poller thread. One Wait at a
+// time: a second waits for the first to return. After Close it returns an
+// error wrapping ErrClosed, and a Wait in progress returns one.
+func (w *Waiter) Wait(ctx context.Context) error {
+	select {
+	case w.waitSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-w.waitSem }()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, rc, err := w.pollFile()
+	if err != nil {
+		return err
+	}
+	// As Interrupt.Wait: when ctx is done, a read deadline in the past
+	// ends the parked Read.
+	var (
+		stop  func() bool
+		fired chan struct{}
+	)
+	if ctx.Done() != nil {
+		fired = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			f.SetReadDeadline(past)
+			close(fired)
+		})
+	}
+	// Read resets the poller's readiness, then calls the function, which
+	// takes an event queued since the last wait (even one queued before
+	// the reset) without blocking; only if there is none does it park
+	// until the poller reports the epoll fd readable again.
+	var events [1]unix.EpollEvent
+	var waitErr error
+	err = rc.Read(func(ep uintptr) bool {
+		var woken bool
+		woken, waitErr = epollWait(ep, events[:], 0)
+		return woken || waitErr != nil
+	})
+	if stop != nil && !stop() {
+		<-fired
+		f.SetReadDeadline(time.Time{})
+	}
+	switch {
+	case err == nil && waitErr == nil:
+		return nil
+	case err == nil:
+		return fmt.Errorf("waiting on an interrupt: %w", waitErr)
+	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, os.ErrClosed) || w.isClosed():
+		// RawConn.Read returns internal/poll's "use of closed file",
+		// which is not os.ErrClosed.
+		return fmt.Errorf("waiting on an interrupt: %w", ErrClosed)
+	}
+	return fmt.Errorf("waiting on an interrupt: %w", err)
+}
+
+func (w *Waiter) isClosed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed
+}
+
+// pollFile returns the duplicate of the epoll fd that Wait parks on,
+// making it on the first call; it fails with ErrClosed once Close has
+// begun.
+func (w *Waiter) pollFile() (*os.File, syscall.RawConn, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil, nil, fmt.Errorf("waiting on an interrupt: %w", ErrClosed)
+	}
+	if w.pollF != nil {
+		return w.pollF, w.pollRC, nil
+	}
+	dup, dupErr := -1, error(nil)
+	if err := w.rc.Control(func(fd uintptr) {
+		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, nil, fmt.Errorf("waiting on an interrupt: %w", ErrClosed)
+	}
+	if dupErr != nil {
+		return nil, nil, fmt.Errorf("waiting on an interrupt: duplicating the epoll fd for the runtime poller: %w", os.NewSyscallError("fcntl", dupErr))
+	}
+	// Non-blocking, so os.NewFile registers it with the poller. The
+	// flag belongs to the open file, which WaitThread's epoll_wait does
+	// not look at.
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, nil, fmt.Errorf("waiting on an interrupt: %w", os.NewSyscallError("fcntl", err))
+	}
+	w.pollF = os.NewFile(uintptr(dup), "epoll")
+	w.pollRC, _ = w.pollF.SyscallConn()
+	return w.pollF, w.pollRC, nil
+}
+
+// Close releases the Waiter's file descriptors. A Wait in progress returns
+// an error wrapping ErrClosed; a WaitThread in progress keeps the epoll fd
+// open until it returns. Closing twice returns nil.
+func (w *Waiter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	var errs []error
+	if w.pollF != nil {
+		errs = append(errs, w.pollF.Close())
+	}
+	errs = append(errs, w.ep.Close())
+	if err := unix.Close(w.efd); err != nil {
+		errs = append(errs, os.NewSyscallError("close", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("closing an interrupt waiter: %w", err)
+	}
+	return nil
+}
