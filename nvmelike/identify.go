@@ -131,6 +131,22 @@ func (ns *IdentifyNamespace) Format() int {
 	return i
 }
 
+// MetadataSize returns the metadata bytes per logical block of the
+// namespace's format, 0 for none. With metadata, a read or write moves it
+// too: after each block's data (ExtendedLBA) or to the buffer the
+// command's metadata pointer (MPTR) names.
+func (ns *IdentifyNamespace) MetadataSize() int {
+	if f := ns.Format(); f < len(ns.LBAF) {
+		return int(ns.LBAF[f].MS)
+	}
+	return 0
+}
+
+// ExtendedLBA reports whether the namespace's metadata travels with the
+// data, at the end of each block (FLBAS bit 4), rather than in a separate
+// buffer.
+func (ns *IdentifyNamespace) ExtendedLBA() bool { return ns.FLBAS&0x10 != 0 }
+
 // ParseIdentifyNamespace decodes an Identify Namespace data structure.
 func ParseIdentifyNamespace(nsid uint32, b []byte) (*IdentifyNamespace, error) {
 	if len(b) < IdentifyDataSize {

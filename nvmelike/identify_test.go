@@ -19,8 +19,15 @@ func TestParseIdentifyNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ns.LBASize != 4096 || ns.LBAF[2].MS != 8 || ns.Format() != 2 {
+	if ns.LBASize != 4096 || ns.LBAF[2].MS != 8 || ns.Format() != 2 || ns.MetadataSize() != 8 || !ns.ExtendedLBA() {
 		t.Errorf("%+v", ns)
+	}
+	b[26] = 0x01 // format 1: no metadata, none extended
+	if ns, err := ParseIdentifyNamespace(1, b); err != nil || ns.MetadataSize() != 0 || ns.ExtendedLBA() {
+		t.Errorf("format 1: metadata %d, extended %v, %v", ns.MetadataSize(), ns.ExtendedLBA(), err)
+	}
+	if n := (&IdentifyNamespace{FLBAS: 3}).MetadataSize(); n != 0 {
+		t.Errorf("no formats: metadata size %d", n)
 	}
 	b[26] = 5 // past NLBAF
 	if _, err := ParseIdentifyNamespace(1, b); !errors.Is(err, ErrMalformed) {

@@ -103,12 +103,32 @@ func openDevice(ctx context.Context, bdf string, nsid uint32, w bench.Workload, 
 		dev.Close()
 		return nil, fmt.Errorf("%s: %w", bdf, err)
 	}
+	if err := dataOnly(bdf, ns); err != nil {
+		dev.Close()
+		return nil, err
+	}
 	if numjobs > ctrl.MaxIOQueues() {
 		dev.Close()
 		return nil, fmt.Errorf("--numjobs %d: %s grants %d I/O queue pairs", numjobs, bdf, ctrl.MaxIOQueues())
 	}
 	d.target = bench.Target{Device: bdf, NSID: nsid, LBASize: ns.LBASize, Blocks: ns.NSZE, MaxTransfer: ctrl.MaxTransfer()}
 	return d, nil
+}
+
+// dataOnly refuses a namespace formatted with metadata: umdbench's
+// commands carry data only, so the controller would move the metadata to
+// or from a pointer nobody set (IOVA 0, which the IOMMU faults: QEMU's
+// controller reads on, with the faults in the kernel log).
+func dataOnly(bdf string, ns *nvmelike.IdentifyNamespace) error {
+	ms := ns.MetadataSize()
+	if ms == 0 {
+		return nil
+	}
+	where := "in a separate buffer"
+	if ns.ExtendedLBA() {
+		where = "after each block's data (extended LBAs)"
+	}
+	return fmt.Errorf("%s namespace %d is formatted with %d bytes of metadata per %d-byte block, %s; umdbench moves data only: pick a namespace formatted without metadata (umdprobe identify lists each namespace's formats)", bdf, ns.NSID, ms, ns.LBASize, where)
 }
 
 // newJobs creates numjobs jobs on d, each with its own queue pair (with an

@@ -316,3 +316,27 @@ func TestSimPlot(t *testing.T) {
 		t.Errorf("PNG of %v", b)
 	}
 }
+
+// TestDataOnly checks that namespaces formatted with metadata are refused
+// with what the format is, and those without are taken.
+func TestDataOnly(t *testing.T) {
+	formats := []nvmelike.LBAFormat{{LBADS: 9}, {LBADS: 12, MS: 8}, {LBADS: 9, MS: 16}}
+	for _, c := range []struct {
+		flbas uint8
+		want  string // "" for no error
+	}{
+		{0x00, ""},
+		{0x01, "8 bytes of metadata per 4096-byte block, in a separate buffer"},
+		{0x12, "16 bytes of metadata per 512-byte block, after each block's data"},
+	} {
+		ns := &nvmelike.IdentifyNamespace{NSID: 3, FLBAS: c.flbas, NLBAF: 2, LBAF: formats}
+		ns.LBASize = 1 << formats[ns.Format()].LBADS
+		err := dataOnly("0000:03:00.0", ns)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("FLBAS %#x: %v", c.flbas, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "namespace 3")):
+			t.Errorf("FLBAS %#x: %v; want it to say %q", c.flbas, err, c.want)
+		}
+	}
+}
