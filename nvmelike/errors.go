@@ -165,6 +165,35 @@ var statusNames = []struct {
 	{ErrWriteFault, "write fault"},
 	{ErrUnrecoveredRead, "unrecovered read error"},
 	{ErrCompareFailure, "compare failure"},
+	// Without sentinels: named so that messages say what happened.
+	{&StatusError{SCT: SCTGeneric, SC: 0x09}, "aborted: failed fused command"},
+	{&StatusError{SCT: SCTGeneric, SC: 0x0a}, "aborted: missing fused command"},
+	{&StatusError{SCT: SCTGeneric, SC: 0x10}, "metadata SGL length invalid"},
+	{&StatusError{SCT: SCTGeneric, SC: 0x15}, "operation denied"},
+	{&StatusError{SCT: SCTGeneric, SC: 0x16}, "SGL offset invalid"},
+	{&StatusError{SCT: SCTGeneric, SC: 0x1d}, "sanitize in progress"},
+	{&StatusError{SCT: SCTGeneric, SC: 0x20}, "namespace is write protected"},
+	{&StatusError{SCT: SCTGeneric, SC: 0x21}, "command interrupted"},
+	{&StatusError{SCT: SCTGeneric, SC: 0x83}, "reservation conflict"},
+	{&StatusError{SCT: SCTGeneric, SC: 0x84}, "format in progress"},
+	// Command specific, of I/O commands (0x80 up; admin commands use
+	// the codes below 0x80), with the zoned namespace ones (0xb8-0xbf).
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0x80}, "conflicting attributes"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0x81}, "invalid protection information"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0x82}, "write to a read-only range"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0xb8}, "zone boundary error"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0xb9}, "zone is full"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0xba}, "zone is read only"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0xbb}, "zone is offline"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0xbc}, "zone invalid write (not at the write pointer)"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0xbd}, "too many active zones"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0xbe}, "too many open zones"},
+	{&StatusError{SCT: SCTCommandSpecific, SC: 0xbf}, "invalid zone state transition"},
+	{&StatusError{SCT: SCTMediaError, SC: 0x82}, "end-to-end guard check error"},
+	{&StatusError{SCT: SCTMediaError, SC: 0x83}, "end-to-end application tag check error"},
+	{&StatusError{SCT: SCTMediaError, SC: 0x84}, "end-to-end reference tag check error"},
+	{&StatusError{SCT: SCTMediaError, SC: 0x86}, "access denied"},
+	{&StatusError{SCT: SCTMediaError, SC: 0x87}, "deallocated or unwritten logical block"},
 }
 
 func statusName(sct, sc uint8) string {
