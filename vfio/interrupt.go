@@ -225,27 +225,9 @@ func (i *Interrupt) Wait(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 
-	// Cancellation: when ctx is done, put the read deadline in the past,
-	// which makes the parked Read return. context.AfterFunc starts a
-	// goroutine only when ctx is done; stop keeps it from starting once
-	// Read has returned. If it did start, wait for it to finish before
-	// clearing the deadline, so it cannot land on the next Wait.
-	var (
-		stop  func() bool
-		fired chan struct{}
-	)
-	if ctx.Done() != nil {
-		fired = make(chan struct{})
-		stop = context.AfterFunc(ctx, func() {
-			f.SetReadDeadline(past) // fails only once the file is closed, when Read returns anyway
-			close(fired)
-		})
-	}
+	readDone := cancelRead(ctx, f)
 	n, err := f.Read(i.waitBuf[:])
-	if stop != nil && !stop() {
-		<-fired
-		f.SetReadDeadline(time.Time{})
-	}
+	readDone()
 
 	switch {
 	case err == nil && n == len(i.waitBuf):
@@ -259,6 +241,32 @@ func (i *Interrupt) Wait(ctx context.Context) (uint64, error) {
 	}
 	return 0, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, err)
 }
+
+// cancelRead makes a Read parked on f (through the runtime poller) return
+// when ctx is done, by putting the read deadline in the past; call the
+// function it returns once the Read has returned. context.AfterFunc starts
+// a goroutine only when ctx is done, and the returned function keeps it
+// from starting; if it did start, it waits for it before clearing the
+// deadline, so that it cannot land on the next Read. A ctx that is never
+// done costs nothing.
+func cancelRead(ctx context.Context, f *os.File) (readReturned func()) {
+	if ctx.Done() == nil {
+		return noop
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		f.SetReadDeadline(past) // fails only once the file is closed, when Read returns anyway
+		close(fired)
+	})
+	return func() {
+		if !stop() {
+			<-fired
+			f.SetReadDeadline(time.Time{})
+		}
+	}
+}
+
+func noop() {}
 
 // TryRead returns the count of signals since the last read and resets it
 // to zero, without blocking: 0 and no error when nothing is pending. It is

@@ -160,19 +160,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// As Interrupt.Wait: when ctx is done, a read deadline in the past
-	// ends the parked Read.
-	var (
-		stop  func() bool
-		fired chan struct{}
-	)
-	if ctx.Done() != nil {
-		fired = make(chan struct{})
-		stop = context.AfterFunc(ctx, func() {
-			f.SetReadDeadline(past)
-			close(fired)
-		})
-	}
+	readDone := cancelRead(ctx, f)
 	// Read resets the poller's readiness, then calls the function, which
 	// takes an event queued since the last wait (even one queued before
 	// the reset) without blocking; only if there is none does it park
@@ -184,10 +172,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 		woken, waitErr = epollWait(ep, events[:], 0)
 		return woken || waitErr != nil
 	})
-	if stop != nil && !stop() {
-		<-fired
-		f.SetReadDeadline(time.Time{})
-	}
+	readDone()
 	switch {
 	case err == nil && waitErr == nil:
 		return nil
