@@ -235,8 +235,13 @@ func bdfTerm(tok, val string) (term, error) {
 // may be empty ("1b36:"), meaning any.
 func idTerm(tok, val string) (term, error) {
 	vs, ds, ok := strings.Cut(val, ":")
-	if !ok || strings.Contains(ds, ":") {
+	if !ok {
 		return term{}, &SelectorError{Selector: tok, Reason: "want vendor:device, four hex digits each, such as 1b36:0010"}
+	}
+	if strings.Contains(ds, ":") {
+		// Two colons: a PCI address with its domain, missing the
+		// function.
+		return term{}, &SelectorError{Selector: tok, Reason: "a PCI address needs the .function (want dddd:bb:dd.f or bb:dd.f); a vendor:device pair has one colon"}
 	}
 	if ds == "" {
 		ds = "*"

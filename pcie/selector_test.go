@@ -80,7 +80,8 @@ func TestSelectorErrors(t *testing.T) {
 		{"card=foo", `bad selector "card=foo": card IDs are PCI addresses, as ` + "`umdprobe tree`" + ` shows them`},
 		{"driver=a/b", `bad selector "driver=a/b": "a/b" is not a driver name`},
 		{"vendor=1b3", `bad selector "vendor=1b3": vendor ID "1b3" is not four hex digits`},
-		{"1b36:0010:1", `bad selector "1b36:0010:1": want vendor:device, four hex digits each, such as 1b36:0010`},
+		{"1b36:0010:1", `bad selector "1b36:0010:1": a PCI address needs the .function (want dddd:bb:dd.f or bb:dd.f); a vendor:device pair has one colon`},
+		{"0000:00:01", `bad selector "0000:00:01": a PCI address needs the .function (want dddd:bb:dd.f or bb:dd.f); a vendor:device pair has one colon`},
 		{"zzzz", `bad selector "zzzz": not a PCI address, vendor:device or key=value`},
 	} {
 		_, err := ParseSelector("class=nvme", tc.arg)
