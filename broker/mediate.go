@@ -88,6 +88,12 @@ func (s *session) check(r *CommandRequest) (nvmelike.Command, *Error) {
 		}
 		return cmd, nil
 	}
+	if ns.MetadataSize != 0 {
+		// The controller would move the metadata too, through a
+		// metadata pointer (or PRPs past the data) nobody checked: with
+		// MPTR 0, to or from the lowest IOVAs of the broker's space.
+		return cmd, errorf(CodeBadRequest, "cmd: namespace %d is formatted with %d bytes of metadata per block, which the broker does not mediate", r.NSID, ns.MetadataSize)
+	}
 	n := nlb * uint64(ns.LBASize)
 	if n > uint64(s.dev.b.maxTransfer()) {
 		return cmd, errorf(CodeBadRequest, "cmd: %d bytes, the transfer limit is %d", n, s.dev.b.maxTransfer())

@@ -18,6 +18,7 @@ func rw(op uint8, lba uint64, blocks int, prp1, prp2 uint64) CommandRequest {
 
 func TestMediatedCommands(t *testing.T) {
 	dev := fake(t, "0000:00:03.0", 4)
+	dev.desc.Namespaces = append(dev.desc.Namespaces, NamespaceInfo{NSID: 2, LBASize: 512, Blocks: 1024, MetadataSize: 8})
 	s := startFake(t, Config{}, self(), dev)
 	c := dial(t, s.cfg.Socket)
 	sess, err := c.OpenSession("0000:00:03.0", SessionOptions{PoolBytes: 64 << 10})
@@ -111,7 +112,9 @@ func TestMediatedCommands(t *testing.T) {
 		{"opcode not allowed", CommandRequest{Opcode: 0x81, NSID: 1, PRP1: base}},
 		{"dataset management", CommandRequest{Opcode: nvmelike.CmdDatasetMgmt, NSID: 1, PRP1: base}},
 		{"no such namespace", CommandRequest{Opcode: nvmelike.CmdRead, NSID: 9, PRP1: base}},
-		{"flush of no such namespace", CommandRequest{Opcode: nvmelike.CmdFlush, NSID: 2}},
+		{"flush of no such namespace", CommandRequest{Opcode: nvmelike.CmdFlush, NSID: 3}},
+		{"read of a namespace with metadata", CommandRequest{Opcode: nvmelike.CmdRead, NSID: 2, PRP1: base}},
+		{"write of a namespace with metadata", CommandRequest{Opcode: nvmelike.CmdWrite, NSID: 2, PRP1: base}},
 		{"flush with a data pointer", CommandRequest{Opcode: nvmelike.CmdFlush, NSID: 1, PRP1: base}},
 		{"LBA range past the end", rw(nvmelike.CmdRead, 1020, 8, base, 0)},
 		{"LBA overflow", rw(nvmelike.CmdRead, 1<<63, 1, base, 0)},

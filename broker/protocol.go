@@ -182,6 +182,10 @@ type NamespaceInfo struct {
 	NSID    uint32 `json:"nsid"`
 	LBASize int    `json:"lba_size"`
 	Blocks  uint64 `json:"blocks"`
+	// MetadataSize is the metadata bytes per block of the namespace's
+	// format (0: none). The broker does not mediate data commands to a
+	// namespace with metadata (their metadata pointer is not checked).
+	MetadataSize int `json:"metadata_size,omitempty"`
 }
 
 // Layout is what a client needs to use its session: where its pool sits in

@@ -80,6 +80,9 @@ func openBrokerDevice(path, bdf string, nsid uint32, w bench.Workload, numjobs i
 		return nil, fmt.Errorf("%s has no namespace %d (pick one with --nsid)", bdf, nsid)
 	}
 	ns := devs[i].Namespaces[j]
+	if ns.MetadataSize != 0 {
+		return nil, metadataError(bdf, nsid, ns.MetadataSize, ns.LBASize, "")
+	}
 	// Per job: the data buffers (4 KiB-aligned blocks of the allocator's
 	// power-of-two sizes) and a PRP list page per tracker.
 	perBuf := max(4096, nextPow2(w.BlockSize))

@@ -124,11 +124,17 @@ func dataOnly(bdf string, ns *nvmelike.IdentifyNamespace) error {
 	if ms == 0 {
 		return nil
 	}
-	where := "in a separate buffer"
+	where := ", in a separate buffer"
 	if ns.ExtendedLBA() {
-		where = "after each block's data (extended LBAs)"
+		where = ", after each block's data (extended LBAs)"
 	}
-	return fmt.Errorf("%s namespace %d is formatted with %d bytes of metadata per %d-byte block, %s; umdbench moves data only: pick a namespace formatted without metadata (umdprobe identify lists each namespace's formats)", bdf, ns.NSID, ms, ns.LBASize, where)
+	return metadataError(bdf, ns.NSID, ms, ns.LBASize, where)
+}
+
+// metadataError says why umdbench does not run on a namespace with ms
+// bytes of metadata per block, held where says (if known).
+func metadataError(bdf string, nsid uint32, ms, lbaSize int, where string) error {
+	return fmt.Errorf("%s namespace %d is formatted with %d bytes of metadata per %d-byte block%s; umdbench moves data only: pick a namespace formatted without metadata (umdprobe identify lists each namespace's formats)", bdf, nsid, ms, lbaSize, where)
 }
 
 // newJobs creates numjobs jobs on d, each with its own queue pair (with an
