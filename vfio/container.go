@@ -266,6 +266,11 @@ func (c *Container) UnmapDMA(iova, size uint64) (uint64, error) {
 		return err
 	})
 	if err != nil {
+		if errors.Is(err, unix.EINVAL) && c.droppedByKernel() {
+			// Nothing left to unmap: the container's IOMMU went with
+			// its last group.
+			return size, nil
+		}
 		if errors.Is(err, unix.EINVAL) {
 			err = hint(err, "type1v2 unmaps whole mappings only, and the range must be aligned to the IOMMU page size")
 		}
@@ -321,6 +326,37 @@ func (c *Container) removeGroup(g *Group) {
 		c.iommu = 0
 		c.mappings = nil
 	}
+}
+
+// droppedByKernel reports whether the kernel has taken every group of the
+// container out of it: the last device of each was unbound from vfio-pci
+// or removed (an unbind that waited for the device fd, which is closed by
+// now), and the kernel detaches a group with its last device. The
+// container's IOMMU, and every DMA mapping in it, went with the last
+// group, so UnmapDMA finds nothing (EINVAL); the container then forgets
+// its IOMMU and mappings, as when its last group closes, and unmapping
+// is done. A group the kernel dropped answers VFIO_GROUP_GET_STATUS with
+// ENODEV (or without CONTAINER_SET).
+func (c *Container) droppedByKernel() bool {
+	c.mu.Lock()
+	groups := slices.Clone(c.groups)
+	c.mu.Unlock()
+	if len(groups) == 0 {
+		return false
+	}
+	for _, g := range groups {
+		st, err := g.Status()
+		switch {
+		case errors.Is(err, unix.ENODEV):
+		case err != nil || st.ContainerSet:
+			return false
+		}
+	}
+	c.mu.Lock()
+	c.iommu = 0
+	c.mappings = nil
+	c.mu.Unlock()
+	return true
 }
 
 // lastGroupBusy returns an error when g is the container's last group and

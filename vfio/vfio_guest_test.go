@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -492,5 +493,99 @@ func TestGuestMapDMA(t *testing.T) {
 	t.Logf("mapping outside the ranges: %v", err)
 	if !errors.Is(err, vfio.ErrIOVAOutOfRange) || !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "outside the container's IOVA ranges") {
 		t.Errorf("mapping iova %#x outside %v: got %v, want ErrIOVAOutOfRange wrapping EINVAL", outside, info.IOVARanges, err)
+	}
+}
+
+// TestGuestUnbindDropsMappings unbinds the only vfio device of a group (its
+// bridges stay with pcieport) while a DMA mapping is live: the unbind
+// waits for the device fd, and once it is done the kernel has detached the
+// group from the container and dropped the container's IOMMU with its
+// mappings. UnmapDMA then reports the
+// range unmapped (the kernel answers EINVAL: there is nothing left), and
+// the group and the container close without leaking their fds. The
+// function is bound to vfio-pci again after.
+func TestGuestUnbindDropsMappings(t *testing.T) {
+	guest.Require(t)
+	const guard = time.Minute // bounds a hang, measures nothing
+	bdfs := vfioFunctions(t)
+	byBDF, _ := groupsOf(t, bdfs)
+	bdf := ""
+	for _, b := range bdfs {
+		alone := true
+		for _, o := range bdfs {
+			alone = alone && (o == b || byBDF[o] != byBDF[b])
+		}
+		if alone {
+			bdf = b
+			break
+		}
+	}
+	if bdf == "" {
+		t.Fatalf("topology %s: no vfio-pci function is the only one in its IOMMU group", guest.Topology())
+	}
+
+	c, err := vfio.OpenContainer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := vfio.OpenGroup(byBDF[bdf])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.SetContainer(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetIOMMU(vfio.Type1v2IOMMU); err != nil {
+		t.Fatal(err)
+	}
+	d, err := g.Device(bdf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 2 << 20
+	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	const iova = 4 << 20
+	if err := c.MapDMA(mem, iova, vfio.DMAReadWrite); err != nil {
+		t.Fatal(err)
+	}
+
+	unbound := make(chan error, 1)
+	go func() {
+		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
+	}()
+	t.Cleanup(func() {
+		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
+			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
+		}
+	})
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-unbound:
+		if err != nil {
+			t.Fatalf("unbind: %v", err)
+		}
+	case <-time.After(guard):
+		t.Fatalf("the unbind still waits %v after the device closed", guard)
+	}
+	if st, err := g.Status(); err == nil && st.ContainerSet {
+		t.Fatalf("after the unbind the group still reports its container: %+v", st)
+	}
+	if n, err := c.UnmapDMA(iova, size); err != nil || n != size {
+		t.Errorf("UnmapDMA after the kernel dropped the group: %#x, %v; want the range reported unmapped", n, err)
+	}
+	if n := c.Mappings(); n != 0 {
+		t.Errorf("%d mappings still counted", n)
+	}
+	if err := g.Close(); err != nil {
+		t.Errorf("closing the group: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("closing the container: %v", err)
 	}
 }
