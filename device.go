@@ -57,6 +57,15 @@ type Device struct {
 	ctrl  *nvmelike.Controller
 	msix  int // MSI-X vectors the device has
 
+	// The kernel's request for the device back (VFIO's REQ interrupt):
+	// reqIRQ is its eventfd, which a goroutine waits on until reqStop;
+	// removal is closed when the request comes, reqDone when the
+	// goroutine has returned. All nil when the device has no REQ index.
+	reqIRQ  *vfio.Interrupt
+	reqStop context.CancelFunc
+	reqDone chan struct{}
+	removal chan struct{}
+
 	mu      sync.Mutex
 	vectors []*vfio.Interrupt     // by MSI-X vector; nil when free (0 is never used)
 	sharers []int                 // by MSI-X vector: the queues wired to it
@@ -123,8 +132,45 @@ func (d *Device) openVFIO() error {
 	if err == nil {
 		d.msix = irq.Count
 	}
+	if req, err := d.dev.IRQInfo(vfio.IRQReq); err == nil && req.Count > 0 {
+		return d.watchRemoval()
+	}
 	return nil
 }
+
+// watchRemoval connects an eventfd to the device's REQ interrupt, which
+// vfio-pci signals when something in the kernel wants the device back
+// (an unbind from vfio-pci, a hot-unplug, removal through sysfs) and
+// waits until the fd is closed, and starts the goroutine that closes
+// d.removal when it is signalled.
+func (d *Device) watchRemoval() error {
+	irq, err := vfio.NewInterrupt()
+	if err != nil {
+		return fmt.Errorf("watching for requests to release %s: %w", d.bdf, err)
+	}
+	if err := d.dev.ConnectIRQ(vfio.IRQReq, 0, irq); err != nil {
+		irq.Close()
+		return fmt.Errorf("watching for requests to release %s: %w", d.bdf, err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	d.reqIRQ, d.reqStop, d.reqDone, d.removal = irq, stop, make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(d.reqDone)
+		if _, err := irq.Wait(ctx); err == nil {
+			close(d.removal)
+		}
+	}()
+	return nil
+}
+
+// RemovalRequested returns a channel that is closed when the kernel asks
+// for the device back: someone unbinds it from vfio-pci, removes it
+// through sysfs, or it is being hot-unplugged. The kernel then waits (and
+// the unbind or removal blocks) until the device is closed, asking again
+// every 10 seconds, so stop the I/O, let what is in flight complete and
+// Close the device. It is nil (never ready) on a kernel or device without
+// VFIO's request interrupt.
+func (d *Device) RemovalRequested() <-chan struct{} { return d.removal }
 
 // setBusMaster sets or clears Bus Master Enable in the PCI command
 // register: without it the device can neither DMA nor signal MSI-X.
@@ -546,6 +592,13 @@ func (d *Device) release() error {
 	}
 	if d.ctrl != nil {
 		keep(d.ctrl.Close())
+	}
+	if d.reqIRQ != nil {
+		d.reqStop()
+		<-d.reqDone
+		keep(d.dev.DisableIRQ(vfio.IRQReq))
+		keep(d.reqIRQ.Close())
+		d.reqIRQ = nil
 	}
 	// Under mu: a QueuePair.Close meanwhile unwires its vector.
 	d.mu.Lock()

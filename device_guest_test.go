@@ -270,3 +270,70 @@ func TestMaskedInterrupt(t *testing.T) {
 		}
 	}
 }
+
+// TestRemovalRequested unbinds an open device from vfio-pci: the kernel
+// asks for it back through VFIO's request interrupt, RemovalRequested is
+// closed, and the unbind, which waits for the device, completes once it
+// is closed. The function is bound to vfio-pci again after.
+func TestRemovalRequested(t *testing.T) {
+	guest.Require(t)
+	const guard = 30 * time.Second // bounds a hang, measures nothing
+	dev := guestdev.Open(t, nil)
+	bdf := dev.BDF()
+	removal := dev.RemovalRequested()
+	if removal == nil {
+		t.Fatalf("%s: no request interrupt (VFIO's REQ index) to watch", bdf)
+	}
+	select {
+	case <-removal:
+		t.Fatal("removal requested before anything asked")
+	default:
+	}
+	unbound := make(chan error, 1)
+	go func() {
+		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
+	}()
+	t.Cleanup(func() {
+		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
+			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
+		}
+	})
+	select {
+	case <-removal:
+	case err := <-unbound:
+		t.Fatalf("the unbind returned (%v) with the device open", err)
+	case <-time.After(guard):
+		t.Fatalf("no removal request within %v of the unbind", guard)
+	}
+	// The device still works while the kernel waits for it.
+	q := guestdev.QueuePair(t, dev, umd.QueueOptions{Depth: 4})
+	buf := guestdev.Alloc(t, dev, 4096)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	rd := nvmelike.ReadCommand(1, 0, 1, buf.Slice(0, 512))
+	if _, err := q.Exec(ctx, &rd); err != nil {
+		t.Errorf("a read after the request: %v", err)
+	}
+	select {
+	case err := <-unbound:
+		t.Fatalf("the unbind returned (%v) with the device open", err)
+	default:
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Free(buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-unbound:
+		if err != nil {
+			t.Fatalf("unbind: %v", err)
+		}
+	case <-time.After(guard):
+		t.Fatalf("the unbind still waits %v after Close", guard)
+	}
+}
