@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -223,6 +224,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		jobs    []*bench.Job
 		result  *bench.Result
 		devices int
+		removed string // a device the kernel asked for back mid-run
 	)
 	tick := progress(stderr, &w, o)
 	if o.sim {
@@ -263,9 +265,9 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		var devs []*device
 		defer func() {
 			for _, d := range devs {
-				if cerr := d.close(); err == nil && cerr != nil {
-					err = cerr
-				}
+				// A failed close is reported after whatever failed the
+				// run: it may have left something behind.
+				err = errors.Join(err, d.close())
 			}
 		}()
 		for _, bdf := range bdfs {
@@ -296,7 +298,11 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 				return err
 			}
 		}
-		result = bench.Execute(ctx, w, jobs, bench.ExecOptions{Tick: tick.fn})
+		runCtx, stopRun := context.WithCancel(ctx)
+		watched := watchRemoval(runCtx, devs, stopRun)
+		result = bench.Execute(runCtx, w, jobs, bench.ExecOptions{Tick: tick.fn})
+		stopRun()
+		removed = <-watched
 		if faults != nil {
 			result.DMAFaults = faults.stop()
 		}
@@ -332,10 +338,43 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	if rerr := result.Err(); rerr != nil {
 		return rerr
 	}
+	if removed != "" {
+		return fmt.Errorf("the kernel asked for %s back (an unbind from vfio-pci, or its removal): the run stopped there, and the figures above cover it until then", removed)
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted: the figures above cover the run until then")
 	}
 	return nil
+}
+
+// watchRemoval stops the run (stop) when the kernel asks for one of devs
+// back, which it does before an unbind or removal that then waits for the
+// device to be closed. The channel yields that device's address, or ""
+// once ctx ends first.
+func watchRemoval(ctx context.Context, devs []*device, stop func()) <-chan string {
+	out := make(chan string, 1)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	first := ""
+	for _, d := range devs {
+		wg.Go(func() {
+			select {
+			case <-d.dev.RemovalRequested():
+				mu.Lock()
+				if first == "" {
+					first = d.dev.BDF()
+				}
+				mu.Unlock()
+				stop()
+			case <-ctx.Done():
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		out <- first
+	}()
+	return out
 }
 
 // writePlot draws the result into the SVG file name.

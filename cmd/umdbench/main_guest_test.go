@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -427,4 +428,80 @@ func TestGuestSimCosts(t *testing.T) {
 		t.Errorf("sim costs %+v", s)
 	}
 	t.Logf("guest --sim QD32: device %.0f ns, host %.0f ns = %.0f reference cycles per I/O, %s syscalls per I/O", s.DeviceNS, s.HostNS, s.HostCycles, s.Syscalls)
+}
+
+// TestGuestRemovalStopsTheRun unbinds the device of a long run from
+// vfio-pci: umdbench stops, says why, prints the figures so far, and
+// closes the device, which lets the unbind (which waits for it) finish.
+// The function is bound to vfio-pci again after.
+func TestGuestRemovalStopsTheRun(t *testing.T) {
+	guest.Require(t)
+	const guard = time.Minute // bounds a hang, measures nothing
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	group := "/dev/vfio/" + guest.IOMMUGroup(t, bdf)
+	type result struct {
+		code        int
+		out, errOut string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"--rw", "randread", "--iodepth", "8", "--runtime", "10m", "--time_based", "--completion", "irq", bdf}, &out, &errOut)
+		done <- result{code, out.String(), errOut.String()}
+	}()
+	// Unbind once the run has the device's group open.
+	for deadline := time.Now().Add(guard); ; {
+		if hasOpen(t, group) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("umdbench did not open %s within %v", group, guard)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // into the run proper
+	unbound := make(chan error, 1)
+	go func() {
+		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
+	}()
+	t.Cleanup(func() {
+		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
+			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
+		}
+	})
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(guard):
+		t.Fatalf("umdbench still running %v after the unbind", guard)
+	}
+	if r.code != exitFailure || !strings.Contains(r.errOut, "asked for "+bdf+" back") {
+		t.Errorf("exit %d, stderr %q; want %d and why the run stopped", r.code, r.errOut, exitFailure)
+	}
+	if !strings.Contains(r.out, "IOPS") {
+		t.Errorf("no figures for the run until the unbind:\n%s", r.out)
+	}
+	select {
+	case err := <-unbound:
+		if err != nil {
+			t.Fatalf("unbind: %v", err)
+		}
+	case <-time.After(guard):
+		t.Fatalf("the unbind still waits %v after umdbench returned", guard)
+	}
+}
+
+// hasOpen reports whether this process has path open.
+func hasOpen(t *testing.T, path string) bool {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+			return true
+		}
+	}
+	return false
 }
