@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/iommu"
@@ -60,8 +61,10 @@ func (s *Server) AddDevice(ctx context.Context, d *umd.Device, a Access) error {
 }
 
 type umdBackend struct {
-	d    *umd.Device
-	desc DeviceInfo
+	d         *umd.Device
+	desc      DeviceInfo
+	closed    chan struct{} // closed by close, for the server's removal watch
+	closeOnce sync.Once
 }
 
 func newUMDBackend(ctx context.Context, d *umd.Device) (*umdBackend, error) {
@@ -75,7 +78,7 @@ func newUMDBackend(ctx context.Context, d *umd.Device) (*umdBackend, error) {
 		}
 		info.Namespaces = append(info.Namespaces, NamespaceInfo{NSID: nsid, LBASize: ns.LBASize, Blocks: ns.NSZE, MetadataSize: ns.MetadataSize()})
 	}
-	return &umdBackend{d: d, desc: info}, nil
+	return &umdBackend{d: d, desc: info, closed: make(chan struct{})}, nil
 }
 
 func (b *umdBackend) info() DeviceInfo { return b.desc }
@@ -114,7 +117,10 @@ func (b *umdBackend) sgls() uint32           { return b.d.Controller().IdentifyC
 
 func (b *umdBackend) doorbellStride() int { return 4 << b.d.Controller().CAP().DSTRD() }
 func (b *umdBackend) maxTransfer() int    { return b.d.Controller().MaxTransfer() }
-func (b *umdBackend) close() error        { return b.d.Close() }
+func (b *umdBackend) close() error {
+	b.closeOnce.Do(func() { close(b.closed) })
+	return b.d.Close()
+}
 
 type umdQueue struct{ q *umd.QueuePair }
 

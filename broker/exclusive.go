@@ -231,6 +231,7 @@ func (s *Server) giveBack(r *reservation) error {
 		return fmt.Errorf("opening %s again after claim %s: %w", d.info.BDF, r.Claim, err)
 	}
 	d.b, d.failed = b, ""
+	s.watchRemoval(b)
 	info := b.info()
 	info.BDF = d.info.BDF
 	d.info = info

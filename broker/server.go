@@ -100,6 +100,7 @@ type Server struct {
 	nextID        uint64
 	closed        bool
 	wg            sync.WaitGroup
+	removals      chan string // RemovalRequests
 }
 
 type served struct {
@@ -151,7 +152,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	return &Server{
 		cfg: cfg, devices: map[string]*served{}, conns: map[uint64]*conn{}, vfPools: map[string]*vfPool{},
-		grants: map[string]*reservation{}, claims: map[string][]*reservation{},
+		grants: map[string]*reservation{}, claims: map[string][]*reservation{}, removals: make(chan string, 1),
 	}, nil
 }
 
@@ -165,7 +166,34 @@ func (s *Server) add(b backend, a Access) error {
 	}
 	s.devices[info.BDF] = &served{b: b, access: a, info: info}
 	s.order = append(s.order, info.BDF)
+	s.watchRemoval(b)
 	return nil
+}
+
+// RemovalRequests yields the address of a served device the kernel has
+// asked for back (umd.Device.RemovalRequested: an unbind from vfio-pci,
+// a removal), which it then waits for until the device is closed. The
+// server does nothing about it itself; whoever runs it decides (umdd
+// stops, releasing everything). At most one request waits unread.
+func (s *Server) RemovalRequests() <-chan string { return s.removals }
+
+// watchRemoval passes b's removal request on to RemovalRequests until b
+// is closed.
+func (s *Server) watchRemoval(b backend) {
+	u, ok := b.(*umdBackend)
+	if !ok {
+		return
+	}
+	go func() {
+		select {
+		case <-u.d.RemovalRequested():
+			select {
+			case s.removals <- u.d.BDF():
+			default:
+			}
+		case <-u.closed:
+		}
+	}()
 }
 
 // Listen creates the socket (replacing a stale one) with the configured

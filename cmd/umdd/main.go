@@ -515,6 +515,12 @@ func listenAndServe(ctx context.Context, logger *log.Logger, srv *broker.Server,
 		logger.Printf("stopping: releasing every client, reservation and device")
 		err := srv.Close()
 		return errors.Join(err, <-done)
+	case bdf := <-srv.RemovalRequests():
+		// The unbind or removal waits until the device is closed; the
+		// clients' sessions on it could not go on anyway.
+		logger.Printf("the kernel asks for %s back (an unbind from vfio-pci, or its removal): stopping, releasing every client, reservation and device", bdf)
+		err := srv.Close()
+		return errors.Join(fmt.Errorf("the kernel asked for %s back", bdf), err, <-done)
 	case err := <-done:
 		return errors.Join(err, srv.Close())
 	}

@@ -42,32 +42,10 @@ func TestGuestDaemon(t *testing.T) {
 	guest.Require(t)
 	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
 	sock := filepath.Join(t.TempDir(), "umdd.sock")
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), runAsUmdd+"=1", umddArgs+"="+strings.Join([]string{"--socket", sock, "--mode", "0600", "--max-queues", "2", bdf}, "\n"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	var c *broker.Client
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if c, err = broker.Dial(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("umdd did not answer in 30 s: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	cmd, stderr := startUmdd(t, "--socket", sock, "--mode", "0600", "--max-queues", "2", bdf)
+	c := dialUmdd(t, sock, stderr)
 	defer c.Close()
+	var err error
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket: %v, %v", fi, err)
 	}
@@ -143,4 +121,89 @@ func TestGuestDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("umdd said:\n%s", stderr.String())
+}
+
+// startUmdd runs umdd (this test binary, as umdd) with args; it is killed
+// when t ends if still running. Its stderr collects in the buffer.
+func startUmdd(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), runAsUmdd+"=1", umddArgs+"="+strings.Join(args, "\n"))
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd, stderr
+}
+
+// dialUmdd connects to umdd's socket once it answers.
+func dialUmdd(t *testing.T, sock string, stderr *bytes.Buffer) *broker.Client {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		c, err := broker.Dial(sock)
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("umdd did not answer in 30 s: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestGuestDaemonReleasesOnRemoval unbinds a device umdd serves, with a
+// client's session on it, from vfio-pci: umdd says why, releases
+// everything and exits with an error, and the unbind, which waits for the
+// device, completes. The function is bound to vfio-pci again after.
+func TestGuestDaemonReleasesOnRemoval(t *testing.T) {
+	guest.Require(t)
+	const guard = time.Minute // bounds a hang, measures nothing
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	sock := filepath.Join(t.TempDir(), "umdd.sock")
+	cmd, stderr := startUmdd(t, "--socket", sock, "--mode", "0600", bdf)
+	c := dialUmdd(t, sock, stderr)
+	defer c.Close()
+	s, err := c.OpenSession(bdf, broker.SessionOptions{Queues: 1, PoolBytes: 2 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unbound := make(chan error, 1)
+	go func() {
+		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
+	}()
+	t.Cleanup(func() {
+		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
+			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
+		}
+	})
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil || !strings.Contains(stderr.String(), "asks for "+bdf+" back") {
+			t.Errorf("umdd exited with %v after the unbind; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(guard):
+		t.Fatalf("umdd still runs %v after the unbind:\n%s", guard, stderr.String())
+	}
+	select {
+	case err := <-unbound:
+		if err != nil {
+			t.Fatalf("unbind: %v", err)
+		}
+	case <-time.After(guard):
+		t.Fatalf("the unbind still waits %v after umdd exited", guard)
+	}
+	if err := s.Read(0, 1, 0, 1, 0); err == nil {
+		t.Error("I/O through the stopped broker succeeded")
+	}
 }
