@@ -27,7 +27,9 @@
 // Close undoes all of it in the order the kernel and the device need:
 // controller shutdown (no more DMA), interrupts, BAR, device, IOMMU
 // mapping, pool, group, container. Every failure in Open undoes what was
-// done.
+// done. When the kernel wants the device back (an unbind from vfio-pci, a
+// removal), Device.RemovalRequested is closed and the kernel waits for
+// Close.
 //
 // OpenSet opens several devices as one Set — a card, a NUMA node, every
 // NVMe bound to vfio-pci, picked with the selectors of package pcie — in
