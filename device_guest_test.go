@@ -289,15 +289,7 @@ func TestRemovalRequested(t *testing.T) {
 		t.Fatal("removal requested before anything asked")
 	default:
 	}
-	unbound := make(chan error, 1)
-	go func() {
-		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
-	}()
-	t.Cleanup(func() {
-		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
-			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
-		}
-	})
+	unbound := guest.Unbind(t, bdf)
 	select {
 	case <-removal:
 	case err := <-unbound:
@@ -328,12 +320,5 @@ func TestRemovalRequested(t *testing.T) {
 	if err := dev.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-unbound:
-		if err != nil {
-			t.Fatalf("unbind: %v", err)
-		}
-	case <-time.After(guard):
-		t.Fatalf("the unbind still waits %v after Close", guard)
-	}
+	guest.WaitUnbound(t, unbound, guard, "Close")
 }

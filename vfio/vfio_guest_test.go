@@ -439,11 +439,7 @@ func TestGuestMapDMA(t *testing.T) {
 	}
 
 	const size = 2 << 20
-	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
+	mem := anonMem(t, size)
 
 	// The first 2 MiB-aligned IOVA above 1 MiB that lies in a range.
 	iova, ok := uint64(0), false
@@ -543,36 +539,17 @@ func TestGuestUnbindDropsMappings(t *testing.T) {
 		t.Fatal(err)
 	}
 	const size = 2 << 20
-	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
+	mem := anonMem(t, size)
 	const iova = 4 << 20
 	if err := c.MapDMA(mem, iova, vfio.DMAReadWrite); err != nil {
 		t.Fatal(err)
 	}
 
-	unbound := make(chan error, 1)
-	go func() {
-		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
-	}()
-	t.Cleanup(func() {
-		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
-			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
-		}
-	})
+	unbound := guest.Unbind(t, bdf)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-unbound:
-		if err != nil {
-			t.Fatalf("unbind: %v", err)
-		}
-	case <-time.After(guard):
-		t.Fatalf("the unbind still waits %v after the device closed", guard)
-	}
+	guest.WaitUnbound(t, unbound, guard, "the device closed")
 	if st, err := g.Status(); err == nil && st.ContainerSet {
 		t.Fatalf("after the unbind the group still reports its container: %+v", st)
 	}
@@ -588,4 +565,16 @@ func TestGuestUnbindDropsMappings(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Errorf("closing the container: %v", err)
 	}
+}
+
+// anonMem returns size bytes of populated anonymous memory, unmapped when
+// t ends.
+func anonMem(t *testing.T, size int) []byte {
+	t.Helper()
+	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(mem) })
+	return mem
 }

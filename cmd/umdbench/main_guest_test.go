@@ -460,15 +460,7 @@ func TestGuestRemovalStopsTheRun(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond) // into the run proper
-	unbound := make(chan error, 1)
-	go func() {
-		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
-	}()
-	t.Cleanup(func() {
-		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
-			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
-		}
-	})
+	unbound := guest.Unbind(t, bdf)
 	var r result
 	select {
 	case r = <-done:
@@ -481,14 +473,7 @@ func TestGuestRemovalStopsTheRun(t *testing.T) {
 	if !strings.Contains(r.out, "IOPS") {
 		t.Errorf("no figures for the run until the unbind:\n%s", r.out)
 	}
-	select {
-	case err := <-unbound:
-		if err != nil {
-			t.Fatalf("unbind: %v", err)
-		}
-	case <-time.After(guard):
-		t.Fatalf("the unbind still waits %v after umdbench returned", guard)
-	}
+	guest.WaitUnbound(t, unbound, guard, "umdbench returned")
 }
 
 // hasOpen reports whether this process has path open.

@@ -176,15 +176,7 @@ func TestGuestDaemonReleasesOnRemoval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unbound := make(chan error, 1)
-	go func() {
-		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
-	}()
-	t.Cleanup(func() {
-		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
-			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
-		}
-	})
+	unbound := guest.Unbind(t, bdf)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	select {
@@ -195,14 +187,7 @@ func TestGuestDaemonReleasesOnRemoval(t *testing.T) {
 	case <-time.After(guard):
 		t.Fatalf("umdd still runs %v after the unbind:\n%s", guard, stderr.String())
 	}
-	select {
-	case err := <-unbound:
-		if err != nil {
-			t.Fatalf("unbind: %v", err)
-		}
-	case <-time.After(guard):
-		t.Fatalf("the unbind still waits %v after umdd exited", guard)
-	}
+	guest.WaitUnbound(t, unbound, guard, "umdd exited")
 	if err := s.Read(0, 1, 0, 1, 0); err == nil {
 		t.Error("I/O through the stopped broker succeeded")
 	}

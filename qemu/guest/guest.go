@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Environment variables the guest's init sets for every command it runs.
@@ -83,3 +84,36 @@ func IOMMUGroup(t testing.TB, bdf string) string {
 
 // Driver returns the driver the guest bound NVMe functions to.
 func Driver() string { return os.Getenv(EnvDriver) }
+
+// Unbind starts unbinding the PCI function bdf from vfio-pci, in a
+// goroutine of its own: vfio-pci asks the device's user for it back and
+// waits until every descriptor of the device is closed. The channel yields
+// the unbind's result; when t ends, bdf is bound to vfio-pci again.
+func Unbind(t testing.TB, bdf string) <-chan error {
+	t.Helper()
+	unbound := make(chan error, 1)
+	go func() {
+		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
+	}()
+	t.Cleanup(func() {
+		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
+			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
+		}
+	})
+	return unbound
+}
+
+// WaitUnbound fails t unless the unbind from Unbind finishes, without an
+// error, within guard (which bounds a hang and measures nothing). after
+// says what the unbind waited for, for the message.
+func WaitUnbound(t testing.TB, unbound <-chan error, guard time.Duration, after string) {
+	t.Helper()
+	select {
+	case err := <-unbound:
+		if err != nil {
+			t.Fatalf("unbind: %v", err)
+		}
+	case <-time.After(guard):
+		t.Fatalf("the unbind still waits %v after %s", guard, after)
+	}
+}
