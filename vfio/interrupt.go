@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,19 +64,10 @@ type Interrupt struct {
 	tryErr   error
 	tryFn    func(fd uintptr)
 
-	// WaitThread's, likewise, and its epoll instance: threadEp watches the
-	// eventfd edge-triggered. The first WaitThread makes it (under mu, so
-	// not after Close) and Close closes it; threadRC.Control keeps it open
-	// while a wait uses it, as rc does the eventfd.
-	threadMu      sync.Mutex
-	threadEp      *os.File
-	threadRC      syscall.RawConn
-	threadTimeout int // milliseconds, for epoll_wait
-	threadEvents  [1]unix.EpollEvent
-	threadWoken   bool
-	threadErr     error
-	threadFn      func(fd uintptr)
-	// Signal's, likewise.
+	// thread is WaitThread's Waiter: the first WaitThread makes it (under
+	// mu, so not after Close), Close closes it.
+	thread atomic.Pointer[Waiter]
+	// Signal's state, made once like TryRead's.
 	sigMu  sync.Mutex
 	sigBuf [8]byte
 	sigErr error
@@ -158,7 +150,6 @@ func newInterrupt(fd int) (*Interrupt, error) {
 	rc, _ := f.SyscallConn()
 	i := &Interrupt{f: f, rc: rc, fd: fd, waitSem: make(chan struct{}, 1)}
 	i.tryFn = i.tryRead
-	i.threadFn = i.waitThread
 	i.sigFn = i.signal
 	return i, nil
 }
@@ -177,14 +168,9 @@ func (i *Interrupt) waitFile() (*os.File, error) {
 	}
 	// The duplicate shares the open file and with it O_NONBLOCK, so
 	// os.NewFile registers it with the poller.
-	dup, dupErr := -1, error(nil)
-	if err := i.rc.Control(func(fd uintptr) {
-		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return nil, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, ErrClosed)
-	}
-	if dupErr != nil {
-		return nil, fmt.Errorf("waiting on interrupt eventfd %d: duplicating it for the runtime poller: %w", i.fd, os.NewSyscallError("fcntl", dupErr))
+	dup, err := dupFD(i.rc)
+	if err != nil {
+		return nil, fmt.Errorf("waiting on interrupt eventfd %d: duplicating it for the runtime poller: %w", i.fd, err)
 	}
 	i.waitF = os.NewFile(uintptr(dup), "eventfd")
 	return i.waitF, nil
@@ -319,26 +305,19 @@ func (i *Interrupt) TryRead() (uint64, error) {
 // Close, so a loop that waits with WaitThread should not also use Wait on
 // the same Interrupt.
 //
-// The first call makes the epoll instance (one more file descriptor, until
-// Close). One WaitThread at a time; a Close meanwhile takes effect when it
-// returns. It does not allocate.
+// The first call makes a Waiter of the Interrupt's own (an epoll instance
+// and a duplicate of the eventfd: two more file descriptors, until Close)
+// and every call is its WaitThread. One WaitThread at a time; a Close
+// meanwhile takes effect when it returns. It does not allocate.
 func (i *Interrupt) WaitThread(timeout time.Duration) (bool, error) {
-	i.threadMu.Lock()
-	defer i.threadMu.Unlock()
-	if i.threadRC == nil {
-		if err := i.makeThreadEpoll(); err != nil {
+	w := i.thread.Load()
+	if w == nil {
+		var err error
+		if w, err = i.makeThreadWaiter(); err != nil {
 			return false, err
 		}
 	}
-	i.threadTimeout = epollTimeout(timeout)
-	i.threadWoken, i.threadErr = false, nil
-	if err := i.threadRC.Control(i.threadFn); err != nil {
-		return false, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, ErrClosed)
-	}
-	if i.threadErr != nil {
-		return false, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, i.threadErr)
-	}
-	return i.threadWoken, nil
+	return w.WaitThread(timeout)
 }
 
 // epollTimeout is d in epoll_wait's milliseconds: rounded up, 0 for
@@ -351,34 +330,24 @@ func epollTimeout(d time.Duration) int {
 	return int(min(ms, math.MaxInt32))
 }
 
-// makeThreadEpoll makes WaitThread's epoll instance; i.threadMu is held.
-// It fails with ErrClosed once Close has begun, and then makes nothing.
-func (i *Interrupt) makeThreadEpoll() error {
+// makeThreadWaiter makes WaitThread's Waiter, unless another WaitThread
+// just did. It fails with ErrClosed once Close has begun, and then makes
+// nothing.
+func (i *Interrupt) makeThreadWaiter() (*Waiter, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	what := fmt.Sprintf("waiting on interrupt eventfd %d", i.fd)
 	if i.closed {
-		return fmt.Errorf("%s: %w", what, ErrClosed)
+		return nil, fmt.Errorf("waiting on interrupt eventfd %d: %w", i.fd, ErrClosed)
 	}
-	var ep *os.File
-	var rc syscall.RawConn
-	var epErr error
-	if err := i.rc.Control(func(fd uintptr) {
-		ep, rc, epErr = edgeEpoll(int(fd))
-	}); err != nil {
-		epErr = ErrClosed
+	if w := i.thread.Load(); w != nil {
+		return w, nil
 	}
-	if epErr != nil {
-		return fmt.Errorf("%s: %w", what, epErr)
+	w, err := i.NewWaiter()
+	if err != nil {
+		return nil, err
 	}
-	i.threadEp, i.threadRC = ep, rc
-	return nil
-}
-
-// waitThread is WaitThread's callback, on the epoll fd; i.threadMu is
-// held.
-func (i *Interrupt) waitThread(ep uintptr) {
-	i.threadWoken, i.threadErr = epollWait(ep, i.threadEvents[:], i.threadTimeout)
+	i.thread.Store(w)
+	return w, nil
 }
 
 // tryRead is TryRead's callback; i.tryMu is held.
@@ -458,11 +427,10 @@ func (i *Interrupt) Close() error {
 		waitErr = i.waitF.Close()
 		i.waitF = nil
 	}
-	if i.threadEp != nil {
-		// Closed when a WaitThread in progress returns. Not set to nil:
-		// WaitThread reads it under threadMu, not mu, and finds it
-		// closed.
-		waitErr = errors.Join(waitErr, i.threadEp.Close())
+	if w := i.thread.Load(); w != nil {
+		// Its epoll fd is closed when a WaitThread in progress returns.
+		// Not set to nil: a WaitThread that loaded it finds it closed.
+		waitErr = errors.Join(waitErr, w.Close())
 	}
 	if err := i.f.Close(); err != nil {
 		return fmt.Errorf("closing interrupt eventfd %d: %w", i.fd, err)

@@ -114,7 +114,7 @@ func checkPollerUse(t *testing.T, irq *Interrupt) {
 		t.Fatalf("WaitThread with nothing new = %v, %v", woken, err)
 	}
 	ep := -1
-	if err := irq.threadRC.Control(func(fd uintptr) { ep = int(fd) }); err != nil {
+	if err := irq.thread.Load().rc.Control(func(fd uintptr) { ep = int(fd) }); err != nil {
 		t.Fatal(err)
 	}
 	if w := epollWatchers(t, id, ep); len(w) > 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,7 +30,8 @@ import (
 // are safe for concurrent use, but it has one wait at a time: use one
 // Waiter per waiting goroutine.
 type Waiter struct {
-	efd int // the duplicate of the eventfd the epoll instance watches
+	what string // "waiting on interrupt eventfd N", for messages
+	efd  int    // the duplicate of the eventfd the epoll instance watches
 	// ep is the epoll instance, blocking and outside the runtime poller,
 	// for WaitThread; rc.Control keeps it open while a wait uses it.
 	ep *os.File
@@ -58,24 +60,33 @@ type Waiter struct {
 // until Close. Signals before NewWaiter that nobody has read (the count is
 // not zero) wake its first wait.
 func (i *Interrupt) NewWaiter() (*Waiter, error) {
-	what := fmt.Sprintf("making a waiter on interrupt eventfd %d", i.fd)
-	dup, dupErr := -1, error(nil)
-	if err := i.rc.Control(func(fd uintptr) {
-		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, ErrClosed)
-	}
-	if dupErr != nil {
-		return nil, fmt.Errorf("%s: %w", what, os.NewSyscallError("fcntl", dupErr))
+	dup, err := dupFD(i.rc)
+	if err != nil {
+		return nil, fmt.Errorf("making a waiter on interrupt eventfd %d: %w", i.fd, err)
 	}
 	ep, rc, err := edgeEpoll(dup)
 	if err != nil {
 		unix.Close(dup)
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return nil, fmt.Errorf("making a waiter on interrupt eventfd %d: %w", i.fd, err)
 	}
-	w := &Waiter{efd: dup, ep: ep, rc: rc, waitSem: make(chan struct{}, 1)}
+	w := &Waiter{what: fmt.Sprintf("waiting on interrupt eventfd %d", i.fd), efd: dup, ep: ep, rc: rc, waitSem: make(chan struct{}, 1)}
 	w.threadFn = w.waitThread
 	return w, nil
+}
+
+// dupFD duplicates the fd behind rc (close-on-exec); it fails with
+// ErrClosed once the file is closed.
+func dupFD(rc syscall.RawConn) (int, error) {
+	dup, dupErr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, ErrClosed
+	}
+	if dupErr != nil {
+		return -1, os.NewSyscallError("fcntl", dupErr)
+	}
+	return dup, nil
 }
 
 // edgeEpoll makes an epoll instance that watches fd (an eventfd) for
@@ -125,10 +136,10 @@ func (w *Waiter) WaitThread(timeout time.Duration) (bool, error) {
 	w.timeout = epollTimeout(timeout)
 	w.woken, w.err = false, nil
 	if err := w.rc.Control(w.threadFn); err != nil {
-		return false, fmt.Errorf("waiting on an interrupt: %w", ErrClosed)
+		return false, fmt.Errorf("%s: %w", w.what, ErrClosed)
 	}
 	if w.err != nil {
-		return false, fmt.Errorf("waiting on an interrupt: %w", w.err)
+		return false, fmt.Errorf("%s: %w", w.what, w.err)
 	}
 	return w.woken, nil
 }
@@ -177,15 +188,15 @@ func (w *Waiter) Wait(ctx context.Context) error {
 	case err == nil && waitErr == nil:
 		return nil
 	case err == nil:
-		return fmt.Errorf("waiting on an interrupt: %w", waitErr)
+		return fmt.Errorf("%s: %w", w.what, waitErr)
 	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
 		return ctx.Err()
 	case errors.Is(err, os.ErrClosed) || w.isClosed():
 		// RawConn.Read returns internal/poll's "use of closed file",
 		// which is not os.ErrClosed.
-		return fmt.Errorf("waiting on an interrupt: %w", ErrClosed)
+		return fmt.Errorf("%s: %w", w.what, ErrClosed)
 	}
-	return fmt.Errorf("waiting on an interrupt: %w", err)
+	return fmt.Errorf("%s: %w", w.what, err)
 }
 
 func (w *Waiter) isClosed() bool {
@@ -201,26 +212,21 @@ func (w *Waiter) pollFile() (*os.File, syscall.RawConn, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
-		return nil, nil, fmt.Errorf("waiting on an interrupt: %w", ErrClosed)
+		return nil, nil, fmt.Errorf("%s: %w", w.what, ErrClosed)
 	}
 	if w.pollF != nil {
 		return w.pollF, w.pollRC, nil
 	}
-	dup, dupErr := -1, error(nil)
-	if err := w.rc.Control(func(fd uintptr) {
-		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return nil, nil, fmt.Errorf("waiting on an interrupt: %w", ErrClosed)
-	}
-	if dupErr != nil {
-		return nil, nil, fmt.Errorf("waiting on an interrupt: duplicating the epoll fd for the runtime poller: %w", os.NewSyscallError("fcntl", dupErr))
+	dup, err := dupFD(w.rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: duplicating the epoll fd for the runtime poller: %w", w.what, err)
 	}
 	// Non-blocking, so os.NewFile registers it with the poller. The
 	// flag belongs to the open file, which WaitThread's epoll_wait does
 	// not look at.
 	if err := unix.SetNonblock(dup, true); err != nil {
 		unix.Close(dup)
-		return nil, nil, fmt.Errorf("waiting on an interrupt: %w", os.NewSyscallError("fcntl", err))
+		return nil, nil, fmt.Errorf("%s: %w", w.what, os.NewSyscallError("fcntl", err))
 	}
 	w.pollF = os.NewFile(uintptr(dup), "epoll")
 	w.pollRC, _ = w.pollF.SyscallConn()
@@ -246,7 +252,7 @@ func (w *Waiter) Close() error {
 		errs = append(errs, os.NewSyscallError("close", err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("closing an interrupt waiter: %w", err)
+		return fmt.Errorf("closing a waiter on %s: %w", strings.TrimPrefix(w.what, "waiting on "), err)
 	}
 	return nil
 }
