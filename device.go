@@ -67,10 +67,10 @@ type Device struct {
 	removal chan struct{}
 
 	mu      sync.Mutex
-	vectors []*vfio.Interrupt     // by MSI-X vector; nil when free (0 is never used)
-	sharers []int                 // by MSI-X vector: the queues wired to it
-	waiters map[*vfio.Waiter]bool // queue pairs' waiters, closed with the device
-	queues  int                   // queue pairs created and not yet closed
+	vectors []*vfio.Interrupt         // by MSI-X vector; nil when free (0 is never used)
+	sharers []int                     // by MSI-X vector: the queues wired to it
+	waiters map[*vfio.Waiter]struct{} // queue pairs' waiters, closed with the device
+	queues  int                       // queue pairs created and not yet closed
 	closed  bool
 }
 
@@ -300,7 +300,7 @@ func (d *Device) CreateQueuePair(ctx context.Context, o QueueOptions) (*QueuePai
 	var err error
 	q.QueuePair, err = d.ctrl.CreateQueuePair(ctx, nvmelike.QueueOptions{Depth: o.Depth, Interrupts: o.Interrupt, Vector: uint16(q.vector)})
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("creating a queue pair on %s: %w", d.bdf, err), d.unwireVector(q.vector, q.waiter))
+		return nil, errors.Join(fmt.Errorf("creating a queue pair on %s: %w", d.bdf, err), d.unwireVector(q.vector))
 	}
 	d.mu.Lock()
 	d.queues++
@@ -363,30 +363,24 @@ func (d *Device) wireVector(share bool) (int, *vfio.Interrupt, error) {
 	return v, irq, nil
 }
 
-// unwireVector undoes wireVector: it closes the queue's waiter w (nil if
-// it has none), and disconnects and closes the vector's eventfd once no
-// queue shares it.
-func (d *Device) unwireVector(v int, w *vfio.Waiter) error {
+// unwireVector undoes wireVector: it disconnects and closes the vector's
+// eventfd once no queue shares it.
+func (d *Device) unwireVector(v int) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.unwireVectorLocked(v, w)
+	return d.unwireVectorLocked(v)
 }
 
-func (d *Device) unwireVectorLocked(v int, w *vfio.Waiter) error {
-	var err error
-	if w != nil && d.waiters[w] {
-		delete(d.waiters, w)
-		err = w.Close()
-	}
+func (d *Device) unwireVectorLocked(v int) error {
 	if v <= 0 || v >= len(d.vectors) || d.vectors[v] == nil {
-		return err
+		return nil
 	}
 	if d.sharers[v]--; d.sharers[v] > 0 {
-		return err
+		return nil
 	}
 	irq := d.vectors[v]
 	d.vectors[v] = nil
-	return errors.Join(err, d.dev.DisconnectIRQ(vfio.IRQMSIX, v), irq.Close())
+	return errors.Join(d.dev.DisconnectIRQ(vfio.IRQMSIX, v), irq.Close())
 }
 
 // Vector returns the MSI-X vector of the queue pair's completion
@@ -524,9 +518,9 @@ func (q *QueuePair) waiterOf() (*vfio.Waiter, error) {
 			return nil, fmt.Errorf("waiting for the interrupt of queue pair %d: %w", q.ID(), ErrClosed)
 		}
 		if d.waiters == nil {
-			d.waiters = make(map[*vfio.Waiter]bool)
+			d.waiters = make(map[*vfio.Waiter]struct{})
 		}
-		d.waiters[w] = true
+		d.waiters[w] = struct{}{}
 	}
 	q.waiter = w
 	return w, nil
@@ -548,7 +542,12 @@ func (q *QueuePair) Close() error {
 	}
 	q.gone = true
 	d.queues--
-	return errors.Join(err, d.unwireVectorLocked(q.vector, q.waiter))
+	if _, ok := d.waiters[q.waiter]; ok {
+		// Not yet closed by the device's Close.
+		delete(d.waiters, q.waiter)
+		err = errors.Join(err, q.waiter.Close())
+	}
+	return errors.Join(err, d.unwireVectorLocked(q.vector))
 }
 
 // Device returns the device the queue pair belongs to; nil for an

@@ -57,7 +57,7 @@ func (d *Device) CreateRemoteQueue(ctx context.Context, o RemoteQueueOptions) (*
 		Depth: o.Depth, SQ: o.SQ, CQ: o.CQ, Interrupts: o.Interrupt, Vector: uint16(r.vector),
 	})
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("creating a remote queue on %s: %w", d.bdf, err), d.unwireVector(r.vector, nil))
+		return nil, errors.Join(fmt.Errorf("creating a remote queue on %s: %w", d.bdf, err), d.unwireVector(r.vector))
 	}
 	return r, nil
 }
@@ -89,7 +89,7 @@ func (r *RemoteQueue) Close() error {
 		return err // its vector may be another queue's by now
 	}
 	r.closed = true
-	return errors.Join(err, d.unwireVectorLocked(r.vector, nil))
+	return errors.Join(err, d.unwireVectorLocked(r.vector))
 }
 
 // DupDeviceFd returns a new descriptor of the device's VFIO device file,

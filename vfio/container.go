@@ -266,7 +266,7 @@ func (c *Container) UnmapDMA(iova, size uint64) (uint64, error) {
 		return err
 	})
 	if err != nil {
-		if errors.Is(err, unix.EINVAL) && c.droppedByKernel() {
+		if errors.Is(err, unix.EINVAL) && c.forgetDroppedIOMMU() {
 			// Nothing left to unmap: the container's IOMMU went with
 			// its last group.
 			return size, nil
@@ -328,16 +328,16 @@ func (c *Container) removeGroup(g *Group) {
 	}
 }
 
-// droppedByKernel reports whether the kernel has taken every group of the
-// container out of it: the last device of each was unbound from vfio-pci
+// forgetDroppedIOMMU checks whether the kernel has taken every group of
+// the container out of it: the last device of each was unbound from vfio-pci
 // or removed (an unbind that waited for the device fd, which is closed by
 // now), and the kernel detaches a group with its last device. The
 // container's IOMMU, and every DMA mapping in it, went with the last
-// group, so UnmapDMA finds nothing (EINVAL); the container then forgets
-// its IOMMU and mappings, as when its last group closes, and unmapping
-// is done. A group the kernel dropped answers VFIO_GROUP_GET_STATUS with
+// group, so UnmapDMA finds nothing (EINVAL). If so, the container forgets
+// its IOMMU and mappings, as when its last group closes, and it reports
+// true: unmapping is done. A group the kernel dropped answers VFIO_GROUP_GET_STATUS with
 // ENODEV (or without CONTAINER_SET).
-func (c *Container) droppedByKernel() bool {
+func (c *Container) forgetDroppedIOMMU() bool {
 	c.mu.Lock()
 	groups := slices.Clone(c.groups)
 	c.mu.Unlock()

@@ -349,30 +349,26 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 
 // watchRemoval stops the run (stop) when the kernel asks for one of devs
 // back, which it does before an unbind or removal that then waits for the
-// device to be closed. The channel yields that device's address, or ""
-// once ctx ends first.
+// device to be closed. Once ctx ends, the channel yields the first such
+// device's address, or "".
 func watchRemoval(ctx context.Context, devs []*device, stop func()) <-chan string {
-	out := make(chan string, 1)
-	var mu sync.Mutex
+	asked := make(chan string, len(devs))
 	var wg sync.WaitGroup
-	first := ""
 	for _, d := range devs {
 		wg.Go(func() {
 			select {
 			case <-d.dev.RemovalRequested():
-				mu.Lock()
-				if first == "" {
-					first = d.dev.BDF()
-				}
-				mu.Unlock()
+				asked <- d.dev.BDF()
 				stop()
 			case <-ctx.Done():
 			}
 		})
 	}
+	out := make(chan string, 1)
 	go func() {
 		wg.Wait()
-		out <- first
+		close(asked)
+		out <- <-asked // "" from the closed channel when none asked
 	}()
 	return out
 }
