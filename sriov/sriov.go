@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -487,9 +488,10 @@ func (p *PF) attachment(ctx context.Context, nsid uint32, cntlid uint16, detach 
 // back, disables the VFs (sriov_numvfs = 0) and forgets their tokens. Every
 // VF must be closed first, in every process: a VF whose VFIO group is
 // still open makes it fail with ErrVFInUse and change nothing (the
-// kernel would otherwise block until the group is closed). The PF's
-// umd.Device stays open; close it after. Disabling twice returns
-// ErrDisabled.
+// kernel would otherwise block until the group is closed). VFs the
+// kernel has disabled itself (vfio-pci does before it lets the PF go)
+// count as closed. The PF's umd.Device stays open; close it after.
+// Disabling twice returns ErrDisabled.
 func (p *PF) Disable(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -516,8 +518,14 @@ func (p *PF) Disable(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := writeSysfs(p.path("sriov_numvfs"), "0"); err != nil {
-		errs = append(errs, fmt.Errorf("writing sriov_numvfs: %w", err))
+	// When the PF is being unbound from vfio-pci, the kernel has removed
+	// the VFs already and holds the PF's device lock until umd closes
+	// it, which a write of sriov_numvfs (or a read: both take the lock)
+	// would wait for forever. The VFs' sysfs entries say so lock-free.
+	if p.anyVFPresent() {
+		if err := writeSysfs(p.path("sriov_numvfs"), "0"); err != nil {
+			errs = append(errs, fmt.Errorf("writing sriov_numvfs: %w", err))
+		}
 	}
 	if err := releaseEnableSRIOV(p.sys); err != nil {
 		errs = append(errs, err)
@@ -528,12 +536,25 @@ func (p *PF) Disable(ctx context.Context) error {
 	return nil
 }
 
+// anyVFPresent reports whether a VF of p is still a PCI device.
+func (p *PF) anyVFPresent() bool {
+	return slices.ContainsFunc(p.vfs, func(vf VF) bool {
+		_, err := os.Lstat(filepath.Join(p.sys, "bus", "pci", "devices", vf.BDF))
+		return !errors.Is(err, fs.ErrNotExist)
+	})
+}
+
 // checkGroupFree tells whether VFIO group n is open somewhere: the legacy
-// group interface lets one file open a group at a time (EBUSY).
+// group interface lets one file open a group at a time (EBUSY). A group
+// that is gone (the kernel removed the VF, as vfio-pci does before it
+// gives up the PF) is free.
 func checkGroupFree(n int) error {
 	fd, err := unix.Open("/dev/vfio/"+strconv.Itoa(n), unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.EBUSY) {
 		return fmt.Errorf("%w: its VFIO group %d is open", ErrVFInUse, n)
+	}
+	if errors.Is(err, unix.ENOENT) {
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("checking VFIO group %d: %w", n, err)
