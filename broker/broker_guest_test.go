@@ -1038,19 +1038,7 @@ func vfChild(c *Client, dev string, say func(string, ...any)) int {
 // back within a second, recycled, and the next holder's I/O works.
 func TestGuestVFLease(t *testing.T) {
 	guest.Require(t)
-	top, err := qemu.LookupTopology(guest.Topology())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pfc *qemu.Controller
-	for _, c := range top.Controllers() {
-		if c.SRIOV != nil {
-			pfc = &c
-		}
-	}
-	if pfc == nil {
-		t.Skipf("topology %s has no SR-IOV controller (run with -topology sriov)", top.Name)
-	}
+	pfc := sriovController(t)
 	s, dev, bdf := guestServer(t, 0o660, Access{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -1116,4 +1104,83 @@ func vfioGroupOf(bdf string) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(filepath.Base(link))
+}
+
+// TestGuestRetireVFs (topology sriov): the PF whose VFs the broker leases
+// is unbound from vfio-pci while one client holds a VF and another a
+// session on the PF. The broker's removal request names the PF; Retire
+// hangs both clients up, disables the VFs and closes the PF, and the
+// unbind completes; the PF is listed failed, with no VFs to lease.
+func TestGuestRetireVFs(t *testing.T) {
+	guest.Require(t)
+	const guard = time.Minute // bounds a hang, measures nothing
+	sriovController(t)
+	s, dev, bdf := guestServer(t, 0o660, Access{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pf, err := sriov.Enable(ctx, dev, sriov.Options{VFs: 2, IOQueues: 1, Vectors: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddVFs(pf, Access{}); err != nil {
+		pf.Disable(ctx)
+		t.Fatal(err)
+	}
+	leaser := dial(t, s.cfg.Socket)
+	lease, err := leaser.LeaseVF(bdf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := dial(t, s.cfg.Socket)
+	if _, err := user.OpenSession(bdf, SessionOptions{Queues: 1, PoolBytes: 2 << 20}); err != nil {
+		t.Fatal(err)
+	}
+
+	unbound := guest.Unbind(t, bdf)
+	select {
+	case got := <-s.RemovalRequests():
+		if got != bdf {
+			t.Fatalf("removal request for %s, unbound %s", got, bdf)
+		}
+	case <-time.After(guard):
+		t.Fatalf("no removal request %v after unbinding %s", guard, bdf)
+	}
+	if err := s.Retire(bdf, "unbound by the test"); err != nil {
+		t.Errorf("Retire: %v", err)
+	}
+	guest.WaitUnbound(t, unbound, guard, "the broker retired "+bdf)
+	for _, c := range []*Client{leaser, user} {
+		select {
+		case <-c.Done():
+		case <-time.After(guard):
+			t.Fatal("a client of the retired PF is still connected")
+		}
+	}
+	if _, err := os.Stat(filepath.Join("/sys/bus/pci/devices", lease.BDF)); !os.IsNotExist(err) {
+		t.Errorf("VF %s still exists after the PF was retired: %v", lease.BDF, err)
+	}
+	d := s.Devices(0, 0)[0]
+	if d.Failed != "unbound by the test" || d.VFs != 0 {
+		t.Errorf("the retired PF listed as %+v", d)
+	}
+	if _, err := dial(t, s.cfg.Socket).LeaseVF(bdf); !errors.Is(err, ErrState) {
+		t.Errorf("leasing a VF of the retired PF: %v, want ErrState", err)
+	}
+}
+
+// sriovController returns the topology's SR-IOV controller; t is skipped
+// on a topology without one.
+func sriovController(t *testing.T) *qemu.Controller {
+	t.Helper()
+	top, err := qemu.LookupTopology(guest.Topology())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range top.Controllers() {
+		if c.SRIOV != nil {
+			return &c
+		}
+	}
+	t.Skipf("topology %s has no SR-IOV controller (run with -topology sriov)", top.Name)
+	return nil
 }

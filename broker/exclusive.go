@@ -87,6 +87,8 @@ func (s *Server) addReopenable(b backend, a Access, reopen reopener) error {
 // Call with s.mu held.
 func (d *served) unavailable(op string) *Error {
 	switch {
+	case d.retired != "":
+		return errorf(CodeState, "%s: %s is served no more: %s", op, d.info.BDF, d.retired)
 	case d.moving:
 		return errorf(CodeState, "%s: %s is being handed over (closed for, or reopened after, an exclusive claim)", op, d.info.BDF)
 	case d.lentTo != "":
@@ -159,7 +161,7 @@ func (c *conn) reserveExclusive(want Reservation) (*Grant, *Error) {
 // it can. Call with s.mu held.
 func (s *Server) lendable(d *served) *Error {
 	bdf := d.info.BDF
-	if d.moving || d.lentTo != "" {
+	if d.retired != "" || d.moving || d.lentTo != "" {
 		return d.unavailable("reserve")
 	}
 	if s.vfPools[bdf] != nil {
@@ -207,7 +209,7 @@ func (s *Server) giveBack(r *reservation) error {
 		s.mu.Unlock()
 		return nil
 	}
-	if d.b != nil {
+	if d.b != nil || d.retired != "" {
 		d.lentTo = ""
 		s.mu.Unlock()
 		return nil
@@ -224,12 +226,18 @@ func (s *Server) giveBack(r *reservation) error {
 	b, err := reopen(ctx)
 	cancel()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	d.moving, d.lentTo = false, ""
 	if err != nil {
 		d.failed = "opening it again after claim " + r.Claim + ": " + err.Error()
+		s.mu.Unlock()
 		return fmt.Errorf("opening %s again after claim %s: %w", d.info.BDF, r.Claim, err)
 	}
+	if d.retired != "" {
+		// Retired while it was being opened again: not served.
+		s.mu.Unlock()
+		return b.close()
+	}
+	defer s.mu.Unlock()
 	d.b, d.failed = b, ""
 	s.watchRemoval(b)
 	info := b.info()

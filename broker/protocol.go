@@ -172,8 +172,9 @@ type DeviceInfo struct {
 	// Lent: the claim the device is lent to by an exclusive
 	// reservation; the broker has closed it and serves nothing of it.
 	Lent string `json:"lent,omitempty"`
-	// Failed: why the device, closed for an exclusive claim, is not
-	// served again (opening it again failed); empty when served.
+	// Failed: why the device is served no more: closed for an
+	// exclusive claim and not opened again, or retired (Server.Retire:
+	// the kernel asked for it back); empty when served.
 	Failed string `json:"failed,omitempty"`
 }
 

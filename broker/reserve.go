@@ -407,7 +407,11 @@ func (c *conn) openGrant(req *Request) (*Layout, []int, *Error) {
 		s.mu.Unlock()
 		return nil, nil, errorf(CodeState, "open: the grant of %s is in use by connection %d; one session per grant at a time", r.what(), r.user.id)
 	}
-	r.user = c
+	if e := r.dev.unavailable("open"); e != nil {
+		s.mu.Unlock()
+		return nil, nil, e
+	}
+	r.user, c.on = c, r.dev
 	s.mu.Unlock()
 	spec := sessionSpec{queues: r.Queues, depth: r.Depth, poolSize: r.poolSize, mode: r.Mode, polled: r.Polled}
 	return c.build(r.dev, spec, 0, r)

@@ -115,6 +115,9 @@ type served struct {
 	lentTo string
 	moving bool
 	failed string
+	// retired says why the device is served no more (Retire); it stays
+	// listed, as failed.
+	retired string
 }
 
 // NewServer makes a server for no devices yet; Add them, then Serve.
@@ -152,7 +155,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	return &Server{
 		cfg: cfg, devices: map[string]*served{}, conns: map[uint64]*conn{}, vfPools: map[string]*vfPool{},
-		grants: map[string]*reservation{}, claims: map[string][]*reservation{}, removals: make(chan string, 1),
+		grants: map[string]*reservation{}, claims: map[string][]*reservation{}, removals: make(chan string),
 	}, nil
 }
 
@@ -168,32 +171,6 @@ func (s *Server) add(b backend, a Access) error {
 	s.order = append(s.order, info.BDF)
 	s.watchRemoval(b)
 	return nil
-}
-
-// RemovalRequests yields the address of a served device the kernel has
-// asked for back (umd.Device.RemovalRequested: an unbind from vfio-pci,
-// a removal), which it then waits for until the device is closed. The
-// server does nothing about it itself; whoever runs it decides (umdd
-// stops, releasing everything). At most one request waits unread.
-func (s *Server) RemovalRequests() <-chan string { return s.removals }
-
-// watchRemoval passes b's removal request on to RemovalRequests until b
-// is closed.
-func (s *Server) watchRemoval(b backend) {
-	u, ok := b.(*umdBackend)
-	if !ok {
-		return
-	}
-	go func() {
-		select {
-		case <-u.d.RemovalRequested():
-			select {
-			case s.removals <- u.d.BDF():
-			default:
-			}
-		case <-u.closed:
-		}
-	}()
 }
 
 // Listen creates the socket (replacing a stale one) with the configured
@@ -369,6 +346,9 @@ func (s *Server) devices4(uid, gid uint32, groups []uint32) []DeviceInfo {
 		info.Namespaces = slices.Clone(info.Namespaces)
 		info.FreeQueues = info.MaxQueues - d.held
 		info.Lent, info.Failed = d.lentTo, d.failed
+		if d.retired != "" {
+			info.Failed = d.retired
+		}
 		if d.unavailable("") != nil {
 			info.FreeQueues = 0
 		}
@@ -452,6 +432,10 @@ type conn struct {
 	id     uint64
 	cred   unix.Ucred
 	groups []uint32 // supplementary groups at connect
+	// on is the device the connection's session is on, from the moment
+	// an open is admitted until the session is released (s.mu guards
+	// it): what Retire hangs up.
+	on *served
 
 	// opMu is held while the connection serves a request that uses or
 	// makes its session (all but reserve and release), so that a release
@@ -656,6 +640,7 @@ func (c *conn) open(req *Request) (_ *Layout, _ []int, e *Error) {
 		return nil, nil, e
 	}
 	d.held += req.Queues // reserved; given back on failure or release
+	c.on = d
 	c.s.mu.Unlock()
 	return c.build(d, sessionSpec{queues: req.Queues, depth: req.Depth, poolSize: size, mode: mode, polled: req.Polled}, req.Queues, nil)
 }
@@ -910,6 +895,9 @@ func (c *conn) releaseSession(sess *session) error {
 	}
 	c.s.mu.Lock()
 	sess.dev.held -= sess.reserved
+	if c.on == sess.dev {
+		c.on = nil
+	}
 	if sess.res != nil && sess.res.user == c {
 		sess.res.user = nil // the grant may be opened again
 	}

@@ -79,6 +79,10 @@ func (c *conn) leaseVF(device string) (*VFInfo, *Error) {
 	s := c.s
 	s.mu.Lock()
 	p, ok := s.vfPools[device]
+	if d := s.devices[device]; !ok && d != nil && d.retired != "" {
+		s.mu.Unlock()
+		return nil, d.unavailable("vf")
+	}
 	if !ok {
 		s.mu.Unlock()
 		return nil, errorf(CodeNoDevice, "vf: the broker leases no VFs of %q", device)

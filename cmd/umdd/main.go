@@ -96,6 +96,12 @@ fails (something still holds it), status shows it failed with the reason, and
 an exclusive reservation and release of it tries again. On simulated devices
 it is the same bookkeeping; the software controller stays as it is.
 
+Unbinding a served device from vfio-pci (or removing it) makes the kernel ask
+umdd for it back: umdd hangs up the clients holding a session on it or a VF
+of it, disables those VFs, closes the device so the unbind completes, and
+goes on serving the other devices. Status shows it failed with the reason;
+restart umdd to serve it again once it is bound to vfio-pci.
+
 With --simulate, umdd opens no device: it serves one software controller
 (nvmelike/sim, its namespace kept in memory) under the address of every
 NVMe-class function bound to vfio-pci in the sysfs tree TREE (a directory, or
@@ -510,19 +516,24 @@ func listenAndServe(ctx context.Context, logger *log.Logger, srv *broker.Server,
 	if ready != nil {
 		ready(srv)
 	}
-	select {
-	case <-ctx.Done():
-		logger.Printf("stopping: releasing every client, reservation and device")
-		err := srv.Close()
-		return errors.Join(err, <-done)
-	case bdf := <-srv.RemovalRequests():
-		// The unbind or removal waits until the device is closed; the
-		// clients' sessions on it could not go on anyway.
-		logger.Printf("the kernel asks for %s back (an unbind from vfio-pci, or its removal): stopping, releasing every client, reservation and device", bdf)
-		err := srv.Close()
-		return errors.Join(fmt.Errorf("the kernel asked for %s back", bdf), err, <-done)
-	case err := <-done:
-		return errors.Join(err, srv.Close())
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Printf("stopping: releasing every client, reservation and device")
+			err := srv.Close()
+			return errors.Join(err, <-done)
+		case bdf := <-srv.RemovalRequests():
+			// The unbind or removal waits until the device is closed;
+			// the sessions on it cannot go on, the others can.
+			logger.Printf("the kernel asks for %s back (an unbind from vfio-pci, or its removal): hanging up its clients and closing it; the other devices stay served", bdf)
+			if err := srv.Retire(bdf, "the kernel asked for it back (an unbind from vfio-pci, or its removal); restart umdd to serve it again"); err != nil {
+				logger.Printf("%v", err)
+			} else {
+				logger.Printf("%s closed and given back", bdf)
+			}
+		case err := <-done:
+			return errors.Join(err, srv.Close())
+		}
 	}
 }
 

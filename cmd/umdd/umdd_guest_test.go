@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,35 +161,93 @@ func dialUmdd(t *testing.T, sock string, stderr *bytes.Buffer) *broker.Client {
 	}
 }
 
-// TestGuestDaemonReleasesOnRemoval unbinds a device umdd serves, with a
-// client's session on it, from vfio-pci: umdd says why, releases
-// everything and exits with an error, and the unbind, which waits for the
-// device, completes. The function is bound to vfio-pci again after.
-func TestGuestDaemonReleasesOnRemoval(t *testing.T) {
+// TestGuestDaemonRetiresOnRemoval unbinds one of two devices umdd
+// serves, with a client's session on each, from vfio-pci: umdd hangs up
+// the client of that device, closes it (the unbind, which waits for the
+// device, completes) and lists it as failed, refusing new sessions on it,
+// while the client of the other device goes on as before. The function
+// is bound to vfio-pci again after.
+func TestGuestDaemonRetiresOnRemoval(t *testing.T) {
 	guest.Require(t)
 	const guard = time.Minute // bounds a hang, measures nothing
-	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	gone, kept := twoGroups(t)
 	sock := filepath.Join(t.TempDir(), "umdd.sock")
-	cmd, stderr := startUmdd(t, "--socket", sock, "--mode", "0600", bdf)
+	cmd, stderr := startUmdd(t, "--socket", sock, "--mode", "0600", gone, kept)
+	session := func(bdf string) (*broker.Client, *broker.Session) {
+		c := dialUmdd(t, sock, stderr)
+		t.Cleanup(func() { c.Close() })
+		s, err := c.OpenSession(bdf, broker.SessionOptions{Queues: 1, PoolBytes: 2 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, s
+	}
+	goneClient, goneSession := session(gone)
+	keptClient, keptSession := session(kept)
+	nsid := keptSession.Layout.Namespaces[0].NSID
+
+	unbound := guest.Unbind(t, gone)
+	guest.WaitUnbound(t, unbound, guard, "umdd was asked for "+gone)
+	select {
+	case <-goneClient.Done():
+	case <-time.After(guard):
+		t.Fatalf("the client of %s is still connected %v after the unbind", gone, guard)
+	}
+	if err := goneSession.Read(0, nsid, 0, 1, 0); !errors.Is(err, broker.ErrDisconnected) {
+		t.Errorf("I/O on the unbound device: %v, want ErrDisconnected", err)
+	}
+	select {
+	case <-keptClient.Done():
+		t.Fatalf("the client of %s was hung up too", kept)
+	default:
+	}
+	mem := keptSession.Pool.Bytes()
+	lba := keptSession.Layout.Namespaces[0].LBASize
+	for i := range lba {
+		mem[i] = byte(i*7) ^ 0x5a
+	}
+	if err := keptSession.Write(0, nsid, 8, 1, 0); err != nil {
+		t.Fatalf("writing to %s after %s was unbound: %v", kept, gone, err)
+	}
+	if err := keptSession.Read(0, nsid, 8, 1, 1<<20); err != nil || !bytes.Equal(mem[1<<20:1<<20+lba], mem[:lba]) {
+		t.Fatalf("reading back from %s after %s was unbound: %v", kept, gone, err)
+	}
+
 	c := dialUmdd(t, sock, stderr)
 	defer c.Close()
-	s, err := c.OpenSession(bdf, broker.SessionOptions{Queues: 1, PoolBytes: 2 << 20})
-	if err != nil {
+	devs, err := c.Devices()
+	if err != nil || len(devs) != 2 {
+		t.Fatalf("devices after the unbind: %+v, %v", devs, err)
+	}
+	for _, d := range devs {
+		if failed := strings.Contains(d.Failed, "asked for it back"); failed != (d.BDF == gone) {
+			t.Errorf("%s listed with Failed %q", d.BDF, d.Failed)
+		}
+	}
+	if _, err := c.OpenSession(gone, broker.SessionOptions{Queues: 1, PoolBytes: 2 << 20}); !errors.Is(err, broker.ErrState) {
+		t.Errorf("a session on the unbound %s: %v, want ErrState", gone, err)
+	}
+	if !strings.Contains(stderr.String(), gone+" closed and given back") {
+		t.Errorf("umdd's log does not say it gave %s back:\n%s", gone, stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	unbound := guest.Unbind(t, bdf)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err == nil || !strings.Contains(stderr.String(), "asks for "+bdf+" back") {
-			t.Errorf("umdd exited with %v after the unbind; stderr:\n%s", err, stderr.String())
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("umdd after SIGTERM: %v\n%s", err, stderr.String())
+	}
+}
+
+// twoGroups returns two functions bound to vfio-pci in different IOMMU
+// groups (umdd opens each in a container of its own).
+func twoGroups(t *testing.T) (string, string) {
+	t.Helper()
+	bdfs := guest.DriverFunctions(t, "vfio-pci")
+	for _, b := range bdfs[1:] {
+		if guest.IOMMUGroup(t, b) != guest.IOMMUGroup(t, bdfs[0]) {
+			return bdfs[0], b
 		}
-	case <-time.After(guard):
-		t.Fatalf("umdd still runs %v after the unbind:\n%s", guard, stderr.String())
 	}
-	guest.WaitUnbound(t, unbound, guard, "umdd exited")
-	if err := s.Read(0, 1, 0, 1, 0); err == nil {
-		t.Error("I/O through the stopped broker succeeded")
-	}
+	t.Fatalf("no two of %v are in different IOMMU groups", bdfs)
+	return "", ""
 }
