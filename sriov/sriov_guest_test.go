@@ -28,28 +28,11 @@ import (
 	"github.com/umdkit/umd/vfio"
 )
 
-// sriovController returns the topology's SR-IOV controller; it skips on a
-// topology without one (only `sriov` has one).
-func sriovController(t *testing.T) qemu.Controller {
-	t.Helper()
-	top, err := qemu.LookupTopology(guest.Topology())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range top.Controllers() {
-		if c.SRIOV != nil {
-			return c
-		}
-	}
-	t.Skipf("topology %s has no SR-IOV controller (run with -topology sriov)", top.Name)
-	return qemu.Controller{}
-}
-
 // openPF finds the vfio-bound function with an SR-IOV capability, opens it
 // and checks that it is the topology's SR-IOV controller.
 func openPF(ctx context.Context, t *testing.T) (*umd.Device, qemu.Controller) {
 	t.Helper()
-	c := sriovController(t)
+	c := guest.SRIOVController(t)
 	for _, bdf := range guest.DriverFunctions(t, "vfio-pci") {
 		if _, err := os.Stat(filepath.Join("/sys/bus/pci/devices", bdf, "sriov_totalvfs")); err != nil {
 			continue

@@ -13,12 +13,15 @@
 package guest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/umdkit/umd/qemu"
 )
 
 // Environment variables the guest's init sets for every command it runs.
@@ -49,6 +52,24 @@ func Require(t testing.TB) {
 
 // Topology returns the name of the topology the guest was booted with.
 func Topology() string { return os.Getenv(EnvTopology) }
+
+// SRIOVController returns the SR-IOV controller of the topology the
+// guest was booted with; t is skipped on a topology without one (only
+// `sriov` has one).
+func SRIOVController(t testing.TB) qemu.Controller {
+	t.Helper()
+	top, err := qemu.LookupTopology(Topology())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range top.Controllers() {
+		if c.SRIOV != nil {
+			return c
+		}
+	}
+	t.Skipf("topology %s has no SR-IOV controller (run with -topology sriov)", top.Name)
+	return qemu.Controller{}
+}
 
 // Kernel returns the guest kernel's short name, such as "6.1" or "6.12".
 func Kernel() string { return os.Getenv(EnvKernel) }
@@ -96,11 +117,23 @@ func Unbind(t testing.TB, bdf string) <-chan error {
 		unbound <- os.WriteFile("/sys/bus/pci/drivers/vfio-pci/unbind", []byte(bdf), 0o200)
 	}()
 	t.Cleanup(func() {
-		if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
-			t.Errorf("binding %s to vfio-pci again: %v", bdf, err)
+		if err := BindVFIO(bdf); err != nil {
+			t.Error(err)
 		}
 	})
 	return unbound
+}
+
+// BindVFIO binds the PCI function bdf to vfio-pci, unless it is bound
+// there already.
+func BindVFIO(bdf string) error {
+	if link, err := os.Readlink(filepath.Join("/sys/bus/pci/devices", bdf, "driver")); err == nil && filepath.Base(link) == "vfio-pci" {
+		return nil
+	}
+	if err := os.WriteFile("/sys/bus/pci/drivers/vfio-pci/bind", []byte(bdf), 0o200); err != nil {
+		return fmt.Errorf("binding %s to vfio-pci: %w", bdf, err)
+	}
+	return nil
 }
 
 // WaitUnbound fails t unless the unbind from Unbind finishes, without an
