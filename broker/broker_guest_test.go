@@ -23,7 +23,6 @@ import (
 
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/nvmelike"
-	"github.com/umdkit/umd/qemu"
 	"github.com/umdkit/umd/qemu/guest"
 	"github.com/umdkit/umd/sriov"
 )
@@ -1038,7 +1037,7 @@ func vfChild(c *Client, dev string, say func(string, ...any)) int {
 // back within a second, recycled, and the next holder's I/O works.
 func TestGuestVFLease(t *testing.T) {
 	guest.Require(t)
-	pfc := sriovController(t)
+	pfc := guest.SRIOVController(t)
 	s, dev, bdf := guestServer(t, 0o660, Access{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -1114,7 +1113,7 @@ func vfioGroupOf(bdf string) (int, error) {
 func TestGuestRetireVFs(t *testing.T) {
 	guest.Require(t)
 	const guard = time.Minute // bounds a hang, measures nothing
-	sriovController(t)
+	guest.SRIOVController(t)
 	s, dev, bdf := guestServer(t, 0o660, Access{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -1166,21 +1165,4 @@ func TestGuestRetireVFs(t *testing.T) {
 	if _, err := dial(t, s.cfg.Socket).LeaseVF(bdf); !errors.Is(err, ErrState) {
 		t.Errorf("leasing a VF of the retired PF: %v, want ErrState", err)
 	}
-}
-
-// sriovController returns the topology's SR-IOV controller; t is skipped
-// on a topology without one.
-func sriovController(t *testing.T) *qemu.Controller {
-	t.Helper()
-	top, err := qemu.LookupTopology(guest.Topology())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range top.Controllers() {
-		if c.SRIOV != nil {
-			return &c
-		}
-	}
-	t.Skipf("topology %s has no SR-IOV controller (run with -topology sriov)", top.Name)
-	return nil
 }

@@ -82,6 +82,7 @@ func TestValidate(t *testing.T) {
 		{Op: OpIO, IO: &IORequest{Opcode: "flush"}},
 		{Op: OpReserve, Claim: "c", Device: "x", Queues: 1, Depth: 2, PoolBytes: 1, Mode: ModeTrusted},
 		{Op: OpReserve, Claim: "c", Device: "x", Mode: ModeExclusive},
+		{Op: OpRestore, Device: "x"},
 	}
 	for _, r := range ok {
 		if e := r.validate(); e != nil {
@@ -116,6 +117,8 @@ func TestValidate(t *testing.T) {
 		{Op: OpIO, IO: &IORequest{Opcode: "write", Blocks: 70000}},
 		{Op: OpIO, IO: &IORequest{Opcode: "read", Blocks: 1, Offset: -1}},
 		{Op: OpIO, IO: &IORequest{Opcode: "read", Blocks: 1, Queue: -1}},
+		{Op: OpRestore},
+		{Op: OpRestore, Device: "x", Queues: 1},
 	}
 	for _, r := range bad {
 		e := r.validate()

@@ -442,6 +442,15 @@ func (c *Client) Release(claim string) error {
 	return nil
 }
 
+// Restore asks the broker to serve the retired device bdf again
+// (Server.Restore); only root may.
+func (c *Client) Restore(bdf string) error {
+	if _, _, err := c.call(&Request{Op: OpRestore, Device: bdf}, 0); err != nil {
+		return fmt.Errorf("restoring %s: %w", bdf, err)
+	}
+	return nil
+}
+
 // Reservations lists the reservations the broker holds, as a status shows
 // them to this peer (all of them to reservers and peers allowed on some
 // device, none to others).

@@ -214,34 +214,45 @@ func (s *Server) giveBack(r *reservation) error {
 		s.mu.Unlock()
 		return nil
 	}
-	reopen := d.reopen
-	if reopen == nil {
+	if d.reopen == nil {
 		d.lentTo, d.failed = "", "closed for claim "+r.Claim+", and the broker cannot open it again"
 		s.mu.Unlock()
 		return fmt.Errorf("opening %s again after claim %s: the broker has no way to", d.info.BDF, r.Claim)
 	}
 	d.moving = true
 	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), reopenTimeout)
-	b, err := reopen(ctx)
-	cancel()
+	b, err := s.reopenBackend(d)
 	s.mu.Lock()
 	d.moving, d.lentTo = false, ""
-	if err != nil {
+	switch {
+	case err != nil:
 		d.failed = "opening it again after claim " + r.Claim + ": " + err.Error()
 		s.mu.Unlock()
 		return fmt.Errorf("opening %s again after claim %s: %w", d.info.BDF, r.Claim, err)
-	}
-	if d.retired != "" {
-		// Retired while it was being opened again: not served.
+	case d.retired != "" || s.closed:
+		// Retired, or the server closed, while it was being opened
+		// again: not served.
 		s.mu.Unlock()
 		return b.close()
 	}
-	defer s.mu.Unlock()
+	s.serveAgain(d, b)
+	s.mu.Unlock()
+	return nil
+}
+
+// reopenBackend opens d again with its reopener, bounded by
+// reopenTimeout. The caller has set d.moving under s.mu.
+func (s *Server) reopenBackend(d *served) (backend, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), reopenTimeout)
+	defer cancel()
+	return d.reopen(ctx)
+}
+
+// serveAgain serves d with b, opened again. Call with s.mu held.
+func (s *Server) serveAgain(d *served, b backend) {
 	d.b, d.failed = b, ""
 	s.watchRemoval(b)
 	info := b.info()
 	info.BDF = d.info.BDF
 	d.info = info
-	return nil
 }

@@ -46,6 +46,8 @@ const (
 	// (reserve.go); only peers in Config.Reservers may send them.
 	OpReserve = "reserve"
 	OpRelease = "release"
+	// OpRestore serves a retired device again (retire.go); root only.
+	OpRestore = "restore"
 )
 
 // Session modes (Request.Mode, Layout.Mode).
@@ -393,6 +395,13 @@ func (r *Request) validate() *Error {
 	case OpVF:
 		if r.Device == "" || len(r.Device) > maxDeviceName {
 			return errorf(CodeBadRequest, "vf: device name of %d bytes", len(r.Device))
+		}
+	case OpRestore:
+		if r.Device == "" || len(r.Device) > maxDeviceName {
+			return errorf(CodeBadRequest, "restore: device name of %d bytes", len(r.Device))
+		}
+		if r.Claim != "" || r.Grant != "" || r.Name != "" || r.Queues != 0 || r.Depth != 0 || r.PoolBytes != 0 || r.Mode != "" || r.Polled {
+			return errorf(CodeBadRequest, "restore takes only a device")
 		}
 	case OpCmd:
 		c := r.Cmd

@@ -17,7 +17,8 @@ import (
 // leased of it and closes the device. It stays in the device list,
 // failed, with the reason; opens and reservations of it are refused, and
 // the reservations already made of it stay until their claims are
-// released. A retired device is not served again by this server.
+// released. Restore serves it again, opened anew, once it is bound to
+// vfio-pci again (umdd restore); its VFs are not enabled again.
 
 // RemovalRequests yields the address of a served device the kernel has
 // asked for back (umd.Device.RemovalRequested), which it then waits for
@@ -118,6 +119,77 @@ func (s *Server) Retire(bdf, why string) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("retiring %s: %w", bdf, err)
+	}
+	return nil
+}
+
+// Restore serves a retired device again: it opens it anew with the
+// options it was first opened with (a device added with AddReopenable)
+// and clears its failure. Opening fails while the device is not bound to
+// vfio-pci or something else holds it; it then stays retired, and
+// Restore may be called again. VFs the server leased of it are not
+// enabled again.
+func (s *Server) Restore(bdf string) error {
+	s.mu.Lock()
+	d, ok := s.devices[bdf]
+	var err error
+	switch {
+	case !ok:
+		err = fmt.Errorf("the broker serves no device %q", bdf)
+	case d.retired == "":
+		err = fmt.Errorf("%s is not retired", bdf)
+	case d.moving:
+		err = fmt.Errorf("%s is being restored already", bdf)
+	case d.lentTo != "":
+		err = fmt.Errorf("%s is lent to claim %s; release the claim first", bdf, d.lentTo)
+	case d.reopen == nil:
+		err = fmt.Errorf("%s was added without the options to open it again (AddDevice, not AddReopenable)", bdf)
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("restoring %s: %w", bdf, err)
+	}
+	d.moving = true
+	s.mu.Unlock()
+	b, err := s.reopenBackend(d)
+	s.mu.Lock()
+	d.moving = false
+	switch {
+	case err != nil:
+		s.mu.Unlock()
+		return fmt.Errorf("restoring %s: %w: %w", bdf, errReopen, err)
+	case s.closed:
+		s.mu.Unlock()
+		return errors.Join(fmt.Errorf("restoring %s: the broker closed meanwhile", bdf), b.close())
+	}
+	d.retired = ""
+	s.serveAgain(d, b)
+	s.mu.Unlock()
+	return nil
+}
+
+// errReopen marks a Restore that failed opening the device, not on a
+// precondition.
+var errReopen = errors.New("opening it again")
+
+// restore is Restore for a client: root only, since it takes the device
+// from whoever else might want it on vfio-pci.
+func (c *conn) restore(bdf string) *Error {
+	if c.cred.Uid != 0 {
+		return errorf(CodePermission, "restore: uid %d may not restore devices (root only)", c.cred.Uid)
+	}
+	c.s.mu.Lock()
+	_, ok := c.s.devices[bdf]
+	c.s.mu.Unlock()
+	if !ok {
+		return errorf(CodeNoDevice, "restore: the broker serves no device %q", bdf)
+	}
+	if err := c.s.Restore(bdf); err != nil {
+		code := CodeState
+		if errors.Is(err, errReopen) {
+			code = CodeDevice
+		}
+		return errorf(code, "%v", err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +105,63 @@ func TestRetire(t *testing.T) {
 	}
 	if err := s.Retire("0000:00:09.0", why); err == nil {
 		t.Error("retiring a device the server does not serve succeeded")
+	}
+}
+
+// TestRestore serves a retired device again: refused while it is served,
+// for a device added without a way to open it again, and (keeping it
+// retired) while opening fails; then it is opened anew, listed as served
+// and takes sessions. Over the protocol only root may ask.
+func TestRestore(t *testing.T) {
+	const bdf, plainBDF = "0000:00:04.0", "0000:00:03.0"
+	l := newLender(t, bdf)
+	s := startLending(t, l, fake(t, plainBDF, 4))
+	if err := s.Restore(bdf); err == nil || !strings.Contains(err.Error(), "not retired") {
+		t.Fatalf("restoring a served device: %v", err)
+	}
+	if err := s.Retire(plainBDF, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restore(plainBDF); err == nil || !strings.Contains(err.Error(), "AddReopenable") {
+		t.Errorf("restoring a device added without its options: %v", err)
+	}
+	if err := s.Retire(bdf, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	l.fail(errors.New("still bound to nvme"))
+	if err := s.Restore(bdf); err == nil || !strings.Contains(err.Error(), "still bound to nvme") {
+		t.Fatalf("restoring while opening fails: %v", err)
+	}
+	c := dial(t, s.cfg.Socket)
+	if info := deviceInfo(t, c, bdf); info.Failed != "gone" {
+		t.Fatalf("after a failed restore the device is listed as %+v, want still retired", info)
+	}
+	l.fail(nil)
+
+	err := c.Restore(bdf)
+	if os.Getuid() != 0 {
+		if !errors.Is(err, ErrPermission) {
+			t.Fatalf("a restore by uid %d: %v, want ErrPermission", os.Getuid(), err)
+		}
+		err = s.Restore(bdf)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev, n := l.current(); n != 2 || dev.isClosed() {
+		t.Fatalf("restored: %d opened, the last closed %v; want 2, open", n, dev.isClosed())
+	}
+	if info := deviceInfo(t, c, bdf); info.Failed != "" || info.FreeQueues != 4 {
+		t.Errorf("the restored device listed as %+v", info)
+	}
+	sess, err := c.OpenSession(bdf, SessionOptions{Queues: 1, PoolBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Write(0, 1, 0, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restore("0000:00:09.0"); !errors.Is(err, ErrNoDevice) && !errors.Is(err, ErrPermission) {
+		t.Errorf("restoring a device the broker does not serve: %v", err)
 	}
 }

@@ -589,6 +589,8 @@ func (c *conn) dispatch(req *Request) (*Response, []int) {
 	case OpVF:
 		vf, e := c.leaseVF(req.Device)
 		return &Response{Err: e, VF: vf}, nil
+	case OpRestore:
+		return &Response{Err: c.restore(req.Device)}, nil
 	case OpCmd:
 		cpl, e := c.cmd(req.Cmd)
 		return &Response{Err: e, Status: cpl.Status, DW0: cpl.DW0}, nil

@@ -6,6 +6,7 @@
 //	umdd --socket PATH [--mode 0660] [--allow-uid N,…] [--allow-gid N,…] [--trusted] [--vfs N] [SELECTOR…]
 //	umdd --socket PATH --simulate SYSFS|SNAPSHOT [--simulate-blocks N] [SELECTOR…]
 //	umdd status --socket PATH [-o json]
+//	umdd restore --socket PATH BDF
 //
 // Run `umdd --help` for the details.
 package main
@@ -40,6 +41,7 @@ Usage:
   umdd --socket PATH --simulate TREE [options] [SELECTOR…]
                                              serve software controllers instead
   umdd status --socket PATH [-o json]        ask a running broker what it holds
+  umdd restore --socket PATH BDF             serve a device umdd gave back again
 
 umdd opens every selected PCI function (which must be bound to vfio-pci;
 see "umdprobe bind"), brings its controller up, and listens on a unix socket.
@@ -99,8 +101,11 @@ it is the same bookkeeping; the software controller stays as it is.
 Unbinding a served device from vfio-pci (or removing it) makes the kernel ask
 umdd for it back: umdd hangs up the clients holding a session on it or a VF
 of it, disables those VFs, closes the device so the unbind completes, and
-goes on serving the other devices. Status shows it failed with the reason;
-restart umdd to serve it again once it is bound to vfio-pci.
+goes on serving the other devices. Status shows it failed with the reason.
+Once it is bound to vfio-pci again, "umdd restore" (as root) has umdd open it
+anew, with the options it started with, and serve it; VFs of it are not
+enabled again. umdd never takes it back by itself: whoever bound it to
+vfio-pci may want it for something else (a virtual machine, say).
 
 With --simulate, umdd opens no device: it serves one software controller
 (nvmelike/sim, its namespace kept in memory) under the address of every
@@ -146,6 +151,7 @@ Examples:
   umdd --socket /run/umdd.sock class=nvme numa=0
   umdd --socket /tmp/umdd.sock --simulate pcie/testdata/snapshots/qemu-cards.txt
   umdd status --socket /run/umdd.sock -o json
+  umdd restore --socket /run/umdd.sock 0000:03:00.0
 
 Exit status: 0 after a clean shutdown (SIGINT or SIGTERM); 1 on an error;
 2 on a usage error.
@@ -190,14 +196,15 @@ type options struct {
 	simBlocks  uint64
 	output     string
 	status     bool
+	restore    bool
 	help       bool
 	selectors  []string
 }
 
 func parseArgs(args []string) (*options, error) {
 	o := &options{mode: 0o660, maxQueues: 4, maxPool: 64 << 20, maxClients: 64, devicePool: 16 << 20, vfQueues: 2, maxReserve: 1 << 30, simBlocks: 64 << 20 / 512}
-	if len(args) > 0 && args[0] == "status" {
-		o.status = true
+	if len(args) > 0 && (args[0] == "status" || args[0] == "restore") {
+		o.status, o.restore = args[0] == "status", args[0] == "restore"
 		args = args[1:]
 	}
 	fs := flag.NewFlagSet("umdd", flag.ContinueOnError)
@@ -205,9 +212,11 @@ func parseArgs(args []string) (*options, error) {
 	fs.StringVar(&o.socket, "socket", "", "")
 	fs.BoolVar(&o.help, "help", false, "")
 	fs.BoolVar(&o.help, "h", false, "")
-	if o.status {
+	switch {
+	case o.status:
 		fs.StringVar(&o.output, "o", "", "")
-	} else {
+	case o.restore:
+	default:
 		fs.Func("mode", "", func(s string) error {
 			v, err := strconv.ParseUint(s, 8, 32)
 			if err != nil || v > 0o777 {
@@ -251,6 +260,8 @@ func parseArgs(args []string) (*options, error) {
 	switch {
 	case o.socket == "":
 		return nil, usageError{errors.New("--socket PATH is required")}
+	case o.restore && len(o.selectors) != 1:
+		return nil, usageError{fmt.Errorf("restore takes one PCI address, got %q", o.selectors)}
 	case o.status && len(o.selectors) > 0:
 		return nil, usageError{fmt.Errorf("status takes no selectors, got %q", o.selectors)}
 	case o.status && o.output != "" && o.output != "json":
@@ -265,7 +276,7 @@ func parseArgs(args []string) (*options, error) {
 		return nil, usageError{fmt.Errorf("--vf-queues %d: want 1 to 64", o.vfQueues)}
 	case len(o.vfNS) > 0 && len(o.vfNS) > o.vfs:
 		return nil, usageError{fmt.Errorf("--vf-namespaces names %d namespaces for %d VFs", len(o.vfNS), o.vfs)}
-	case o.maxPool < 4096 && !o.status:
+	case o.maxPool < 4096 && !o.status && !o.restore:
 		return nil, usageError{fmt.Errorf("--max-pool %d: too small", o.maxPool)}
 	case o.simulate != "" && o.sysfs != "":
 		return nil, usageError{errors.New("--simulate names the sysfs tree to simulate; --sysfs is not used with it")}
@@ -311,10 +322,31 @@ func run(args []string, stdout, stderr io.Writer) error {
 		_, err := io.WriteString(stdout, usageText+pcie.SelectorHelp+"\n")
 		return err
 	}
-	if o.status {
+	switch {
+	case o.status:
 		return runStatus(stdout, o)
+	case o.restore:
+		return runRestore(stdout, o)
 	}
 	return serve(stderr, o)
+}
+
+// runRestore asks the broker to serve a device it retired again.
+func runRestore(stdout io.Writer, o *options) error {
+	bdf, err := pcie.ParseBDF(o.selectors[0])
+	if err != nil {
+		return usageError{fmt.Errorf("restore: %w", err)}
+	}
+	c, err := broker.Dial(o.socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Restore(bdf.String()); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "umdd serves %s again\n", bdf)
+	return err
 }
 
 func runStatus(stdout io.Writer, o *options) error {

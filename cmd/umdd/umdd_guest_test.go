@@ -165,8 +165,8 @@ func dialUmdd(t *testing.T, sock string, stderr *bytes.Buffer) *broker.Client {
 // serves, with a client's session on each, from vfio-pci: umdd hangs up
 // the client of that device, closes it (the unbind, which waits for the
 // device, completes) and lists it as failed, refusing new sessions on it,
-// while the client of the other device goes on as before. The function
-// is bound to vfio-pci again after.
+// while the client of the other device goes on as before. Bound to
+// vfio-pci again, it is served again after `umdd restore`.
 func TestGuestDaemonRetiresOnRemoval(t *testing.T) {
 	guest.Require(t)
 	const guard = time.Minute // bounds a hang, measures nothing
@@ -230,12 +230,47 @@ func TestGuestDaemonRetiresOnRemoval(t *testing.T) {
 	if !strings.Contains(stderr.String(), gone+" closed and given back") {
 		t.Errorf("umdd's log does not say it gave %s back:\n%s", gone, stderr.String())
 	}
+
+	// Bound to vfio-pci again, it is served again on request.
+	if err := guest.BindVFIO(gone); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run([]string{"restore", "--socket", sock, gone}, &out, os.Stderr); err != nil {
+		t.Fatalf("umdd restore: %v\n%s", err, stderr.String())
+	}
+	if info := deviceByBDF(t, c, gone); info.Failed != "" || info.FreeQueues == 0 {
+		t.Errorf("the restored %s listed as %+v", gone, info)
+	}
+	back, err := c.OpenSession(gone, broker.SessionOptions{Queues: 1, PoolBytes: 2 << 20})
+	if err != nil {
+		t.Fatalf("a session on the restored %s: %v", gone, err)
+	}
+	if err := back.Read(0, back.Layout.Namespaces[0].NSID, 0, 1, 0); err != nil {
+		t.Errorf("I/O on the restored %s: %v", gone, err)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("umdd after SIGTERM: %v\n%s", err, stderr.String())
 	}
+}
+
+// deviceByBDF is the broker's listing of bdf.
+func deviceByBDF(t *testing.T, c *broker.Client, bdf string) broker.DeviceInfo {
+	t.Helper()
+	devs, err := c.Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		if d.BDF == bdf {
+			return d
+		}
+	}
+	t.Fatalf("umdd does not list %s: %+v", bdf, devs)
+	return broker.DeviceInfo{}
 }
 
 // twoGroups returns two functions bound to vfio-pci in different IOMMU
