@@ -101,15 +101,13 @@ func (s *Server) Retire(bdf, why string) error {
 		}
 		cancel()
 	}
+	// A device being closed for, or opened again after, an exclusive
+	// claim is left to that: either way it ends closed (giveBack sees
+	// retired).
+	var b backend
 	s.mu.Lock()
-	b := d.b
-	if d.moving {
-		// Being closed for, or opened again after, an exclusive claim:
-		// whichever it is leaves it closed (giveBack sees retired).
-		b = nil
-	}
-	if b != nil {
-		d.b = nil
+	if !d.moving {
+		b, d.b = d.b, nil
 	}
 	s.mu.Unlock()
 	if b != nil {
