@@ -558,7 +558,7 @@ func listenAndServe(ctx context.Context, logger *log.Logger, srv *broker.Server,
 			// The unbind or removal waits until the device is closed;
 			// the sessions on it cannot go on, the others can.
 			logger.Printf("the kernel asks for %s back (an unbind from vfio-pci, or its removal): hanging up its clients and closing it; the other devices stay served", bdf)
-			if err := srv.Retire(bdf, "the kernel asked for it back (an unbind from vfio-pci, or its removal); restart umdd to serve it again"); err != nil {
+			if err := srv.Retire(bdf, "the kernel asked for it back (an unbind from vfio-pci, or its removal); \"umdd restore\" serves it again once it is bound to vfio-pci"); err != nil {
 				logger.Printf("%v", err)
 			} else {
 				logger.Printf("%s closed and given back", bdf)
