@@ -60,10 +60,13 @@ func (s *Server) Retire(bdf, why string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("retiring %s: the broker serves no such device", bdf)
 	}
-	if d.retired != "" {
+	if d.retired != "" || s.closed {
+		// Close closes it anyway.
 		s.mu.Unlock()
 		return nil
 	}
+	s.retiring.Add(1) // Close waits for the rest
+	defer s.retiring.Done()
 	if why == "" {
 		why = "retired"
 	}

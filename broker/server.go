@@ -100,7 +100,8 @@ type Server struct {
 	nextID        uint64
 	closed        bool
 	wg            sync.WaitGroup
-	removals      chan string // RemovalRequests
+	retiring      sync.WaitGroup // Retires in progress
+	removals      chan string    // RemovalRequests
 }
 
 type served struct {
@@ -411,6 +412,8 @@ func (s *Server) Close() error {
 		c.uc.Close() // its goroutine sees the error and releases the session
 	}
 	s.wg.Wait()
+	// A Retire under way finishes with its device (and its VFs) first.
+	s.retiring.Wait()
 	// VFs go before their PF's device.
 	errs = append(errs, s.closeVFs()...)
 	s.mu.Lock()
