@@ -52,13 +52,13 @@ const retireVFTimeout = 30 * time.Second
 // Retire stops serving the device at bdf for good, saying why in its
 // listing (see the top of this file). It returns once the device is
 // closed, or with what failed on the way; retiring it again does
-// nothing.
+// nothing, and a device the server does not serve is ErrNoDevice.
 func (s *Server) Retire(bdf, why string) error {
 	s.mu.Lock()
 	d, ok := s.devices[bdf]
 	if !ok {
 		s.mu.Unlock()
-		return fmt.Errorf("retiring %s: the broker serves no such device", bdf)
+		return fmt.Errorf("retiring %s: %w (the broker does not serve it)", bdf, ErrNoDevice)
 	}
 	if d.retired != "" || s.closed {
 		// Close closes it anyway.
@@ -129,14 +129,14 @@ func (s *Server) Retire(bdf, why string) error {
 // and clears its failure. Opening fails while the device is not bound to
 // vfio-pci or something else holds it; it then stays retired, and
 // Restore may be called again. VFs the server leased of it are not
-// enabled again.
+// enabled again. A device the server does not serve is ErrNoDevice.
 func (s *Server) Restore(bdf string) error {
 	s.mu.Lock()
 	d, ok := s.devices[bdf]
 	var err error
 	switch {
 	case !ok:
-		err = fmt.Errorf("the broker serves no device %q", bdf)
+		err = fmt.Errorf("%w (the broker does not serve it)", ErrNoDevice)
 	case d.retired == "":
 		err = fmt.Errorf("%s is not retired", bdf)
 	case d.moving:
@@ -179,18 +179,14 @@ func (c *conn) restore(bdf string) *Error {
 	if c.cred.Uid != 0 {
 		return errorf(CodePermission, "restore: uid %d may not restore devices (root only)", c.cred.Uid)
 	}
-	c.s.mu.Lock()
-	_, ok := c.s.devices[bdf]
-	c.s.mu.Unlock()
-	if !ok {
-		return errorf(CodeNoDevice, "restore: the broker serves no device %q", bdf)
+	err := c.s.Restore(bdf)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNoDevice):
+		return errorf(CodeNoDevice, "%v", err)
+	case errors.Is(err, errReopen):
+		return errorf(CodeDevice, "%v", err)
 	}
-	if err := c.s.Restore(bdf); err != nil {
-		code := CodeState
-		if errors.Is(err, errReopen) {
-			code = CodeDevice
-		}
-		return errorf(code, "%v", err)
-	}
-	return nil
+	return errorf(CodeState, "%v", err)
 }

@@ -391,7 +391,7 @@ func (p *PF) readVF(i int, link string) (VF, error) {
 		return VF{}, err
 	}
 	bdf := filepath.Base(target)
-	drv, err := os.Readlink(filepath.Join(p.sys, "bus", "pci", "devices", bdf, "driver"))
+	drv, err := os.Readlink(p.devicePath(bdf, "driver"))
 	if err != nil {
 		return VF{}, fmt.Errorf("%s has no driver: %w", bdf, err)
 	}
@@ -539,7 +539,7 @@ func (p *PF) Disable(ctx context.Context) error {
 // anyVFPresent reports whether a VF of p is still a PCI device.
 func (p *PF) anyVFPresent() bool {
 	return slices.ContainsFunc(p.vfs, func(vf VF) bool {
-		_, err := os.Lstat(filepath.Join(p.sys, "bus", "pci", "devices", vf.BDF))
+		_, err := os.Lstat(p.devicePath(vf.BDF))
 		return !errors.Is(err, fs.ErrNotExist)
 	})
 }
@@ -564,7 +564,13 @@ func checkGroupFree(n int) error {
 }
 
 func (p *PF) path(name string) string {
-	return filepath.Join(p.sys, "bus", "pci", "devices", p.bdf, name)
+	return p.devicePath(p.bdf, name)
+}
+
+// devicePath is the sysfs directory of the PCI function bdf, or a file in
+// it.
+func (p *PF) devicePath(bdf string, elem ...string) string {
+	return filepath.Join(append([]string{p.sys, "bus", "pci", "devices", bdf}, elem...)...)
 }
 
 func (p *PF) readInt(name string) (int, error) {

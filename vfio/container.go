@@ -323,8 +323,7 @@ func (c *Container) removeGroup(g *Group) {
 	defer c.mu.Unlock()
 	c.groups = slices.DeleteFunc(c.groups, func(x *Group) bool { return x == g })
 	if len(c.groups) == 0 {
-		c.iommu = 0
-		c.mappings = nil
+		c.forgetIOMMU()
 	}
 }
 
@@ -334,8 +333,8 @@ func (c *Container) removeGroup(g *Group) {
 // now), and the kernel detaches a group with its last device. The
 // container's IOMMU, and every DMA mapping in it, went with the last
 // group, so UnmapDMA finds nothing (EINVAL). If so, the container forgets
-// its IOMMU and mappings, as when its last group closes, and it reports
-// true: unmapping is done. A group the kernel dropped answers VFIO_GROUP_GET_STATUS with
+// its IOMMU and mappings (forgetIOMMU, as when its last group closes),
+// and it reports true: unmapping is done. A group the kernel dropped answers VFIO_GROUP_GET_STATUS with
 // ENODEV (or without CONTAINER_SET).
 func (c *Container) forgetDroppedIOMMU() bool {
 	c.mu.Lock()
@@ -353,10 +352,17 @@ func (c *Container) forgetDroppedIOMMU() bool {
 		}
 	}
 	c.mu.Lock()
-	c.iommu = 0
-	c.mappings = nil
+	c.forgetIOMMU()
 	c.mu.Unlock()
 	return true
+}
+
+// forgetIOMMU records that the kernel dropped the container's IOMMU, and
+// every mapping with it, as it does with the container's last group.
+// c.mu must be held.
+func (c *Container) forgetIOMMU() {
+	c.iommu = 0
+	c.mappings = nil
 }
 
 // lastGroupBusy returns an error when g is the container's last group and

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/internal/fdleak"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/qemu/guest"
 )
@@ -479,12 +479,12 @@ func TestGuestRemovalStopsTheRun(t *testing.T) {
 // hasOpen reports whether this process has path open.
 func hasOpen(t *testing.T, path string) bool {
 	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
+	fds, err := fdleak.Take()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+	for _, target := range fds {
+		if target == path {
 			return true
 		}
 	}

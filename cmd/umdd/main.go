@@ -195,8 +195,7 @@ type options struct {
 	simulate   string
 	simBlocks  uint64
 	output     string
-	status     bool
-	restore    bool
+	command    string // "status" or "restore"; "" serves
 	help       bool
 	selectors  []string
 }
@@ -204,18 +203,17 @@ type options struct {
 func parseArgs(args []string) (*options, error) {
 	o := &options{mode: 0o660, maxQueues: 4, maxPool: 64 << 20, maxClients: 64, devicePool: 16 << 20, vfQueues: 2, maxReserve: 1 << 30, simBlocks: 64 << 20 / 512}
 	if len(args) > 0 && (args[0] == "status" || args[0] == "restore") {
-		o.status, o.restore = args[0] == "status", args[0] == "restore"
-		args = args[1:]
+		o.command, args = args[0], args[1:]
 	}
 	fs := flag.NewFlagSet("umdd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.socket, "socket", "", "")
 	fs.BoolVar(&o.help, "help", false, "")
 	fs.BoolVar(&o.help, "h", false, "")
-	switch {
-	case o.status:
+	switch o.command {
+	case "status":
 		fs.StringVar(&o.output, "o", "", "")
-	case o.restore:
+	case "restore":
 	default:
 		fs.Func("mode", "", func(s string) error {
 			v, err := strconv.ParseUint(s, 8, 32)
@@ -260,11 +258,11 @@ func parseArgs(args []string) (*options, error) {
 	switch {
 	case o.socket == "":
 		return nil, usageError{errors.New("--socket PATH is required")}
-	case o.restore && len(o.selectors) != 1:
+	case o.command == "restore" && len(o.selectors) != 1:
 		return nil, usageError{fmt.Errorf("restore takes one PCI address, got %q", o.selectors)}
-	case o.status && len(o.selectors) > 0:
+	case o.command == "status" && len(o.selectors) > 0:
 		return nil, usageError{fmt.Errorf("status takes no selectors, got %q", o.selectors)}
-	case o.status && o.output != "" && o.output != "json":
+	case o.command == "status" && o.output != "" && o.output != "json":
 		return nil, usageError{fmt.Errorf("-o %q: only json is known", o.output)}
 	case o.maxQueues < 1 || o.maxQueues > 64:
 		return nil, usageError{fmt.Errorf("--max-queues %d: want 1 to 64", o.maxQueues)}
@@ -276,7 +274,7 @@ func parseArgs(args []string) (*options, error) {
 		return nil, usageError{fmt.Errorf("--vf-queues %d: want 1 to 64", o.vfQueues)}
 	case len(o.vfNS) > 0 && len(o.vfNS) > o.vfs:
 		return nil, usageError{fmt.Errorf("--vf-namespaces names %d namespaces for %d VFs", len(o.vfNS), o.vfs)}
-	case o.maxPool < 4096 && !o.status && !o.restore:
+	case o.maxPool < 4096 && o.command == "":
 		return nil, usageError{fmt.Errorf("--max-pool %d: too small", o.maxPool)}
 	case o.simulate != "" && o.sysfs != "":
 		return nil, usageError{errors.New("--simulate names the sysfs tree to simulate; --sysfs is not used with it")}
@@ -322,10 +320,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		_, err := io.WriteString(stdout, usageText+pcie.SelectorHelp+"\n")
 		return err
 	}
-	switch {
-	case o.status:
+	switch o.command {
+	case "status":
 		return runStatus(stdout, o)
-	case o.restore:
+	case "restore":
 		return runRestore(stdout, o)
 	}
 	return serve(stderr, o)

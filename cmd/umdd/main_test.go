@@ -25,7 +25,7 @@ func TestParseArgs(t *testing.T) {
 		t.Fatalf("selectors %q", o.selectors)
 	}
 	o, err = parseArgs([]string{"status", "--socket", "s", "-o", "json"})
-	if err != nil || !o.status || o.output != "json" {
+	if err != nil || o.command != "status" || o.output != "json" {
 		t.Fatalf("status: %+v, %v", o, err)
 	}
 	for _, bad := range [][]string{
