@@ -162,10 +162,12 @@ func runBroker(ctx context.Context, o *options, sels []string, w *bench.Workload
 		devs = append(devs, d)
 	}
 	if w.Size == 0 {
+		targets := make([]bench.Target, len(devs))
 		for i, d := range devs {
-			if s := defaultSize(d.target, *w, o.numjobs); i == 0 || s < w.Size {
-				w.Size = s
-			}
+			targets[i] = d.target
+		}
+		if w.Size, err = defaultSize(targets, *w, o.numjobs); err != nil {
+			return nil, 0, err
 		}
 	}
 	var jobs []*bench.Job

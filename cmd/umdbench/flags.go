@@ -278,6 +278,8 @@ func (o *options) workload() (bench.Workload, error) {
 		w.TimeBased = true
 	}
 	switch {
+	case o.runtime.set && o.runtime.v <= 0 && w.TimeBased:
+		return w, usageError{fmt.Errorf("--runtime %v: a time-based run (--runtime alone, or --time_based) needs a time above zero; for an amount of I/O give --size or --number_ios", o.runtime.v)}
 	case o.numjobs < 1 || o.numjobs > 1024:
 		return w, usageError{fmt.Errorf("--numjobs %d: want 1 to 1024", o.numjobs)}
 	case o.nsid == 0 || o.nsid > 0xfffffffe:

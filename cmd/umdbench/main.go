@@ -246,7 +246,9 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		}
 		defer d.Close()
 		if w.Size == 0 {
-			w.Size = defaultSize(d.Target, w, o.numjobs)
+			if w.Size, err = defaultSize([]bench.Target{d.Target}, w, o.numjobs); err != nil {
+				return err
+			}
 		}
 		if jobs, err = d.NewJobs(ctx, w, o.numjobs); err != nil {
 			return err
@@ -278,10 +280,12 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 			devs = append(devs, d)
 		}
 		if w.Size == 0 {
+			targets := make([]bench.Target, len(devs))
 			for i, d := range devs {
-				if s := defaultSize(d.target, w, o.numjobs); i == 0 || s < w.Size {
-					w.Size = s
-				}
+				targets[i] = d.target
+			}
+			if w.Size, err = defaultSize(targets, w, o.numjobs); err != nil {
+				return err
 			}
 		}
 		for _, d := range devs {
@@ -394,11 +398,22 @@ func writePlot(name string, r *bench.Result, title string) error {
 }
 
 // defaultSize shares the namespace out between the jobs: whole blocks of
-// --bs each, after --offset.
-func defaultSize(t bench.Target, w bench.Workload, numjobs int) int64 {
-	avail := int64(t.Blocks)*int64(t.LBASize) - w.Offset
-	s := avail / int64(numjobs)
-	return s / int64(w.BlockSize) * int64(w.BlockSize)
+// --bs each, after --offset, the same on every target (the smallest
+// share). It fails when some target leaves a job less than one block.
+func defaultSize(targets []bench.Target, w bench.Workload, numjobs int) (int64, error) {
+	var size int64
+	for i, t := range targets {
+		ns := int64(t.Blocks) * int64(t.LBASize)
+		s := (ns - w.Offset) / int64(numjobs) / int64(w.BlockSize) * int64(w.BlockSize)
+		if s <= 0 {
+			return 0, fmt.Errorf("%s namespace %d holds %s: after --offset %s that leaves %d jobs less than one --bs of %s each",
+				t.Device, t.NSID, bench.FormatSize(ns), bench.FormatSize(w.Offset), numjobs, bench.FormatSize(int64(w.BlockSize)))
+		}
+		if i == 0 || s < size {
+			size = s
+		}
+	}
+	return size, nil
 }
 
 // ticker draws the progress line.

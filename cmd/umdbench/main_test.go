@@ -138,6 +138,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--sim", "--plot", "run.pdf"}, "unknown plot format \".pdf\""},
 		{[]string{"--sim", "--data_pointer", "list"}, "--data_pointer \"list\""},
 		{[]string{"--sim", "--clocksource", "gettimeofday"}, "want cpu or clock_gettime"},
+		{[]string{"--sim", "--runtime", "0"}, "needs a time above zero"},
+		{[]string{"--sim", "--runtime", "0", "--size", "1m", "--time_based"}, "needs a time above zero"},
 	} {
 		code, _, errOut := umdbench(t, c.args...)
 		if code != exitUsage || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "--help") {
@@ -338,5 +340,25 @@ func TestDataOnly(t *testing.T) {
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "namespace 3")):
 			t.Errorf("FLBAS %#x: %v; want it to say %q", c.flbas, err, c.want)
 		}
+	}
+}
+
+// TestRegionBeyondNamespace: an --offset at or past the end of the
+// namespace, or more jobs than it has blocks of --bs, fail the run with
+// the namespace's size and what was asked for.
+func TestRegionBeyondNamespace(t *testing.T) {
+	for _, args := range [][]string{
+		{"--offset", "2m"},
+		{"--offset", "1m"},
+		{"--numjobs", "300", "--bs", "4k"},
+	} {
+		args = append([]string{"--sim", "--sim_size", "1m", "--runtime", "100ms"}, args...)
+		code, _, errOut := umdbench(t, args...)
+		if code != exitFailure || !strings.Contains(errOut, "holds 1 MiB") || !strings.Contains(errOut, "less than one --bs") {
+			t.Errorf("umdbench %q: exit %d, %q; want exit 1 saying the namespace leaves a job less than one --bs", args, code, errOut)
+		}
+	}
+	if code, _, errOut := umdbench(t, "--sim", "--sim_size", "1m", "--runtime", "100ms", "--offset", "1020k", "--bs", "4k"); code != exitOK {
+		t.Errorf("the last 4 KiB of the namespace: exit %d, %q", code, errOut)
 	}
 }
