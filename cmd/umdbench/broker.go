@@ -15,10 +15,11 @@ import (
 // session whose queue pairs the jobs drive themselves, exactly as they
 // drive a device opened here.
 type brokerDevice struct {
-	c      *broker.Client
-	s      *broker.Session
-	target bench.Target
-	bufs   []nvmelike.Buffer
+	c       *broker.Client
+	s       *broker.Session
+	targets []bench.Target // one per namespace measured, in --nsid's order
+	numjobs int            // queue pairs per namespace
+	bufs    []nvmelike.Buffer
 }
 
 // brokerDevices picks the devices to measure among those the broker at
@@ -55,13 +56,14 @@ func brokerDevices(path string, args []string) ([]string, error) {
 }
 
 // openBrokerDevice opens a trusted session on bdf with numjobs queue pairs
-// of w's depth and a pool for their buffers and PRP lists.
-func openBrokerDevice(path, bdf string, nsid uint32, w bench.Workload, numjobs int) (_ *brokerDevice, err error) {
+// of w's depth for each namespace nsids names, and a pool for their
+// buffers and PRP lists.
+func openBrokerDevice(path, bdf string, nsids nsidFlag, w bench.Workload, numjobs int) (_ *brokerDevice, err error) {
 	c, err := broker.Dial(path)
 	if err != nil {
 		return nil, err
 	}
-	d := &brokerDevice{c: c}
+	d := &brokerDevice{c: c, numjobs: numjobs}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -75,21 +77,35 @@ func openBrokerDevice(path, bdf string, nsid uint32, w bench.Workload, numjobs i
 	if i < 0 {
 		return nil, fmt.Errorf("%w %s at the broker", errNoMatch, bdf)
 	}
-	j := slices.IndexFunc(devs[i].Namespaces, func(n broker.NamespaceInfo) bool { return n.NSID == nsid })
-	if j < 0 {
-		return nil, fmt.Errorf("%s has no namespace %d (pick one with --nsid)", bdf, nsid)
+	all := devs[i].Namespaces
+	ids := nsids.ids
+	if nsids.all {
+		ids = nil
+		for _, n := range all {
+			ids = append(ids, n.NSID)
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("%s has no namespace at the broker", bdf)
+		}
 	}
-	ns := devs[i].Namespaces[j]
-	if ns.MetadataSize != 0 {
-		return nil, metadataError(bdf, nsid, ns.MetadataSize, ns.LBASize, "")
+	for _, nsid := range ids {
+		j := slices.IndexFunc(all, func(n broker.NamespaceInfo) bool { return n.NSID == nsid })
+		if j < 0 {
+			return nil, fmt.Errorf("%s has no namespace %d (pick one with --nsid)", bdf, nsid)
+		}
+		ns := all[j]
+		if ns.MetadataSize != 0 {
+			return nil, metadataError(bdf, nsid, ns.MetadataSize, ns.LBASize, "")
+		}
+		d.targets = append(d.targets, bench.Target{Device: bdf, NSID: nsid, LBASize: ns.LBASize, Blocks: ns.Blocks})
 	}
 	// Per job: the data buffers (4 KiB-aligned blocks of the allocator's
 	// power-of-two sizes) and a PRP list page per tracker.
 	perBuf := max(4096, nextPow2(w.BlockSize))
 	perJob := w.IODepth*perBuf + (w.IODepth+1)*4096
-	pool := int64(numjobs*perJob + 2<<20)
+	jobs := numjobs * len(ids)
 	d.s, err = c.OpenSession(bdf, broker.SessionOptions{
-		Queues: numjobs, Depth: w.IODepth + 1, PoolBytes: pool,
+		Queues: jobs, Depth: w.IODepth + 1, PoolBytes: int64(jobs*perJob + 2<<20),
 		Mode: broker.ModeTrusted, Polled: w.Completion == bench.Poll,
 	})
 	if errors.Is(err, broker.ErrPermission) {
@@ -98,7 +114,9 @@ func openBrokerDevice(path, bdf string, nsid uint32, w bench.Workload, numjobs i
 	if err != nil {
 		return nil, err
 	}
-	d.target = bench.Target{Device: bdf, NSID: nsid, LBASize: ns.LBASize, Blocks: ns.Blocks, MaxTransfer: d.s.Layout.MaxTransfer}
+	for k := range d.targets {
+		d.targets[k].MaxTransfer = d.s.Layout.MaxTransfer
+	}
 	return d, nil
 }
 
@@ -110,11 +128,13 @@ func nextPow2(n int) int {
 	return p
 }
 
-// newJobs makes a job per queue pair of the session.
-func (d *brokerDevice) newJobs(w bench.Workload) ([]*bench.Job, error) {
+// newJobs makes a job per queue pair of the session: the first numjobs
+// on the first namespace, and so on.
+func (d *brokerDevice) newJobs(w bench.Workload, several bool) ([]*bench.Job, error) {
 	var jobs []*bench.Job
-	for i, q := range d.s.QueuePairs() {
-		j, err := newJob(w, d.target, i, q, d.s.Alloc, &d.bufs)
+	for k, q := range d.s.QueuePairs() {
+		t, i := d.targets[k/d.numjobs], k%d.numjobs
+		j, err := newJob(w, t, i, several, q, d.s.Alloc, &d.bufs)
 		if err != nil {
 			return nil, err
 		}
@@ -155,16 +175,16 @@ func runBroker(ctx context.Context, o *options, sels []string, w *bench.Workload
 		}
 	}()
 	for _, bdf := range bdfs {
-		d, err := openBrokerDevice(o.broker, bdf, uint32(o.nsid), *w, o.numjobs)
+		d, err := openBrokerDevice(o.broker, bdf, o.nsid, *w, o.numjobs)
 		if err != nil {
 			return nil, 0, err
 		}
 		devs = append(devs, d)
 	}
 	if w.Size == 0 {
-		targets := make([]bench.Target, len(devs))
-		for i, d := range devs {
-			targets[i] = d.target
+		var targets []bench.Target
+		for _, d := range devs {
+			targets = append(targets, d.targets...)
 		}
 		if w.Size, err = defaultSize(targets, *w, o.numjobs); err != nil {
 			return nil, 0, err
@@ -172,7 +192,7 @@ func runBroker(ctx context.Context, o *options, sels []string, w *bench.Workload
 	}
 	var jobs []*bench.Job
 	for _, d := range devs {
-		js, err := d.newJobs(*w)
+		js, err := d.newJobs(*w, o.nsid.several())
 		if err != nil {
 			return nil, 0, err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,58 +62,90 @@ func selectDevices(sysfs string, args []string) ([]string, error) {
 
 // device is one opened controller and what the run made on it.
 type device struct {
-	dev    *umd.Device
-	target bench.Target
-	queues []*umd.QueuePair
-	bufs   []nvmelike.Buffer
+	dev     *umd.Device
+	targets []bench.Target // one per namespace measured, in --nsid's order
+	queues  []*umd.QueuePair
+	bufs    []nvmelike.Buffer
 }
 
-// openDevice opens bdf with a DMA pool big enough for numjobs jobs of w
-// and checks namespace nsid. With shadow, the I/O queues use shadow
-// doorbells, and a controller that does not offer them is an error.
-func openDevice(ctx context.Context, bdf string, nsid uint32, w bench.Workload, numjobs int, shadow bool) (*device, error) {
+// openDevice opens bdf with a DMA pool and I/O queues enough for numjobs
+// jobs of w on each namespace nsids names, and checks the namespaces.
+// With shadow, the I/O queues use shadow doorbells, and a controller that
+// does not offer them is an error. --nsid all learns the namespaces from
+// the controller, so a device with more than one is opened twice: the
+// pool and the queue count are fixed when it is opened.
+func openDevice(ctx context.Context, bdf string, nsids nsidFlag, w bench.Workload, numjobs int, shadow bool) (*device, error) {
+	ids := nsids.ids
+	d, err := openFor(ctx, bdf, max(len(ids), 1), w, numjobs, shadow)
+	if err != nil {
+		return nil, err
+	}
+	if nsids.all {
+		if ids = d.dev.Controller().Namespaces(); len(ids) == 0 {
+			d.dev.Close()
+			return nil, fmt.Errorf("%s has no active namespace", bdf)
+		}
+		if len(ids) > 1 {
+			if err := d.dev.Close(); err != nil {
+				return nil, err
+			}
+			if d, err = openFor(ctx, bdf, len(ids), w, numjobs, shadow); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := d.addTargets(ctx, bdf, ids, numjobs); err != nil {
+		d.dev.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// openFor opens bdf for numjobs jobs of w on each of nns namespaces.
+func openFor(ctx context.Context, bdf string, nns int, w bench.Workload, numjobs int, shadow bool) (*device, error) {
 	// Per job: IODepth data buffers (each 4 KiB-aligned), the two rings
 	// and a PRP list page per tracker; plus the admin queue's share.
 	perBuf := (w.BlockSize + 4095) &^ 4095
 	depth := w.IODepth + 1
 	perJob := w.IODepth*perBuf + depth*(64+16) + 2*4096 + (depth-1)*4096
-	pool := numjobs*perJob + 4<<20
+	jobs := numjobs * nns
 	dev, err := umd.Open(ctx, bdf, &umd.Options{
-		PoolSize:   pool,
-		Controller: nvmelike.Options{IOQueues: max(numjobs, 1), ShadowDoorbells: shadow},
+		PoolSize:   jobs*perJob + 4<<20,
+		Controller: nvmelike.Options{IOQueues: max(jobs, 1), ShadowDoorbells: shadow},
 	})
 	if err != nil {
 		return nil, err
 	}
-	d := &device{dev: dev}
-	ctrl := dev.Controller()
-	if id := ctrl.IdentifyController(); shadow && !id.DoorbellBufferConfig() {
+	if id := dev.Controller().IdentifyController(); shadow && !id.DoorbellBufferConfig() {
 		dev.Close()
 		return nil, fmt.Errorf("--shadow_doorbells on: %s does not offer shadow doorbells (Doorbell Buffer Config)", bdf)
 	}
-	found := false
-	for _, n := range ctrl.Namespaces() {
-		found = found || n == nsid
+	return &device{dev: dev}, nil
+}
+
+// addTargets checks namespaces ids of d and makes a target of each.
+func (d *device) addTargets(ctx context.Context, bdf string, ids []uint32, numjobs int) error {
+	ctrl := d.dev.Controller()
+	for _, nsid := range ids {
+		if !slices.Contains(ctrl.Namespaces(), nsid) {
+			return fmt.Errorf("%s has no active namespace %d (it has %v): pick from those with --nsid", bdf, nsid, ctrl.Namespaces())
+		}
+		ns, err := ctrl.IdentifyNamespace(ctx, nsid)
+		if err != nil {
+			return fmt.Errorf("%s: %w", bdf, err)
+		}
+		if err := dataOnly(bdf, ns); err != nil {
+			return err
+		}
+		d.targets = append(d.targets, bench.Target{Device: bdf, NSID: nsid, LBASize: ns.LBASize, Blocks: ns.NSZE, MaxTransfer: ctrl.MaxTransfer()})
 	}
-	if !found {
-		dev.Close()
-		return nil, fmt.Errorf("%s has no active namespace %d (it has %v): pick one with --nsid", bdf, nsid, ctrl.Namespaces())
+	if jobs := numjobs * len(ids); jobs > ctrl.MaxIOQueues() {
+		if len(ids) > 1 {
+			return fmt.Errorf("--numjobs %d on %d namespaces: %s grants %d I/O queue pairs, not %d", numjobs, len(ids), bdf, ctrl.MaxIOQueues(), jobs)
+		}
+		return fmt.Errorf("--numjobs %d: %s grants %d I/O queue pairs", numjobs, bdf, ctrl.MaxIOQueues())
 	}
-	ns, err := ctrl.IdentifyNamespace(ctx, nsid)
-	if err != nil {
-		dev.Close()
-		return nil, fmt.Errorf("%s: %w", bdf, err)
-	}
-	if err := dataOnly(bdf, ns); err != nil {
-		dev.Close()
-		return nil, err
-	}
-	if numjobs > ctrl.MaxIOQueues() {
-		dev.Close()
-		return nil, fmt.Errorf("--numjobs %d: %s grants %d I/O queue pairs", numjobs, bdf, ctrl.MaxIOQueues())
-	}
-	d.target = bench.Target{Device: bdf, NSID: nsid, LBASize: ns.LBASize, Blocks: ns.NSZE, MaxTransfer: ctrl.MaxTransfer()}
-	return d, nil
+	return nil
 }
 
 // dataOnly refuses a namespace formatted with metadata: umdbench's
@@ -137,30 +170,34 @@ func metadataError(bdf string, nsid uint32, ms, lbaSize int, where string) error
 	return fmt.Errorf("%s namespace %d is formatted with %d bytes of metadata per %d-byte block%s; umdbench moves data only: pick a namespace formatted without metadata (umdprobe identify lists each namespace's formats)", bdf, nsid, ms, lbaSize, where)
 }
 
-// newJobs creates numjobs jobs on d, each with its own queue pair (with an
-// interrupt unless polling) and buffers.
-func (d *device) newJobs(ctx context.Context, w bench.Workload, numjobs int) ([]*bench.Job, error) {
+// newJobs creates numjobs jobs on each of d's namespaces, each with its
+// own queue pair (with an interrupt unless polling) and buffers.
+func (d *device) newJobs(ctx context.Context, w bench.Workload, numjobs int, several bool) ([]*bench.Job, error) {
 	var jobs []*bench.Job
-	for i := range numjobs {
-		// ShareVector: a device with fewer MSI-X vectors than jobs
-		// (an SR-IOV VF, say) gives several jobs one vector.
-		q, err := d.dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: w.IODepth + 1, Interrupt: w.Completion != bench.Poll, ShareVector: true})
-		if err != nil {
-			return nil, err
+	for _, t := range d.targets {
+		for i := range numjobs {
+			// ShareVector: a device with fewer MSI-X vectors than jobs
+			// (an SR-IOV VF, say) gives several jobs one vector.
+			q, err := d.dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: w.IODepth + 1, Interrupt: w.Completion != bench.Poll, ShareVector: true})
+			if err != nil {
+				return nil, err
+			}
+			d.queues = append(d.queues, q)
+			j, err := newJob(w, t, i, several, q, d.dev.Alloc, &d.bufs)
+			if err != nil {
+				return nil, err
+			}
+			jobs = append(jobs, j)
 		}
-		d.queues = append(d.queues, q)
-		j, err := newJob(w, d.target, i, q, d.dev.Alloc, &d.bufs)
-		if err != nil {
-			return nil, err
-		}
-		jobs = append(jobs, j)
 	}
 	return jobs, nil
 }
 
 // newJob makes job i of w on queue pair q of target, with IODepth buffers
-// from alloc, each also appended to *bufs for the caller to free.
-func newJob(w bench.Workload, target bench.Target, i int, q *umd.QueuePair, alloc func(int) (nvmelike.Buffer, error), bufs *[]nvmelike.Buffer) (*bench.Job, error) {
+// from alloc, each also appended to *bufs for the caller to free. Its name
+// is BDF/i, or BDF/nsN/i when the run may cover several namespaces of a
+// device.
+func newJob(w bench.Workload, target bench.Target, i int, several bool, q *umd.QueuePair, alloc func(int) (nvmelike.Buffer, error), bufs *[]nvmelike.Buffer) (*bench.Job, error) {
 	mine := make([]nvmelike.Buffer, w.IODepth)
 	for k := range mine {
 		var err error
@@ -169,7 +206,11 @@ func newJob(w bench.Workload, target bench.Target, i int, q *umd.QueuePair, allo
 		}
 		*bufs = append(*bufs, mine[k])
 	}
-	c := bench.JobConfig{Name: fmt.Sprintf("%s/%d", target.Device, i), Target: target, Index: i, Queue: q.QueuePair, Buffers: mine}
+	name := fmt.Sprintf("%s/%d", target.Device, i)
+	if several {
+		name = fmt.Sprintf("%s/ns%d/%d", target.Device, target.NSID, i)
+	}
+	c := bench.JobConfig{Name: name, Target: target, Index: i, Queue: q.QueuePair, Buffers: mine}
 	if q.Interrupt() != nil {
 		c.Wait = waitOn(q)
 	}

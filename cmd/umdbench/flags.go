@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,51 @@ func (f *durationFlag) Set(s string) error {
 	f.v, f.set = v, true
 	return nil
 }
+
+// nsidFlag is --nsid: namespace IDs (1, or 1,2), or all for every active
+// namespace of each device.
+type nsidFlag struct {
+	ids []uint32
+	all bool
+}
+
+func (f *nsidFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	if f.all {
+		return "all"
+	}
+	s := make([]string, len(f.ids))
+	for i, id := range f.ids {
+		s[i] = strconv.FormatUint(uint64(id), 10)
+	}
+	return strings.Join(s, ",")
+}
+
+func (f *nsidFlag) Set(s string) error {
+	if s == "all" {
+		f.ids, f.all = nil, true
+		return nil
+	}
+	var ids []uint32
+	for _, part := range strings.Split(s, ",") {
+		id, err := strconv.ParseUint(strings.TrimSpace(part), 10, 32)
+		if err != nil || id == 0 || id > 0xfffffffe {
+			return fmt.Errorf("%q: want namespace IDs from 1 to 4294967294, comma-separated, or all", s)
+		}
+		if slices.Contains(ids, uint32(id)) {
+			return fmt.Errorf("%q: namespace %d twice", s, id)
+		}
+		ids = append(ids, uint32(id))
+	}
+	f.ids, f.all = ids, false
+	return nil
+}
+
+// several reports whether the run may cover more than one namespace of a
+// device: job names then carry the namespace.
+func (f *nsidFlag) several() bool { return f.all || len(f.ids) > 1 }
 
 // verifyFlag is fio's --verify: alone it means on; it also takes
 // crc32c (the only checksum umdbench uses), 1/0, true/false and none.
@@ -125,7 +171,7 @@ type options struct {
 	shadowDB   onOffFlag
 	dataPtr    string
 	clock      string
-	nsid       uint
+	nsid       nsidFlag
 	disableLat bool
 	traceFault bool
 	seed       uint64
@@ -176,7 +222,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(&o.shadowDB, "shadow_doorbells", "")
 	fs.StringVar(&o.dataPtr, "data_pointer", "auto", "")
 	fs.StringVar(&o.clock, "clocksource", "", "")
-	fs.UintVar(&o.nsid, "nsid", 1, "")
+	o.nsid.ids = []uint32{1}
+	fs.Var(&o.nsid, "nsid", "")
 	fs.BoolVar(&o.disableLat, "disable_lat", false, "")
 	fs.BoolVar(&o.traceFault, "trace_faults", false, "")
 	fs.Uint64Var(&o.seed, "randseed", 0x5eed, "")
@@ -282,8 +329,6 @@ func (o *options) workload() (bench.Workload, error) {
 		return w, usageError{fmt.Errorf("--runtime %v: a time-based run (--runtime alone, or --time_based) needs a time above zero; for an amount of I/O give --size or --number_ios", o.runtime.v)}
 	case o.numjobs < 1 || o.numjobs > 1024:
 		return w, usageError{fmt.Errorf("--numjobs %d: want 1 to 1024", o.numjobs)}
-	case o.nsid == 0 || o.nsid > 0xfffffffe:
-		return w, usageError{fmt.Errorf("--nsid %d: want 1 to 4294967294", o.nsid)}
 	case o.verifyPass > 0xffffffff:
 		return w, usageError{fmt.Errorf("--verify_pass %d: want 0 to 4294967295", o.verifyPass)}
 	case o.pollSpins < 1:

@@ -64,7 +64,7 @@ Workload (fio's names; fio's --name=value spelling works too):
   --rwmixread PCT     reads in rw and randrw, in percent (default 50); or --rwmixwrite PCT
   --bs SIZE           bytes per I/O, a multiple of the LBA size (default 4k)
   --iodepth N         I/Os each job keeps in flight (default 1)
-  --numjobs N         jobs per device: each is one goroutine on a thread of its own, with
+  --numjobs N         jobs per device and namespace: each is one goroutine on a thread of its own, with
                       its own queue pair and buffers (default 1)
   --size SIZE         each job's region: job i works on [offset + i×size, offset + (i+1)×size),
                       so jobs never touch each other's blocks; and the amount of I/O each job
@@ -76,7 +76,8 @@ Workload (fio's names; fio's --name=value spelling works too):
   --time_based        keep going round the region until --runtime is up. Implied by
                       --runtime without --size; with neither: --runtime 10s --time_based
   --ramp_time TIME    run this long first without counting anything
-  --nsid N            namespace (default 1)
+  --nsid IDS          namespaces: an ID, several (1,2), or all (every active namespace of each
+                      device); --numjobs jobs on each, each with its own queue pair (default 1)
   --completion MODE   poll: spin on the completion queue (a core per job, lowest latency);
                       irq: sleep on the queue pair's MSI-X interrupt when nothing is there
                       (jobs share vectors when the device has fewer than jobs);
@@ -237,6 +238,9 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		if o.traceFault {
 			return usageError{errors.New("--trace_faults needs a device: the software controller has no IOMMU")}
 		}
+		if o.nsid.String() != "1" && !o.nsid.all {
+			return usageError{fmt.Errorf("--nsid %s: the software controller has one namespace, 1", &o.nsid)}
+		}
 		if w.Completion != bench.Poll {
 			return usageError{errors.New("--sim runs polled: the software controller completes commands inside the doorbell write and signals no interrupts")}
 		}
@@ -273,23 +277,23 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 			}
 		}()
 		for _, bdf := range bdfs {
-			d, err := openDevice(ctx, bdf, uint32(o.nsid), w, o.numjobs, o.shadowDB.on)
+			d, err := openDevice(ctx, bdf, o.nsid, w, o.numjobs, o.shadowDB.on)
 			if err != nil {
 				return err
 			}
 			devs = append(devs, d)
 		}
 		if w.Size == 0 {
-			targets := make([]bench.Target, len(devs))
-			for i, d := range devs {
-				targets[i] = d.target
+			var targets []bench.Target
+			for _, d := range devs {
+				targets = append(targets, d.targets...)
 			}
 			if w.Size, err = defaultSize(targets, w, o.numjobs); err != nil {
 				return err
 			}
 		}
 		for _, d := range devs {
-			js, err := d.newJobs(ctx, w, o.numjobs)
+			js, err := d.newJobs(ctx, w, o.numjobs, o.nsid.several())
 			if err != nil {
 				return err
 			}
@@ -313,7 +317,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	}
 	tick.clear()
 
-	title := "umdbench: " + w.Describe(o.numjobs, devices)
+	title := "umdbench: " + w.Describe(o.numjobs, len(result.Jobs)/o.numjobs, devices)
 	if o.sim {
 		title += " (software controller)"
 	}

@@ -325,6 +325,121 @@ func TestGuestShadowDoorbells(t *testing.T) {
 	}
 }
 
+// serveBroker serves bdf with a broker of its own (trusted sessions if
+// trusted) until the test ends or the server is closed; it returns the
+// server and its socket.
+func serveBroker(t *testing.T, bdf string, trusted bool) (*broker.Server, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "umdd.sock")
+	s, err := broker.NewServer(broker.Config{Socket: sock})
+	if err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	if err := s.AddDevice(ctx, dev, broker.Access{Trusted: trusted}); err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return s, sock
+}
+
+// namespaces opens bdf for a moment and returns its active namespaces.
+func namespaces(t *testing.T, bdf string) []uint32 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	return dev.Controller().Namespaces()
+}
+
+// TestGuestNamespaces runs jobs on several namespaces of each device at
+// once: --nsid all on every device (two jobs on each namespace, verified,
+// named BDF/nsN/i), a list on one device, through the broker too, and a
+// list naming a namespace a device lacks.
+func TestGuestNamespaces(t *testing.T) {
+	guest.Require(t)
+	bdfs := guest.DriverFunctions(t, "vfio-pci")
+	want := map[string]int{} // "BDF/nsN" → jobs
+	multi := ""
+	for _, bdf := range bdfs {
+		ids := namespaces(t, bdf)
+		for _, id := range ids {
+			want[fmt.Sprintf("%s/ns%d", bdf, id)] = 2
+		}
+		if len(ids) > 1 && multi == "" {
+			multi = bdf
+		}
+	}
+	if multi == "" {
+		t.Skipf("no device of this topology has more than one namespace (%v)", bdfs)
+	}
+	check := func(what string, doc fioJSON, want map[string]int) {
+		t.Helper()
+		got := map[string]int{}
+		for _, j := range doc.Jobs {
+			name := j.JobName[:strings.LastIndexByte(j.JobName, '/')]
+			got[name]++
+			if j.Error != 0 || j.UMD.Verified == 0 || !strings.HasPrefix(name, j.UMD.Device+"/ns") {
+				t.Errorf("%s: job %s on %s: error %d, %d blocks verified", what, j.JobName, j.UMD.Device, j.Error, j.UMD.Verified)
+			}
+			d := j.Read
+			if d.IOs == 0 {
+				d = j.Write // a writing pattern
+			}
+			checkDir(t, what+" "+j.JobName, d)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: jobs per namespace %v, want %v", what, got, want)
+		}
+	}
+	doc := umdbenchJSON(t, "--nsid", "all", "--numjobs", "2", "--rw", "randrw", "--bs", "4k", "--iodepth", "4",
+		"--runtime", "1s", "--size", "2m", "--time_based", "--verify", "class=nvme", "driver=vfio-pci")
+	check("--nsid all", doc, want)
+
+	two := map[string]int{multi + "/ns2": 1, multi + "/ns1": 1}
+	doc = umdbenchJSON(t, "--nsid", "2,1", "--rw", "write", "--bs", "4k", "--iodepth", "4", "--size", "1m", "--verify", multi)
+	check("--nsid 2,1", doc, two)
+
+	code, _, errOut := umdbench(t, "--nsid", "1,99", "--runtime", "1s", multi)
+	if code != exitFailure || !strings.Contains(errOut, "no active namespace 99") {
+		t.Errorf("--nsid 1,99: exit %d, %q", code, errOut)
+	}
+
+	_, sock := serveBroker(t, multi, true) // holds multi from here on
+	doc = umdbenchJSON(t, "--broker", sock, "--nsid", "all", "--rw", "randrw", "--bs", "4k", "--iodepth", "4",
+		"--runtime", "1s", "--size", "1m", "--time_based", "--verify", "--completion", "irq")
+	all := map[string]int{}
+	for k := range want {
+		if strings.HasPrefix(k, multi+"/") {
+			all[k] = 1
+		}
+	}
+	check("--broker --nsid all", doc, all)
+
+}
+
 // TestGuestBroker runs umdbench as a client of a broker serving one
 // device: verified I/O on a trusted session's queue pairs, polled and on
 // interrupts, JSON as usual; the broker holds nothing afterwards. A
@@ -332,38 +447,7 @@ func TestGuestShadowDoorbells(t *testing.T) {
 func TestGuestBroker(t *testing.T) {
 	guest.Require(t)
 	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
-	serve := func(trusted bool) (*broker.Server, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 8 << 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sock := filepath.Join(t.TempDir(), "umdd.sock")
-		s, err := broker.NewServer(broker.Config{Socket: sock})
-		if err != nil {
-			dev.Close()
-			t.Fatal(err)
-		}
-		if err := s.AddDevice(ctx, dev, broker.Access{Trusted: trusted}); err != nil {
-			dev.Close()
-			t.Fatal(err)
-		}
-		if err := s.Listen(); err != nil {
-			s.Close()
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- s.Serve() }()
-		t.Cleanup(func() {
-			s.Close()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		})
-		return s, sock
-	}
-	s, sock := serve(true)
+	s, sock := serveBroker(t, bdf, true)
 	for _, mode := range []string{"poll", "irq"} {
 		doc := umdbenchJSON(t, "--broker", sock, "--rw", "randrw", "--bs", "4k", "--iodepth", "8", "--numjobs", "2",
 			"--runtime", "2s", "--size", "8m", "--time_based", "--verify", "--completion", mode)
@@ -389,7 +473,7 @@ func TestGuestBroker(t *testing.T) {
 		t.Errorf("an unknown device through the broker: exit %d, %s", code, errOut)
 	}
 	s.Close() // the device is the next broker's
-	_, sock2 := serve(false)
+	_, sock2 := serveBroker(t, bdf, false)
 	code, _, errOut = umdbench(t, "--broker", sock2, "--rw", "read", "--runtime", "1s")
 	if code == exitOK || !strings.Contains(errOut, "--trusted") {
 		t.Errorf("a broker without trusted sessions: exit %d, %s", code, errOut)

@@ -55,11 +55,38 @@ func TestFlagsFioNames(t *testing.T) {
 	if w != want {
 		t.Errorf("workload\n %+v\nwant\n %+v", w, want)
 	}
-	if o.numjobs != 2 || o.nsid != 2 || o.format != "json" {
-		t.Errorf("numjobs %d nsid %d format %q", o.numjobs, o.nsid, o.format)
+	if o.numjobs != 2 || o.nsid.String() != "2" || o.nsid.several() || o.format != "json" {
+		t.Errorf("numjobs %d nsid %s format %q", o.numjobs, &o.nsid, o.format)
 	}
 	if o.given["bs"] != "131072" || o.given["rw"] != "randrw" {
 		t.Errorf("global options %v", o.given)
+	}
+}
+
+// TestNSIDList: --nsid takes one ID, several, or all.
+func TestNSIDList(t *testing.T) {
+	for _, c := range []struct {
+		arg     string
+		want    string
+		several bool
+	}{
+		{"", "1", false},
+		{"3", "3", false},
+		{"2,1", "2,1", true},
+		{"1, 4", "1,4", true},
+		{"all", "all", true},
+	} {
+		args := []string{"03:00.0"}
+		if c.arg != "" {
+			args = append(args, "--nsid", c.arg)
+		}
+		o, _, err := parseArgs(args)
+		if err != nil {
+			t.Fatalf("--nsid %q: %v", c.arg, err)
+		}
+		if o.nsid.String() != c.want || o.nsid.several() != c.several {
+			t.Errorf("--nsid %q: %s, several %v; want %s, %v", c.arg, &o.nsid, o.nsid.several(), c.want, c.several)
+		}
 	}
 }
 
@@ -139,6 +166,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--sim", "--data_pointer", "list"}, "--data_pointer \"list\""},
 		{[]string{"--sim", "--clocksource", "gettimeofday"}, "want cpu or clock_gettime"},
 		{[]string{"--sim", "--runtime", "0"}, "needs a time above zero"},
+		{[]string{"--nsid", "0", "03:00.0"}, "want namespace IDs from 1"},
+		{[]string{"--nsid", "1,x", "03:00.0"}, "want namespace IDs from 1"},
+		{[]string{"--nsid", "2,1,2", "03:00.0"}, "namespace 2 twice"},
+		{[]string{"--sim", "--nsid", "2"}, "one namespace, 1"},
 		{[]string{"--sim", "--runtime", "0", "--size", "1m", "--time_based"}, "needs a time above zero"},
 	} {
 		code, _, errOut := umdbench(t, c.args...)

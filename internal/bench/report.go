@@ -17,14 +17,19 @@ var Percentiles = []float64{50, 90, 99, 99.9, 99.99}
 // neighbours umdbench cares about; JSON carries all of them.
 var fioPercentiles = []float64{1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99}
 
-// Describe says in one line what the workload is.
-func (w *Workload) Describe(jobsPerDevice, devices int) string {
+// Describe says in one line what the workload is, run by jobs jobs on
+// each of namespaces namespaces of devices devices.
+func (w *Workload) Describe(jobs, namespaces, devices int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s", w.RW)
 	if w.RW.Mixed() {
 		fmt.Fprintf(&b, " (%d%% reads)", w.RWMixRead)
 	}
-	fmt.Fprintf(&b, ", bs %s, iodepth %d, %d job(s) on each of %d device(s), %s completion", FormatSize(int64(w.BlockSize)), w.IODepth, jobsPerDevice, devices, w.Completion)
+	fmt.Fprintf(&b, ", bs %s, iodepth %d, %d job(s) on each of ", FormatSize(int64(w.BlockSize)), w.IODepth, jobs)
+	if namespaces != devices {
+		fmt.Fprintf(&b, "%d namespace(s) of ", namespaces)
+	}
+	fmt.Fprintf(&b, "%d device(s), %s completion", devices, w.Completion)
 	switch {
 	case w.NumberIOs > 0:
 		fmt.Fprintf(&b, ", %d I/Os per job over %s regions", w.NumberIOs, FormatSize(w.Size))
