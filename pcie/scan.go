@@ -377,6 +377,12 @@ func (s *System) assignRoles() {
 			parent = n.Parent.Function
 		}
 		f.Role = roleOf(f, n.Parent == nil || n.Parent.IsHostBridge(), parent)
+		if f.Role == RoleIntegratedEndpoint || f.Role == RoleEventCollector {
+			// No link above it, whatever the link attributes say: the
+			// kernel shows them for every PCI Express function, and
+			// on these they read "Unknown" and 0 (QEMU's q35).
+			f.Link = nil
+		}
 	})
 }
 

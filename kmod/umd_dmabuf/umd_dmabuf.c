@@ -55,7 +55,9 @@
 #include <linux/mutex.h>
 #include <linux/overflow.h>
 #include <linux/pagemap.h>
+#ifdef UMD_HAVE_PFN_T
 #include <linux/pfn_t.h>
+#endif
 #include <linux/scatterlist.h>
 #include <linux/shmem_fs.h>
 #include <linux/sizes.h>
@@ -366,6 +368,20 @@ static int umd_end_cpu_access(struct dma_buf *dmabuf,
  * copy with it. The mapping holds the dma-buf's file, so the pins outlive
  * it.
  */
+/*
+ * umd_insert_page - map the page at pfn at addr of vma. vmf_insert_mixed()
+ * took a pfn_t until Linux 6.17 removed the type; it takes the pfn itself
+ * since.
+ */
+static vm_fault_t umd_insert_page(struct vm_area_struct *vma, unsigned long addr, unsigned long pfn)
+{
+#ifdef UMD_HAVE_PFN_T
+	return vmf_insert_mixed(vma, addr, __pfn_to_pfn_t(pfn, 0));
+#else
+	return vmf_insert_mixed(vma, addr, pfn);
+#endif
+}
+
 static vm_fault_t umd_vm_fault(struct vm_fault *vmf)
 {
 	struct umd_buf *buf = vmf->vma->vm_private_data;
@@ -374,7 +390,7 @@ static vm_fault_t umd_vm_fault(struct vm_fault *vmf)
 	if (vmf->pgoff >= buf->nr_pages)
 		return VM_FAULT_SIGBUS;
 	pfn = page_to_pfn(buf->pages[vmf->pgoff]);
-	return vmf_insert_mixed(vmf->vma, vmf->address, __pfn_to_pfn_t(pfn, 0));
+	return umd_insert_page(vmf->vma, vmf->address, pfn);
 }
 
 static const struct vm_operations_struct umd_vm_ops = {
@@ -396,7 +412,7 @@ static int umd_prefault(struct vm_area_struct *vma, struct umd_buf *buf)
 		unsigned long pfn = page_to_pfn(buf->pages[i]);
 		vm_fault_t ret;
 
-		ret = vmf_insert_mixed(vma, addr, __pfn_to_pfn_t(pfn, 0));
+		ret = umd_insert_page(vma, addr, pfn);
 		if (ret & VM_FAULT_ERROR)
 			return ret & VM_FAULT_OOM ? -ENOMEM : -EFAULT;
 		cond_resched();
@@ -833,4 +849,9 @@ module_exit(umd_exit);
 MODULE_DESCRIPTION("Export ranges of sealed memfds as dma-bufs");
 MODULE_AUTHOR("The umd authors");
 MODULE_LICENSE("GPL");
+/* Linux 6.13 made the namespace a string literal. */
+#ifdef UMD_IMPORT_NS_STRINGIFIES
 MODULE_IMPORT_NS(DMA_BUF);
+#else
+MODULE_IMPORT_NS("DMA_BUF");
+#endif
