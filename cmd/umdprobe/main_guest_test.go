@@ -19,6 +19,7 @@ func TestGuestProbe(t *testing.T) {
 		"single": {0, 0, 1},
 		"cards":  {2, 1, 5},
 		"numa":   {0, 4, 4},
+		"sriov":  {0, 1, 1}, // VFs disabled
 	}
 	w, ok := want[guest.Topology()]
 	if !ok {
