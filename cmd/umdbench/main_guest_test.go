@@ -199,13 +199,8 @@ func TestGuestVerifyMismatch(t *testing.T) {
 // data and writes it back.
 func corrupt(t *testing.T, bdf string, lba uint64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 4 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
+	ctx, dev, done := openBriefly(t, bdf)
+	defer done()
 	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -364,14 +359,25 @@ func serveBroker(t *testing.T, bdf string, trusted bool) (*broker.Server, string
 // namespaces opens bdf for a moment and returns its active namespaces.
 func namespaces(t *testing.T, bdf string) []uint32 {
 	t.Helper()
+	_, dev, done := openBriefly(t, bdf)
+	defer done()
+	return dev.Controller().Namespaces()
+}
+
+// openBriefly opens bdf through the library with a small pool, for a
+// test to use before or after umdbench does; done closes it and ends ctx.
+func openBriefly(t *testing.T, bdf string) (ctx context.Context, dev *umd.Device, done func()) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 4 << 20})
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	defer dev.Close()
-	return dev.Controller().Namespaces()
+	return ctx, dev, func() {
+		dev.Close()
+		cancel()
+	}
 }
 
 // TestGuestNamespaces runs jobs on several namespaces of each device at
