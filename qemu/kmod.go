@@ -89,8 +89,7 @@ func (f *Fetcher) Headers(u UnpackedKernel) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("headers of %s: %w", u.Release, err)
 	}
-	fixed := strings.ReplaceAll(string(data), " /usr/src/", " "+filepath.Join(root, "usr", "src")+"/")
-	if err := os.WriteFile(mk, []byte(fixed), 0o644); err != nil {
+	if err := os.WriteFile(mk, []byte(relocateHeaders(string(data), root)), 0o644); err != nil {
 		return "", err
 	}
 	if err := os.WriteFile(filepath.Join(tmp, ".complete"), []byte(strings.Join(pkgs, "\n")+"\n"), 0o644); err != nil {
@@ -101,6 +100,15 @@ func (f *Fetcher) Headers(u UnpackedKernel) (string, error) {
 		return "", err
 	}
 	return build, nil
+}
+
+// relocateHeaders points the arch headers package's Makefile, which names
+// the installed paths (bookworm's: "include /usr/src/linux-headers-X-common/
+// Makefile"; Debian's 7.x packages also set "KBUILD_OUTPUT=/usr/src/…"),
+// into the copy unpacked under root.
+func relocateHeaders(makefile, root string) string {
+	src := filepath.Join(root, "usr", "src") + "/"
+	return strings.NewReplacer(" /usr/src/", " "+src, "=/usr/src/", "="+src).Replace(makefile)
 }
 
 // headerDependencies picks the linux-headers-*-common and linux-kbuild-*

@@ -22,6 +22,21 @@ Depends: linux-headers-6.12.90+deb12-common
 	}
 }
 
+// TestRelocateHeaders: both forms of installed path in a headers Makefile
+// (bookworm's include, and the KBUILD_OUTPUT= of Debian's 7.x packages)
+// point into the cache; nothing else changes.
+func TestRelocateHeaders(t *testing.T) {
+	in := "KBUILD_OUTPUT=/usr/src/linux-headers-7.3.4+deb13-amd64\n" +
+		"include /usr/src/linux-headers-7.3.4+deb13-common/Makefile\n" +
+		"MAKEFLAGS += -rR\n"
+	want := "KBUILD_OUTPUT=/cache/h/usr/src/linux-headers-7.3.4+deb13-amd64\n" +
+		"include /cache/h/usr/src/linux-headers-7.3.4+deb13-common/Makefile\n" +
+		"MAKEFLAGS += -rR\n"
+	if got := relocateHeaders(in, "/cache/h"); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
 func TestKmodToolsAreHostTools(t *testing.T) {
 	if len(kmodTools) != 3 {
 		t.Errorf("kmodTools = %v, want make, gcc and pahole", kmodTools)
