@@ -1041,21 +1041,14 @@ func TestGuestVFLease(t *testing.T) {
 	s, dev, bdf := guestServer(t, 0o660, Access{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pf, err := sriov.Enable(ctx, dev, sriov.Options{VFs: 2, IOQueues: 1, Vectors: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vfs := pf.VFs()
-	for i, vf := range vfs {
-		if err := pf.AttachNamespace(ctx, uint32(len(pfc.Namespaces)+1+i), vf); err != nil {
-			pf.Disable(ctx)
-			t.Fatal(err)
+	leaseVFs(ctx, t, s, dev, func(pf *sriov.PF) error {
+		for i, vf := range pf.VFs() {
+			if err := pf.AttachNamespace(ctx, uint32(len(pfc.Namespaces)+1+i), vf); err != nil {
+				return err
+			}
 		}
-	}
-	if err := s.AddVFs(pf, Access{}); err != nil {
-		pf.Disable(ctx)
-		t.Fatal(err)
-	}
+		return nil
+	})
 	if d := s.Devices(0, 0)[0]; d.VFs != 2 || d.FreeVFs != 2 {
 		t.Fatalf("device %s lists %d VFs, %d free", d.BDF, d.VFs, d.FreeVFs)
 	}
@@ -1105,6 +1098,28 @@ func vfioGroupOf(bdf string) (int, error) {
 	return strconv.Atoi(filepath.Base(link))
 }
 
+// leaseVFs enables two VFs of dev (one I/O queue and two vectors each),
+// lets prepare set them up (if not nil), and has s lease them out; when
+// something fails it disables them again and fails t.
+func leaseVFs(ctx context.Context, t *testing.T, s *Server, dev *umd.Device, prepare func(*sriov.PF) error) *sriov.PF {
+	t.Helper()
+	pf, err := sriov.Enable(ctx, dev, sriov.Options{VFs: 2, IOQueues: 1, Vectors: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prepare != nil {
+		err = prepare(pf)
+	}
+	if err == nil {
+		err = s.AddVFs(pf, Access{})
+	}
+	if err != nil {
+		pf.Disable(ctx)
+		t.Fatal(err)
+	}
+	return pf
+}
+
 // TestGuestRetireVFs (topology sriov): the PF whose VFs the broker leases
 // is unbound from vfio-pci while one client holds a VF and another a
 // session on the PF. The broker's removal request names the PF; Retire
@@ -1117,14 +1132,7 @@ func TestGuestRetireVFs(t *testing.T) {
 	s, dev, bdf := guestServer(t, 0o660, Access{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pf, err := sriov.Enable(ctx, dev, sriov.Options{VFs: 2, IOQueues: 1, Vectors: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AddVFs(pf, Access{}); err != nil {
-		pf.Disable(ctx)
-		t.Fatal(err)
-	}
+	leaseVFs(ctx, t, s, dev, nil)
 	leaser := dial(t, s.cfg.Socket)
 	lease, err := leaser.LeaseVF(bdf)
 	if err != nil {

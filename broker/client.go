@@ -216,6 +216,21 @@ func (c *Client) Devices() ([]DeviceInfo, error) {
 	return r.Devices, nil
 }
 
+// Device returns the broker's listing of the device at bdf, as Devices
+// shows it to this peer; ErrNoDevice when the broker does not serve it.
+func (c *Client) Device(bdf string) (DeviceInfo, error) {
+	devs, err := c.Devices()
+	if err != nil {
+		return DeviceInfo{}, err
+	}
+	for _, d := range devs {
+		if d.BDF == bdf {
+			return d, nil
+		}
+	}
+	return DeviceInfo{}, fmt.Errorf("%s: %w (the broker serves %d devices)", bdf, ErrNoDevice, len(devs))
+}
+
 // Status lists the broker's clients and what each holds.
 func (c *Client) Status() ([]ClientStatus, error) {
 	r, _, err := c.call(&Request{Op: OpStatus}, 0)

@@ -72,17 +72,11 @@ func startLending(t *testing.T, l *lender, plain *fakeDevice) *Server {
 
 func deviceInfo(t *testing.T, c *Client, bdf string) DeviceInfo {
 	t.Helper()
-	devs, err := c.Devices()
+	d, err := c.Device(bdf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range devs {
-		if d.BDF == bdf {
-			return d
-		}
-	}
-	t.Fatalf("no %s in %+v", bdf, devs)
-	return DeviceInfo{}
+	return d
 }
 
 func exclusive(claim, bdf string) Reservation {

@@ -106,6 +106,9 @@ func TestRetire(t *testing.T) {
 	if err := s.Retire("0000:00:09.0", why); err == nil {
 		t.Error("retiring a device the server does not serve succeeded")
 	}
+	if d, err := admin.Device("0000:00:09.0"); !errors.Is(err, ErrNoDevice) {
+		t.Errorf("listing a device the server does not serve: %+v, %v; want ErrNoDevice", d, err)
+	}
 }
 
 // TestRestore serves a retired device again: refused while it is served,

@@ -69,15 +69,14 @@ func openBrokerDevice(path, bdf string, nsids nsidFlag, w bench.Workload, numjob
 			c.Close()
 		}
 	}()
-	devs, err := c.Devices()
+	info, err := c.Device(bdf)
+	if errors.Is(err, broker.ErrNoDevice) {
+		return nil, fmt.Errorf("%w %s at the broker", errNoMatch, bdf)
+	}
 	if err != nil {
 		return nil, err
 	}
-	i := slices.IndexFunc(devs, func(d broker.DeviceInfo) bool { return d.BDF == bdf })
-	if i < 0 {
-		return nil, fmt.Errorf("%w %s at the broker", errNoMatch, bdf)
-	}
-	all := devs[i].Namespaces
+	all := info.Namespaces
 	ids := nsids.ids
 	if nsids.all {
 		ids = nil

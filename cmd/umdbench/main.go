@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -238,7 +239,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		if o.traceFault {
 			return usageError{errors.New("--trace_faults needs a device: the software controller has no IOMMU")}
 		}
-		if o.nsid.String() != "1" && !o.nsid.all {
+		if !o.nsid.all && !slices.Equal(o.nsid.ids, []uint32{1}) {
 			return usageError{fmt.Errorf("--nsid %s: the software controller has one namespace, 1", &o.nsid)}
 		}
 		if w.Completion != bench.Poll {

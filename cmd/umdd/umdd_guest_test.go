@@ -239,8 +239,8 @@ func TestGuestDaemonRetiresOnRemoval(t *testing.T) {
 	if err := run([]string{"restore", "--socket", sock, gone}, &out, os.Stderr); err != nil {
 		t.Fatalf("umdd restore: %v\n%s", err, stderr.String())
 	}
-	if info := deviceByBDF(t, c, gone); info.Failed != "" || info.FreeQueues == 0 {
-		t.Errorf("the restored %s listed as %+v", gone, info)
+	if info, err := c.Device(gone); err != nil || info.Failed != "" || info.FreeQueues == 0 {
+		t.Errorf("the restored %s listed as %+v, %v", gone, info, err)
 	}
 	back, err := c.OpenSession(gone, broker.SessionOptions{Queues: 1, PoolBytes: 2 << 20})
 	if err != nil {
@@ -255,22 +255,6 @@ func TestGuestDaemonRetiresOnRemoval(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("umdd after SIGTERM: %v\n%s", err, stderr.String())
 	}
-}
-
-// deviceByBDF is the broker's listing of bdf.
-func deviceByBDF(t *testing.T, c *broker.Client, bdf string) broker.DeviceInfo {
-	t.Helper()
-	devs, err := c.Devices()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range devs {
-		if d.BDF == bdf {
-			return d
-		}
-	}
-	t.Fatalf("umdd does not list %s: %+v", bdf, devs)
-	return broker.DeviceInfo{}
 }
 
 // twoGroups returns two functions bound to vfio-pci in different IOMMU
