@@ -67,7 +67,8 @@ type Device struct {
 	removal chan struct{}
 
 	mu      sync.Mutex
-	vectors []*vfio.Interrupt         // by MSI-X vector; nil when free (0 is never used)
+	vectors []*vfio.Interrupt         // by MSI-X vector; nil when free (0 only when usable is 1)
+	usable  int                       // vectors the controller takes (0 to usable-1): msix until Create I/O CQ refuses one
 	sharers []int                     // by MSI-X vector: the queues wired to it
 	waiters map[*vfio.Waiter]struct{} // queue pairs' waiters, closed with the device
 	queues  int                       // queue pairs created and not yet closed
@@ -290,17 +291,18 @@ type QueuePair struct {
 // CreateQueuePair creates an I/O queue pair.
 func (d *Device) CreateQueuePair(ctx context.Context, o QueueOptions) (*QueuePair, error) {
 	q := &QueuePair{dev: d}
-	if o.Interrupt {
-		v, irq, err := d.wireVector(o.ShareVector)
-		if err != nil {
-			return nil, err
-		}
-		q.vector, q.irq = v, irq
+	create := func(v int) (err error) {
+		q.QueuePair, err = d.ctrl.CreateQueuePair(ctx, nvmelike.QueueOptions{Depth: o.Depth, Interrupts: o.Interrupt, Vector: uint16(v)})
+		return err
 	}
 	var err error
-	q.QueuePair, err = d.ctrl.CreateQueuePair(ctx, nvmelike.QueueOptions{Depth: o.Depth, Interrupts: o.Interrupt, Vector: uint16(q.vector)})
+	if o.Interrupt {
+		q.vector, q.irq, err = d.withVector(o.ShareVector, create)
+	} else {
+		err = create(0)
+	}
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("creating a queue pair on %s: %w", d.bdf, err), d.unwireVector(q.vector))
+		return nil, fmt.Errorf("creating a queue pair on %s: %w", d.bdf, err)
 	}
 	d.mu.Lock()
 	d.queues++
@@ -308,9 +310,42 @@ func (d *Device) CreateQueuePair(ctx context.Context, o QueueOptions) (*QueuePai
 	return q, nil
 }
 
-// wireVector picks a free MSI-X vector (vector 0 is left to the admin
-// queue) and connects a new eventfd to it; with share and none free, the
-// vector the fewest queues share.
+// withVector wires a vector (wireVector) and runs create with it. A
+// controller may accept fewer vectors than its MSI-X table holds (an
+// SR-IOV VF uses only the vectors its primary controller gave it, and its
+// table does not say how many): when create fails with Invalid Interrupt
+// Vector, the vectors from that one up are marked unusable and create
+// runs again on one below, down to vector 0. The error is create's when
+// it fails otherwise.
+func (d *Device) withVector(share bool, create func(v int) error) (int, *vfio.Interrupt, error) {
+	for {
+		v, irq, err := d.wireVector(share)
+		if err != nil {
+			return 0, nil, err
+		}
+		err = create(v)
+		if err == nil {
+			return v, irq, nil
+		}
+		d.mu.Lock()
+		uerr := d.unwireVectorLocked(v, irq)
+		retry := v > 0 && errors.Is(err, nvmelike.ErrInvalidInterruptVector) && v < d.usable
+		if retry {
+			d.usable = v
+		}
+		d.mu.Unlock()
+		if !retry || uerr != nil {
+			return 0, nil, errors.Join(err, uerr)
+		}
+	}
+}
+
+// wireVector picks a free MSI-X vector and connects a new eventfd to it;
+// with share and none free, the vector the fewest queues share. Vector 0
+// is the admin queue's: I/O queues get it only when the controller takes
+// no other (a single-vector device, or a VF given one vector), and then
+// they share it with the admin queue, whose completions wake them too (the
+// Linux driver does the same).
 func (d *Device) wireVector(share bool) (int, *vfio.Interrupt, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -318,8 +353,8 @@ func (d *Device) wireVector(share bool) (int, *vfio.Interrupt, error) {
 		return 0, nil, ErrClosed
 	}
 	if d.vectors == nil {
-		if d.msix < 2 {
-			return 0, nil, fmt.Errorf("wiring an interrupt on %s: the device has %d MSI-X vectors, and vector 0 is the admin queue's", d.bdf, d.msix)
+		if d.msix < 1 {
+			return 0, nil, fmt.Errorf("wiring an interrupt on %s: the device has no MSI-X vectors; poll its queues", d.bdf)
 		}
 		// Allocate every vector now: changing the set later means
 		// disabling MSI-X for a moment on kernels without dynamic
@@ -329,17 +364,24 @@ func (d *Device) wireVector(share bool) (int, *vfio.Interrupt, error) {
 		}
 		d.vectors = make([]*vfio.Interrupt, d.msix)
 		d.sharers = make([]int, d.msix)
+		if d.usable == 0 || d.usable > d.msix {
+			d.usable = d.msix
+		}
 	}
-	v := 0
-	for i := 1; i < len(d.vectors); i++ {
+	first := 1
+	if d.usable == 1 {
+		first = 0
+	}
+	v := -1
+	for i := first; i < d.usable; i++ {
 		if d.vectors[i] == nil {
 			v = i
 			break
 		}
 	}
-	if v == 0 && share {
-		least := 1
-		for i := 2; i < len(d.sharers); i++ {
+	if v < 0 && share {
+		least := first
+		for i := first + 1; i < d.usable; i++ {
 			if d.sharers[i] < d.sharers[least] {
 				least = i
 			}
@@ -347,8 +389,11 @@ func (d *Device) wireVector(share bool) (int, *vfio.Interrupt, error) {
 		d.sharers[least]++
 		return least, d.vectors[least], nil
 	}
-	if v == 0 {
-		return 0, nil, fmt.Errorf("wiring an interrupt on %s: all %d MSI-X vectors for I/O queues are taken (vector 0 is the admin queue's); share them (QueueOptions.ShareVector) or poll", d.bdf, len(d.vectors)-1)
+	if v < 0 {
+		if first == 0 {
+			return 0, nil, fmt.Errorf("wiring an interrupt on %s: the controller takes one MSI-X vector, which the admin queue and a queue pair have; share it (QueueOptions.ShareVector) or poll", d.bdf)
+		}
+		return 0, nil, fmt.Errorf("wiring an interrupt on %s: all %d MSI-X vectors for I/O queues are taken (vector 0 is the admin queue's); share them (QueueOptions.ShareVector) or poll", d.bdf, d.usable-1)
 	}
 	irq, err := vfio.NewInterrupt()
 	if err != nil {
@@ -363,28 +408,24 @@ func (d *Device) wireVector(share bool) (int, *vfio.Interrupt, error) {
 	return v, irq, nil
 }
 
-// unwireVector undoes wireVector: it disconnects and closes the vector's
-// eventfd once no queue shares it.
-func (d *Device) unwireVector(v int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.unwireVectorLocked(v)
-}
-
-func (d *Device) unwireVectorLocked(v int) error {
-	if v <= 0 || v >= len(d.vectors) || d.vectors[v] == nil {
+// unwireVectorLocked undoes wireVector for a queue that holds irq on
+// vector v (nothing when irq is nil: the queue has no interrupt): it
+// disconnects and closes the vector's eventfd once no queue shares it.
+func (d *Device) unwireVectorLocked(v int, irq *vfio.Interrupt) error {
+	if irq == nil || v < 0 || v >= len(d.vectors) || d.vectors[v] != irq {
 		return nil
 	}
 	if d.sharers[v]--; d.sharers[v] > 0 {
 		return nil
 	}
-	irq := d.vectors[v]
 	d.vectors[v] = nil
 	return errors.Join(d.dev.DisconnectIRQ(vfio.IRQMSIX, v), irq.Close())
 }
 
 // Vector returns the MSI-X vector of the queue pair's completion
-// interrupt, or 0 when it has none.
+// interrupt, or 0 when it has none. Vector 0 is also the admin queue's,
+// which queue pairs share when the controller takes only one vector:
+// Interrupt tells the two cases apart.
 func (q *QueuePair) Vector() int { return q.vector }
 
 // VectorsInUse returns how many MSI-X vectors queue pairs hold (a shared
@@ -547,7 +588,7 @@ func (q *QueuePair) Close() error {
 		delete(d.waiters, q.waiter)
 		err = errors.Join(err, q.waiter.Close())
 	}
-	return errors.Join(err, d.unwireVectorLocked(q.vector))
+	return errors.Join(err, d.unwireVectorLocked(q.vector, q.irq))
 }
 
 // Device returns the device the queue pair belongs to; nil for an

@@ -45,19 +45,20 @@ type RemoteQueue struct {
 // own when asked.
 func (d *Device) CreateRemoteQueue(ctx context.Context, o RemoteQueueOptions) (*RemoteQueue, error) {
 	r := &RemoteQueue{dev: d}
-	if o.Interrupt {
-		v, irq, err := d.wireVector(false)
-		if err != nil {
-			return nil, err
-		}
-		r.vector, r.irq = v, irq
+	create := func(v int) (err error) {
+		r.rq, err = d.ctrl.CreateRemoteQueue(ctx, nvmelike.RemoteQueueOptions{
+			Depth: o.Depth, SQ: o.SQ, CQ: o.CQ, Interrupts: o.Interrupt, Vector: uint16(v),
+		})
+		return err
 	}
 	var err error
-	r.rq, err = d.ctrl.CreateRemoteQueue(ctx, nvmelike.RemoteQueueOptions{
-		Depth: o.Depth, SQ: o.SQ, CQ: o.CQ, Interrupts: o.Interrupt, Vector: uint16(r.vector),
-	})
+	if o.Interrupt {
+		r.vector, r.irq, err = d.withVector(false, create)
+	} else {
+		err = create(0)
+	}
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("creating a remote queue on %s: %w", d.bdf, err), d.unwireVector(r.vector))
+		return nil, fmt.Errorf("creating a remote queue on %s: %w", d.bdf, err)
 	}
 	return r, nil
 }
@@ -68,7 +69,8 @@ func (r *RemoteQueue) ID() uint16 { return r.rq.ID() }
 // Depth returns the number of entries per ring.
 func (r *RemoteQueue) Depth() int { return r.rq.Depth() }
 
-// Vector returns the MSI-X vector of the completion interrupt, 0 for none.
+// Vector returns the MSI-X vector of the completion interrupt, 0 for none
+// (or for the admin queue's vector, shared: see QueuePair.Vector).
 func (r *RemoteQueue) Vector() int { return r.vector }
 
 // Interrupt returns the completion interrupt's eventfd, nil for none.
@@ -89,7 +91,7 @@ func (r *RemoteQueue) Close() error {
 		return err // its vector may be another queue's by now
 	}
 	r.closed = true
-	return errors.Join(err, d.unwireVectorLocked(r.vector))
+	return errors.Join(err, d.unwireVectorLocked(r.vector, r.irq))
 }
 
 // DupDeviceFd returns a new descriptor of the device's VFIO device file,

@@ -257,11 +257,87 @@ func TestVFVerifiedIO(t *testing.T) {
 		t.Fatal(err)
 	}
 	vfInterrupt(ctx, t, dev, nsid)
-	vfSharedVector(ctx, t, dev, nsid)
+	vfSharedVector(ctx, t, dev, nsid, 1)
 	// While the VF is open, Disable refuses and changes nothing.
 	if err := p.Disable(ctx); !errors.Is(err, sriov.ErrVFInUse) {
 		t.Errorf("Disable with the VF open: %v, want ErrVFInUse", err)
 	}
+	if err := dev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Disable(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVFOneVector gives a VF one interrupt vector (QEMU then gives its
+// MSI-X table one entry), which its admin queue has: queue pairs with
+// interrupts share vector 0 with the admin queue, as the Linux driver
+// does on such a device, and admin commands meanwhile only wake them for
+// nothing.
+func TestVFOneVector(t *testing.T) {
+	guest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pf, c := openPF(ctx, t)
+	p := enable(ctx, t, pf, sriov.Options{VFs: 1, IOQueues: 2, Vectors: 1})
+	vf := p.VFs()[0]
+	nsid := uint32(len(c.Namespaces) + 1)
+	if err := p.AttachNamespace(ctx, nsid, vf); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := umd.Open(ctx, vf.BDF, &umd.Options{PoolSize: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if vf.Vectors != 1 {
+		t.Fatalf("the VF was given %d vectors, want 1", vf.Vectors)
+	}
+	vfSharedVector(ctx, t, dev, nsid, 0)
+
+	// Admin commands signal the shared vector too: a queue pair waiting
+	// on it wakes, finds nothing, and its own completions still wake it.
+	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 8, Interrupt: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if q.Vector() != 0 || q.Interrupt() == nil {
+		t.Fatalf("queue pair on vector %d (eventfd %v), want vector 0 with an eventfd", q.Vector(), q.Interrupt())
+	}
+	if _, err := q.Interrupt().TryRead(); err != nil { // what the reads above left
+		t.Fatal(err)
+	}
+	if _, err := dev.Controller().IdentifyNamespace(ctx, nsid); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if n, err := q.Interrupt().Wait(wctx); err != nil || n == 0 {
+		t.Errorf("an admin command with the I/O queue on vector 0: %d signals, %v; want its interrupt", n, err)
+	}
+	buf, err := dev.Alloc(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Free(buf)
+	var rerr error
+	done := false
+	rd := nvmelike.ReadCommand(nsid, 0, 8, buf)
+	if err := q.Submit(&rd, func(_ *nvmelike.Command, _ nvmelike.Completion, err error) { rerr, done = err, true }); err != nil {
+		t.Fatal(err)
+	}
+	q.Ring()
+	for !done {
+		if _, err := q.Wait(wctx); err != nil {
+			t.Fatalf("a read after the admin command's wake-up: %v", err)
+		}
+	}
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	q.Close()
 	if err := dev.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -307,13 +383,13 @@ func vfInterrupt(ctx context.Context, t *testing.T, dev *umd.Device, nsid uint32
 	}
 }
 
-// vfSharedVector checks queue pairs sharing the VF's one I/O vector
-// (ShareVector): a second queue pair with an interrupt is refused without
-// it and gets the same vector with it; each wakes at the interrupts of its
-// own completions while the other waits too (a wake-up taken by the other
-// would leave it asleep until ctx ends); and the vector stays wired until
-// the last of them closes.
-func vfSharedVector(ctx context.Context, t *testing.T, dev *umd.Device, nsid uint32) {
+// vfSharedVector checks queue pairs sharing the VF's one I/O vector,
+// want (ShareVector): a second queue pair with an interrupt is refused
+// without it and gets the same vector with it; each wakes at the
+// interrupts of its own completions while the other waits too (a wake-up
+// taken by the other would leave it asleep until ctx ends); and the vector
+// stays wired until the last of them closes.
+func vfSharedVector(ctx context.Context, t *testing.T, dev *umd.Device, nsid uint32, want int) {
 	t.Helper()
 	if n := dev.VectorsInUse(); n != 0 {
 		t.Fatalf("%d vectors in use before the test", n)
@@ -334,8 +410,8 @@ func vfSharedVector(ctx context.Context, t *testing.T, dev *umd.Device, nsid uin
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if a.Vector() != 1 || b.Vector() != 1 || a.Interrupt() != b.Interrupt() {
-		t.Fatalf("vectors %d and %d, eventfds %v and %v; want both on vector 1", a.Vector(), b.Vector(), a.Interrupt(), b.Interrupt())
+	if a.Vector() != want || b.Vector() != want || a.Interrupt() == nil || a.Interrupt() != b.Interrupt() {
+		t.Fatalf("vectors %d and %d, eventfds %v and %v; want both on vector %d", a.Vector(), b.Vector(), a.Interrupt(), b.Interrupt(), want)
 	}
 	if n := dev.VectorsInUse(); n != 1 {
 		t.Errorf("%d vectors in use, want the shared one", n)
