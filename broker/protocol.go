@@ -189,6 +189,9 @@ type NamespaceInfo struct {
 	// format (0: none). The broker does not mediate data commands to a
 	// namespace with metadata (their metadata pointer is not checked).
 	MetadataSize int `json:"metadata_size,omitempty"`
+	// ExtendedLBA says the metadata travels after each block's data, in
+	// the data buffer, rather than in a buffer of its own (MPTR).
+	ExtendedLBA bool `json:"extended_lba,omitempty"`
 }
 
 // Layout is what a client needs to use its session: where its pool sits in

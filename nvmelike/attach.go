@@ -33,6 +33,11 @@ type AttachOptions struct {
 	// LBASizes gives the LBA size of each namespace, for the data length
 	// check of LBA commands; namespaces not in it are not checked.
 	LBASizes map[uint32]int
+	// Formats gives the block format of namespaces formatted with
+	// metadata (IdentifyNamespace.BlockFormat), checked as the
+	// controller's own queue pairs check them; for a namespace in both,
+	// Formats wins.
+	Formats map[uint32]BlockFormat
 	// Registry describes the opcodes; nil means NewRegistry().
 	Registry *Registry
 	// Format is the I/O entry format; nil means NVMe.
@@ -88,7 +93,15 @@ func AttachQueuePair(o AttachOptions) (*QueuePair, error) {
 	if reg == nil {
 		reg = NewRegistry()
 	}
-	var lbaShift []uint8
+	top := uint32(0)
+	for nsid := range o.LBASizes {
+		top = max(top, nsid)
+	}
+	for nsid := range o.Formats {
+		top = max(top, nsid)
+	}
+	top = min(top, maxCheckedNSID-1)
+	lbaShift, metaFormat := make([]uint8, top+1), make([]BlockFormat, top+1)
 	for nsid, size := range o.LBASizes {
 		if nsid == 0 || nsid >= maxCheckedNSID {
 			continue
@@ -96,15 +109,25 @@ func AttachQueuePair(o AttachOptions) (*QueuePair, error) {
 		if size < 512 || size&(size-1) != 0 {
 			return nil, fmt.Errorf("attaching queue pair %d: namespace %d has LBA size %d", o.ID, nsid, size)
 		}
-		if int(nsid) >= len(lbaShift) {
-			lbaShift = append(lbaShift, make([]uint8, int(nsid)+1-len(lbaShift))...)
-		}
 		lbaShift[nsid] = uint8(bits.TrailingZeros(uint(size)))
+	}
+	for nsid, f := range o.Formats {
+		if nsid == 0 || nsid >= maxCheckedNSID {
+			continue
+		}
+		if f.LBASize < 512 || f.LBASize&(f.LBASize-1) != 0 || f.Metadata < 0 || f.Metadata > 0xffff {
+			return nil, fmt.Errorf("attaching queue pair %d: namespace %d has LBA size %d and %d bytes of metadata", o.ID, nsid, f.LBASize, f.Metadata)
+		}
+		if f.Metadata != 0 {
+			lbaShift[nsid], metaFormat[nsid] = 0, f
+		} else {
+			lbaShift[nsid] = uint8(bits.TrailingZeros(uint(f.LBASize)))
+		}
 	}
 	q, err := newQueuePair(queueParams{
 		id: o.ID, depth: o.Depth, format: f, regs: regs, dma: o.DMA,
 		ops: &reg.io, health: func() error { return checkCSTS(regs) }, dstrd: cap.DSTRD(),
-		pageSize: o.PageSize, maxTransfer: o.MaxTransfer, lbaShift: lbaShift,
+		pageSize: o.PageSize, maxTransfer: o.MaxTransfer, lbaShift: lbaShift, metaFormat: metaFormat,
 		sq: o.SQ, cq: o.CQ, sgls: o.SGLS, dataPointer: o.DataPointer,
 	})
 	if err != nil {

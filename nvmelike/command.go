@@ -28,9 +28,10 @@ const (
 	CmdWriteZeroes uint8 = 0x08
 	CmdDatasetMgmt uint8 = 0x09
 
-	IdentifyCNSNamespace    uint8 = 0x00
-	IdentifyCNSController   uint8 = 0x01
-	IdentifyCNSActiveNSList uint8 = 0x02
+	IdentifyCNSNamespace     uint8 = 0x00
+	IdentifyCNSController    uint8 = 0x01
+	IdentifyCNSActiveNSList  uint8 = 0x02
+	IdentifyCNSNSDescriptors uint8 = 0x03
 )
 
 // Command is one command as the caller describes it: the opcode, the

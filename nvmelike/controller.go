@@ -61,7 +61,8 @@ type Controller struct {
 
 	id          *IdentifyController
 	nsids       []uint32
-	lbaShift    []uint8 // by NSID, for NSIDs below maxCheckedNSID: log2 LBA size, 0 if unknown
+	lbaShift    []uint8       // by NSID, for NSIDs below maxCheckedNSID: log2 LBA size, 0 if unknown or with metadata
+	metaFormat  []BlockFormat // by NSID, as long: the block format of namespaces with metadata
 	maxTransfer int
 	maxIOQueues int // granted by Set Features, min of SQs and CQs
 
@@ -394,6 +395,30 @@ func (c *Controller) IdentifyNamespace(ctx context.Context, nsid uint32) (*Ident
 	return ParseIdentifyNamespace(nsid, c.scratch.Bytes)
 }
 
+// NamespaceIDs reads the Namespace Identification Descriptor list of
+// nsid (Identify CNS 03h): its EUI-64, NGUID, UUID and command set. A
+// controller older than NVMe 1.3 has no such list and refuses the command
+// with Invalid Field: NamespaceIDs then returns empty identifiers (the NVM
+// command set: other command sets came with NVMe 2.0, which requires the
+// list) and no error.
+func (c *Controller) NamespaceIDs(ctx context.Context, nsid uint32) (*NamespaceIDs, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	clear(c.scratch.Bytes)
+	cmd := IdentifyCommand(IdentifyCNSNSDescriptors, nsid, c.scratch)
+	if _, err := c.adminExec(ctx, &cmd); err != nil {
+		c.retireScratch(err)
+		if errors.Is(err, ErrInvalidField) {
+			return &NamespaceIDs{}, nil
+		}
+		return nil, fmt.Errorf("namespace %d identification descriptors: %w", nsid, err)
+	}
+	return ParseNamespaceDescriptors(nsid, c.scratch.Bytes)
+}
+
 // QueueOptions configure an I/O queue pair.
 type QueueOptions struct {
 	// Depth is the number of entries in each ring; 0 means 256. It is
@@ -430,7 +455,7 @@ func (c *Controller) CreateQueuePair(ctx context.Context, o QueueOptions) (*Queu
 	q, err := newQueuePair(queueParams{
 		id: uint16(qid), depth: depth, format: c.ioFormat, regs: c.regs, dma: c.dma,
 		ops: &c.reg.io, health: c.Check, dstrd: c.dstrd,
-		pageSize: c.pageSize, maxTransfer: c.maxTransfer, lbaShift: c.lbaShift, faults: c.faults,
+		pageSize: c.pageSize, maxTransfer: c.maxTransfer, lbaShift: c.lbaShift, metaFormat: c.metaFormat, faults: c.faults,
 		abort: c.requestAbort, sgls: c.id.SGLS, dataPointer: c.dataPointer,
 	})
 	if err != nil {
@@ -649,8 +674,11 @@ func (c *Controller) retireScratch(err error) {
 const maxCheckedNSID = 1024
 
 // readLBASizes identifies each active namespace (with an NSID below
-// maxCheckedNSID) for its LBA size, so that queue pairs can check that a
-// Read or Write moves exactly as many bytes as its data buffer holds.
+// maxCheckedNSID) for its block format, so that queue pairs can check
+// that a Read or Write moves exactly as many bytes as its data buffer
+// holds (with metadata after each block's data, more than the blocks'
+// data) and has a metadata pointer where the metadata has a buffer of
+// its own.
 func (c *Controller) readLBASizes(ctx context.Context) error {
 	top := uint32(0)
 	for _, id := range c.nsids {
@@ -659,6 +687,7 @@ func (c *Controller) readLBASizes(ctx context.Context) error {
 		}
 	}
 	c.lbaShift = make([]uint8, top+1)
+	c.metaFormat = make([]BlockFormat, top+1)
 	for _, id := range c.nsids {
 		if id >= maxCheckedNSID {
 			continue
@@ -672,7 +701,11 @@ func (c *Controller) readLBASizes(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		c.lbaShift[id] = uint8(bits.TrailingZeros(uint(ns.LBASize)))
+		if f := ns.BlockFormat(); f.Metadata != 0 {
+			c.metaFormat[id] = f
+		} else {
+			c.lbaShift[id] = uint8(bits.TrailingZeros(uint(ns.LBASize)))
+		}
 	}
 	return nil
 }

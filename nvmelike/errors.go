@@ -33,6 +33,10 @@ var (
 	// ErrDataLength: an LBA command's block count and the namespace's
 	// LBA size do not add up to the length of its data buffer.
 	ErrDataLength = errors.New("data buffer length does not match the block count")
+	// ErrNoMetadataPointer: an LBA command on a namespace formatted with
+	// metadata in a buffer of its own has no metadata pointer (MPTR): the
+	// controller would move the metadata to or from IOVA 0.
+	ErrNoMetadataPointer = errors.New("namespace has separate metadata and the command no metadata pointer")
 	// ErrUnalignedBuffer: a data buffer's IOVA is not dword aligned, as
 	// PRPs require.
 	ErrUnalignedBuffer = errors.New("data buffer IOVA not dword aligned")
@@ -129,6 +133,7 @@ var (
 	ErrInvalidQueueID         = &StatusError{SCT: SCTCommandSpecific, SC: 0x01}
 	ErrInvalidQueueSize       = &StatusError{SCT: SCTCommandSpecific, SC: 0x02}
 	ErrInvalidInterruptVector = &StatusError{SCT: SCTCommandSpecific, SC: 0x08}
+	ErrZoneInvalidWrite       = &StatusError{SCT: SCTCommandSpecific, SC: 0xbc}
 	ErrInvalidQueueDeletion   = &StatusError{SCT: SCTCommandSpecific, SC: 0x0c}
 	ErrWriteFault             = &StatusError{SCT: SCTMediaError, SC: 0x80}
 	ErrUnrecoveredRead        = &StatusError{SCT: SCTMediaError, SC: 0x81}

@@ -128,6 +128,9 @@ func (e SQE) SetPRP(prp1, prp2 uint64) {
 	binary.LittleEndian.PutUint64(e[32:40], prp2)
 }
 
+// MPTR returns the metadata pointer (command dwords 4-5).
+func (e SQE) MPTR() uint64 { return binary.LittleEndian.Uint64(e[16:24]) }
+
 // Opcode returns the opcode.
 func (e SQE) Opcode() uint8 { return e[0] }
 

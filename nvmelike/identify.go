@@ -142,6 +142,29 @@ func (ns *IdentifyNamespace) MetadataSize() int {
 	return 0
 }
 
+// BlockFormat is how a namespace's logical blocks travel in a Read or
+// Write: LBASize data bytes each, and Metadata bytes of metadata either
+// after each block's data in the data buffer (Extended) or in a buffer
+// of their own that the command's metadata pointer (MPTR) names.
+type BlockFormat struct {
+	LBASize  int
+	Metadata int
+	Extended bool
+}
+
+// BlockFormat returns the namespace's block format.
+func (ns *IdentifyNamespace) BlockFormat() BlockFormat {
+	return BlockFormat{LBASize: ns.LBASize, Metadata: ns.MetadataSize(), Extended: ns.ExtendedLBA()}
+}
+
+// dataBytes returns the bytes nlb blocks take in the data buffer.
+func (f BlockFormat) dataBytes(nlb int) int {
+	if f.Extended {
+		return nlb * (f.LBASize + f.Metadata)
+	}
+	return nlb * f.LBASize
+}
+
 // ExtendedLBA reports whether the namespace's metadata travels with the
 // data, at the end of each block (FLBAS bit 4), rather than in a separate
 // buffer.
@@ -180,6 +203,77 @@ func ParseIdentifyNamespace(nsid uint32, b []byte) (*IdentifyNamespace, error) {
 	}
 	ns.LBASize = 1 << ns.LBAF[f].LBADS
 	return ns, nil
+}
+
+// Command Set Identifiers (CSI): which I/O command set a namespace
+// speaks, from its Namespace Identification Descriptor list.
+const (
+	CSINVM      uint8 = 0x00 // NVM: reads and writes anywhere
+	CSIKeyValue uint8 = 0x01 // Key Value
+	CSIZoned    uint8 = 0x02 // Zoned Namespace: writes at each zone's write pointer
+)
+
+// CSIName names a Command Set Identifier.
+func CSIName(csi uint8) string {
+	switch csi {
+	case CSINVM:
+		return "NVM"
+	case CSIKeyValue:
+		return "key value"
+	case CSIZoned:
+		return "zoned (ZNS)"
+	}
+	return fmt.Sprintf("command set 0x%02x", csi)
+}
+
+// NamespaceIDs are a namespace's identifiers from its Namespace
+// Identification Descriptor list (Identify CNS 03h). A field the list
+// does not hold is zero; CSI is CSINVM unless HasCSI (controllers before
+// NVMe 2.0 report no CSI, and have only the NVM command set).
+type NamespaceIDs struct {
+	EUI64  [8]byte
+	NGUID  [16]byte
+	UUID   [16]byte
+	CSI    uint8
+	HasCSI bool
+}
+
+// ParseNamespaceDescriptors decodes a Namespace Identification
+// Descriptor list: descriptors of a type (NIDT), a length (NIDL), two
+// reserved bytes and NIDL bytes of identifier, up to one of type 0.
+// Types it does not know are skipped; a known type of the wrong length,
+// or one that runs past the list, is ErrMalformed.
+func ParseNamespaceDescriptors(nsid uint32, b []byte) (*NamespaceIDs, error) {
+	if len(b) < IdentifyDataSize {
+		return nil, fmt.Errorf("namespace %d identification descriptors: %d bytes, want %d: %w", nsid, len(b), IdentifyDataSize, ErrMalformed)
+	}
+	ids := &NamespaceIDs{}
+	for off := 0; off+4 <= IdentifyDataSize; {
+		typ, n := b[off], int(b[off+1])
+		if typ == 0 {
+			break
+		}
+		id := b[off+4:]
+		if off+4+n > IdentifyDataSize {
+			return nil, fmt.Errorf("namespace %d identification descriptor type %d at byte %d: %d bytes run past the list: %w", nsid, typ, off, n, ErrMalformed)
+		}
+		want := map[uint8]int{1: 8, 2: 16, 3: 16, 4: 1}[typ]
+		if want != 0 && n != want {
+			return nil, fmt.Errorf("namespace %d identification descriptor type %d: length %d, want %d: %w", nsid, typ, n, want, ErrMalformed)
+		}
+		switch typ {
+		case 1:
+			copy(ids.EUI64[:], id)
+		case 2:
+			copy(ids.NGUID[:], id)
+		case 3:
+			copy(ids.UUID[:], id)
+		case 4:
+			ids.CSI, ids.HasCSI = id[0], true
+		}
+		off += 4 + n
+	}
+	return ids, nil
 }
 
 // ParseActiveNamespaces decodes an active namespace ID list (CNS 02h): up

@@ -121,10 +121,14 @@ type QueuePair struct {
 	format Format
 	regs   Registers
 	ops    *[256]OpcodeInfo // the registry's table for this queue's opcodes
-	// lbaShift is log2 of the LBA size by NSID (0: unknown), to check the
-	// data length of LBA commands; read-only, shared by all queue pairs.
-	lbaShift []uint8
-	health   func() error // reads CSTS: device gone, controller fatal
+	// lbaShift is log2 of the LBA size by NSID (0: unknown, or a
+	// namespace with metadata), to check the data length of LBA commands
+	// on the short path; metaFormat, as long, holds the block format of
+	// the namespaces formatted with metadata (zero elsewhere), checked on
+	// the general path. Read-only, shared by all queue pairs.
+	lbaShift   []uint8
+	metaFormat []BlockFormat
+	health     func() error // reads CSTS: device gone, controller fatal
 
 	sqDB, cqDB uint64 // doorbell offsets in BAR0
 	sq, cq     Buffer // ring memory
@@ -214,6 +218,7 @@ type queueParams struct {
 	pageSize    int
 	maxTransfer int
 	lbaShift    []uint8
+	metaFormat  []BlockFormat
 	faults      *faultLog
 	abort       func(sqid, cid uint16)
 	// sgls is Identify Controller SGLS and dataPointer the mode asked
@@ -240,6 +245,7 @@ func newQueuePair(p queueParams) (*QueuePair, error) {
 		ops:         p.ops,
 		health:      p.health,
 		lbaShift:    p.lbaShift,
+		metaFormat:  p.metaFormat,
 		sqDB:        SQTailDoorbell(p.id, p.dstrd),
 		cqDB:        CQHeadDoorbell(p.id, p.dstrd),
 		sqeSize:     p.format.SQESize(),
@@ -384,10 +390,18 @@ func (q *QueuePair) submit(cmd *Command, cb Callback, state trackerState) (*trac
 		if op.LBAData && int(cmd.NSID) < len(q.lbaShift) {
 			// The device moves NLB blocks: the buffer must hold exactly that,
 			// or it would read or write memory past the buffer's PRPs.
+			nlb := int(cmd.CDW12&0xffff) + 1
+			want := 0
 			if shift := q.lbaShift[cmd.NSID]; shift != 0 {
-				if want := (int(cmd.CDW12&0xffff) + 1) << shift; want != n {
-					return nil, fmt.Errorf("queue %d: opcode 0x%02x moves %d bytes, the data buffer holds %d: %w", q.id, cmd.Opcode, want, n, ErrDataLength)
+				want = nlb << shift
+			} else if f := q.metaFormat[cmd.NSID]; f.Metadata != 0 {
+				want = f.dataBytes(nlb)
+				if !f.Extended && cmd.MPTR == 0 {
+					return nil, fmt.Errorf("queue %d: opcode 0x%02x on namespace %d (%d bytes of metadata per block, in a buffer of their own): %w", q.id, cmd.Opcode, cmd.NSID, f.Metadata, ErrNoMetadataPointer)
 				}
+			}
+			if want != 0 && want != n {
+				return nil, fmt.Errorf("queue %d: opcode 0x%02x moves %d bytes, the data buffer holds %d: %w", q.id, cmd.Opcode, want, n, ErrDataLength)
 			}
 		}
 		if n > q.maxTransfer {

@@ -94,7 +94,7 @@ func openDevice(ctx context.Context, bdf string, nsids nsidFlag, w bench.Workloa
 			}
 		}
 	}
-	if err := d.addTargets(ctx, bdf, ids, numjobs); err != nil {
+	if err := d.addTargets(ctx, bdf, ids, w, numjobs); err != nil {
 		d.dev.Close()
 		return nil, err
 	}
@@ -123,8 +123,8 @@ func openFor(ctx context.Context, bdf string, nns int, w bench.Workload, numjobs
 	return &device{dev: dev}, nil
 }
 
-// addTargets checks namespaces ids of d and makes a target of each.
-func (d *device) addTargets(ctx context.Context, bdf string, ids []uint32, numjobs int) error {
+// addTargets checks namespaces ids of d for w and makes a target of each.
+func (d *device) addTargets(ctx context.Context, bdf string, ids []uint32, w bench.Workload, numjobs int) error {
 	ctrl := d.dev.Controller()
 	for _, nsid := range ids {
 		if !slices.Contains(ctrl.Namespaces(), nsid) {
@@ -135,6 +135,13 @@ func (d *device) addTargets(ctx context.Context, bdf string, ids []uint32, numjo
 			return fmt.Errorf("%s: %w", bdf, err)
 		}
 		if err := dataOnly(bdf, ns); err != nil {
+			return err
+		}
+		nids, err := ctrl.NamespaceIDs(ctx, nsid)
+		if err != nil {
+			return fmt.Errorf("%s: %w", bdf, err)
+		}
+		if err := commandSetTakes(bdf, nsid, nids.CSI, w.RW); err != nil {
 			return err
 		}
 		d.targets = append(d.targets, bench.Target{Device: bdf, NSID: nsid, LBASize: ns.LBASize, Blocks: ns.NSZE, MaxTransfer: ctrl.MaxTransfer()})
@@ -162,6 +169,23 @@ func dataOnly(bdf string, ns *nvmelike.IdentifyNamespace) error {
 		where = ", after each block's data (extended LBAs)"
 	}
 	return metadataError(bdf, ns.NSID, ms, ns.LBASize, where)
+}
+
+// commandSetTakes refuses a workload rw the namespace's command set (csi)
+// does not take: a zoned namespace reads anywhere but takes writes only
+// at each zone's write pointer (QEMU answers the first stray one with Zone
+// Invalid Write), so only a sequential write may work there; command sets
+// other than these two have no block reads or writes at all.
+func commandSetTakes(bdf string, nsid uint32, csi uint8, rw bench.RW) error {
+	switch {
+	case csi == nvmelike.CSINVM:
+		return nil
+	case csi == nvmelike.CSIZoned && (!rw.Writes() || rw == bench.SeqWrite):
+		return nil
+	case csi == nvmelike.CSIZoned:
+		return fmt.Errorf("--rw %s: %s namespace %d is zoned (ZNS): it takes writes only at each zone's write pointer, and umdbench's %s writes land anywhere in the region; read it (--rw read or randread), or write it in order (--rw write --iodepth 1) from the start of empty zones", rw, bdf, nsid, rw)
+	}
+	return fmt.Errorf("%s namespace %d speaks the %s command set, which has no block reads or writes", bdf, nsid, nvmelike.CSIName(csi))
 }
 
 // metadataError says why umdbench does not run on a namespace with ms

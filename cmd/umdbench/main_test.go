@@ -374,6 +374,28 @@ func TestDataOnly(t *testing.T) {
 	}
 }
 
+// TestCommandSetTakes: a zoned namespace takes reads and sequential
+// writes, not random or mixed ones; a key value namespace takes neither.
+func TestCommandSetTakes(t *testing.T) {
+	for _, c := range []struct {
+		csi  uint8
+		rw   bench.RW
+		want string // "" for no error
+	}{
+		{nvmelike.CSINVM, bench.RandWrite, ""},
+		{nvmelike.CSIZoned, bench.RandRead, ""},
+		{nvmelike.CSIZoned, bench.SeqWrite, ""},
+		{nvmelike.CSIZoned, bench.RandWrite, "--rw randwrite: 0000:03:00.0 namespace 2 is zoned (ZNS)"},
+		{nvmelike.CSIZoned, bench.SeqReadWrite, "--rw rw: 0000:03:00.0 namespace 2 is zoned"},
+		{nvmelike.CSIKeyValue, bench.SeqRead, "namespace 2 speaks the key value command set"},
+	} {
+		err := commandSetTakes("0000:03:00.0", 2, c.csi, c.rw)
+		if (c.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("CSI %d, %v: %v; want %q", c.csi, c.rw, err, c.want)
+		}
+	}
+}
+
 // TestRegionBeyondNamespace: an --offset at or past the end of the
 // namespace, or more jobs than it has blocks of --bs, fail the run with
 // the namespace's size and what was asked for.

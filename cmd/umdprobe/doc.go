@@ -68,7 +68,8 @@
 // "pool_page_size", "pool_fallback" (why the DMA pool has small pages,
 // when it has), "namespaces": [{"nsid", "blocks", "capacity_blocks",
 // "bytes", "lba_size", "format", "formats": [{"index", "lba_size",
-// "metadata", "relative_performance", "in_use"}], "error"}]}.
+// "metadata", "relative_performance", "in_use"}], "csi", "command_set"
+// ("NVM", "zoned (ZNS)", ...), "error"}]}.
 //
 // A trace fault adds "source", "bdf", "direction" ("read"|"write"),
 // "reason", "reason_text", "irq_remap", "pasid" (when present), "owned"

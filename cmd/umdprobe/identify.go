@@ -94,7 +94,12 @@ type nsDoc struct {
 	LBASize  int         `json:"lba_size"`
 	Format   int         `json:"format"`
 	Formats  []formatDoc `json:"formats"`
-	Error    string      `json:"error,omitempty"`
+	// CSI is the command set from the namespace's identification
+	// descriptors (0, NVM, when the controller has none), CommandSet its
+	// name.
+	CSI        uint8  `json:"csi"`
+	CommandSet string `json:"command_set"`
+	Error      string `json:"error,omitempty"`
 }
 
 type formatDoc struct {
@@ -266,6 +271,12 @@ func identifyOne(bdf string) (_ *controllerDoc, err error) {
 			continue
 		}
 		d := nsDoc{NSID: nsid, Blocks: ns.NSZE, Capacity: ns.NCAP, Bytes: ns.NSZE * uint64(ns.LBASize), LBASize: ns.LBASize, Format: ns.Format()}
+		ids, err := ctrl.NamespaceIDs(ctx, nsid)
+		if err != nil {
+			c.Namespaces = append(c.Namespaces, nsDoc{NSID: nsid, Error: err.Error()})
+			continue
+		}
+		d.CSI, d.CommandSet = ids.CSI, nvmelike.CSIName(ids.CSI)
 		for i, f := range ns.LBAF {
 			d.Formats = append(d.Formats, formatDoc{Index: i, LBASize: 1 << f.LBADS, Metadata: int(f.MS), RelPerf: int(f.RP), InUse: i == d.Format})
 		}
@@ -309,7 +320,14 @@ func writeController(w io.Writer, c *controllerDoc) {
 			row(fmt.Sprintf("namespace %d", ns.NSID), "unreadable: %s", ns.Error)
 			continue
 		}
-		row(fmt.Sprintf("namespace %d", ns.NSID), "%d blocks of %d bytes = %s (%d bytes)", ns.Blocks, ns.LBASize, size.Exact(ns.Bytes), ns.Bytes)
+		amount := size.Exact(ns.Bytes)
+		if !strings.HasSuffix(amount, " bytes") {
+			amount += fmt.Sprintf(" (%d bytes)", ns.Bytes)
+		}
+		row(fmt.Sprintf("namespace %d", ns.NSID), "%d blocks of %d bytes = %s", ns.Blocks, ns.LBASize, amount)
+		if ns.CSI != nvmelike.CSINVM {
+			row("  command set", "%s", ns.CommandSet)
+		}
 		var fs []string
 		for _, f := range ns.Formats {
 			s := fmt.Sprintf("#%d %d B", f.Index, f.LBASize)

@@ -51,10 +51,13 @@ func (c *Controller) identifyNamespace(ns *namespace) []byte {
 	le.PutUint64(b[0:], ns.blocks)
 	le.PutUint64(b[8:], ns.blocks)
 	le.PutUint64(b[16:], ns.blocks)
-	b[25] = 1                                      // NLBAF: two formats, 0-based
-	b[26] = 1                                      // FLBAS: format 1
-	le.PutUint32(b[128:], 9<<16)                   // format 0: 512 bytes
-	le.PutUint32(b[132:], uint32(ns.lbaShift)<<16) // format 1: the namespace's
+	b[25] = 1                                                    // NLBAF: two formats, 0-based
+	b[26] = 1                                                    // FLBAS: format 1
+	le.PutUint32(b[128:], 9<<16)                                 // format 0: 512 bytes
+	le.PutUint32(b[132:], uint32(ns.lbaShift)<<16|uint32(ns.ms)) // format 1: the namespace's
+	if ns.extended {
+		b[26] |= 0x10
+	}
 	return b
 }
 
@@ -73,6 +76,16 @@ func (c *Controller) admin(e nvmelike.SQE) (dw0 uint32, status uint16) {
 				return 0, statusInvalidNamespace
 			}
 			data = c.identifyNamespace(c.ns[nsid-1])
+		case nvmelike.IdentifyCNSNSDescriptors:
+			nsid := e.NSID()
+			if nsid == 0 || int(nsid) > len(c.ns) {
+				return 0, statusInvalidNamespace
+			}
+			// An NGUID made of the NSID, then the command set.
+			data = make([]byte, nvmelike.IdentifyDataSize)
+			data[0], data[1] = 2, 16
+			binary.BigEndian.PutUint32(data[4+12:], nsid)
+			data[20], data[21], data[24] = 4, 1, c.ns[nsid-1].csi
 		case nvmelike.IdentifyCNSActiveNSList:
 			data = make([]byte, nvmelike.IdentifyDataSize)
 			j := 0

@@ -69,6 +69,21 @@ func (c *Controller) io(e nvmelike.SQE) (dw0 uint32, status uint16) {
 			return 0, statusLBAOutOfRange
 		}
 		data := ns.data[slba<<ns.lbaShift : (slba+nlb)<<ns.lbaShift]
+		if ns.extended {
+			stride := uint64(1)<<ns.lbaShift + uint64(ns.ms)
+			data = ns.data[slba*stride : (slba+nlb)*stride]
+		} else if ns.ms != 0 && (e.Opcode() == nvmelike.CmdRead || e.Opcode() == nvmelike.CmdWrite) {
+			meta := ns.meta[slba*uint64(ns.ms) : (slba+nlb)*uint64(ns.ms)]
+			host, ok := c.mem.Translate(e.MPTR(), len(meta))
+			if !ok {
+				return 0, statusDataTransfer
+			}
+			if e.Opcode() == nvmelike.CmdRead {
+				copy(host, meta)
+			} else {
+				copy(meta, host)
+			}
+		}
 		switch e.Opcode() {
 		case OpcodeCRC32C:
 			return crc32.Checksum(data, castagnoli), 0

@@ -63,9 +63,23 @@ type Config struct {
 type NamespaceConfig struct {
 	Blocks  uint64
 	LBASize int // a power of two from 512; 0 means 512
+	// CSI is the command set its identification descriptors report
+	// (nvmelike.CSINVM, the zero value, or another). The simulator still
+	// executes NVM commands on it, without zones' rules.
+	CSI uint8
+	// Metadata is the metadata bytes per block of its format (0: none),
+	// moved after each block's data when Extended, else to and from the
+	// buffer a command's MPTR names (contiguous; an unmapped MPTR fails
+	// the command with a data transfer error, as an IOMMU fault would).
+	Metadata int
+	Extended bool
 }
 
 type namespace struct {
+	csi      uint8
+	ms       int  // metadata bytes per block
+	extended bool // metadata in data, after each block; else in meta
+	meta     []byte
 	lbaShift uint
 	blocks   uint64
 	data     []byte
@@ -184,7 +198,14 @@ func New(mem *Memory, cfg Config) *Controller {
 		for 1<<shift < lbs {
 			shift++
 		}
-		c.ns = append(c.ns, &namespace{lbaShift: shift, blocks: n.Blocks, data: make([]byte, n.Blocks<<shift)})
+		ns := &namespace{csi: n.CSI, ms: n.Metadata, extended: n.Extended, lbaShift: shift, blocks: n.Blocks}
+		if ns.extended {
+			ns.data = make([]byte, n.Blocks*uint64(lbs+n.Metadata))
+		} else {
+			ns.data = make([]byte, n.Blocks<<shift)
+			ns.meta = make([]byte, n.Blocks*uint64(n.Metadata))
+		}
+		c.ns = append(c.ns, ns)
 	}
 	c.idCtrl = c.identifyController()
 	c.sqs = make([]*sq, cfg.MaxQueues+1)
