@@ -51,6 +51,11 @@ type Config struct {
 	// counts them; "mark TEXT" lines the guest writes to its status port
 	// (ttyS2) are stamped into it.
 	Trace *TraceCounter
+	// ExtraArgs are appended to QEMU's command line after the topology's
+	// devices: a device the topologies lack (a zoned namespace, a
+	// controller with one interrupt vector, ...), with any backing file
+	// it needs made by the caller.
+	ExtraArgs []string
 }
 
 // Result is the outcome of a run that booted.
@@ -185,6 +190,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		"-serial", "chardev:status",
 	}
 	args = append(args, devArgs...)
+	args = append(args, cfg.ExtraArgs...)
 	var traceR, traceW *os.File
 	if cfg.Trace != nil {
 		events := filepath.Join(dir, "trace-events")

@@ -98,6 +98,7 @@ type options struct {
 	console  bool
 	verbose  bool
 	with     string
+	qemuArgs string
 }
 
 func newFlags(name string) *flag.FlagSet { return parseOptions(name).fs }
@@ -113,6 +114,7 @@ func parseOptions(name string) *options {
 	o.fs.IntVar(&o.huge, "hugepages", 128, "2 MiB hugepages reserved in the guest")
 	o.fs.BoolVar(&o.console, "console", false, "copy the kernel console to stderr as it comes")
 	o.fs.BoolVar(&o.verbose, "v", false, "verbose: show every test's output")
+	o.fs.StringVar(&o.qemuArgs, "qemu-args", "", "more QEMU arguments, split at white space, after the topology's devices: to try a device no topology has, e.g. '-drive file=/tmp/z.img,if=none,id=z,format=raw -device nvme,serial=z1,id=z1,msix_qsize=1 -device nvme-ns,bus=z1,drive=z,zoned=on' (make the image first: truncate -s 64M /tmp/z.img)")
 	o.fs.StringVar(&o.with, "with", "", "host programs to carry into the guest with their shared libraries, comma-separated: fio (installed on the host first when missing), spdk_nvme_perf (built by you: Debian does not package SPDK)")
 	return o
 }
@@ -227,6 +229,7 @@ func (o *options) prepare() (qemu.Config, string, error) {
 		Cache:     cache,
 		Stdout:    os.Stdout,
 		Files:     files,
+		ExtraArgs: strings.Fields(o.qemuArgs),
 	}
 	if cfg.DiskAIO == "" {
 		cfg.DiskAIO = qemu.DefaultAIO() // resolved here, to be reported
