@@ -34,9 +34,15 @@ fetch: deps
 
 # Unit tests on the host, then the guest tests: the harness's own boot
 # tests (tag vm), one boot per kernel with the `cards` topology running
-# every guest test, a `numa` boot, and a boot with the kernel's own nvme
+# every guest test, a `numa` boot, `sriov` and `quirks` boots per kernel
+# for the tests that need them, and a boot with the kernel's own nvme
 # driver for the harness's checks.
 test: test-host test-guest test-cluster
+
+# The guest tests that know the quirks topology's controllers (zoned,
+# metadata, one vector, one queue): most others take any controller for a
+# plain one.
+QUIRKS_TESTS = Quirks|TestGuestIdentify$$|TestOpenEveryController|TestGuestProbe
 
 test-host: deps
 	$(GO) test ./...
@@ -50,6 +56,9 @@ test-guest: deps
 	$(UMDVM) test -kernel 6.12 -topology numa || rc=1; \
 	for k in $(TEST_KERNELS); do \
 		$(UMDVM) test -kernel $$k -topology sriov ./sriov/ ./vfio/ ./broker/ || rc=1; \
+	done; \
+	for k in $(TEST_KERNELS); do \
+		$(UMDVM) test -kernel $$k -topology quirks -run '$(QUIRKS_TESTS)' . ./cmd/umdbench/ ./cmd/umdprobe/ || rc=1; \
 	done; \
 	$(UMDVM) test -kernel 6.1 -topology single -driver nvme ./qemu/... || rc=1; \
 	exit $$rc

@@ -50,6 +50,13 @@ type Controller struct {
 	// BlockSizes lists each namespace's logical block size in bytes, in
 	// NSID order; a missing or zero entry means 512.
 	BlockSizes []int
+	// Properties are more of QEMU's nvme device properties, as
+	// "name=value,name=value" (msix_qsize=1, mdts=1, cmb_size_mb=16, ...).
+	Properties string
+	// NamespaceProperties are more nvme-ns properties for each namespace,
+	// in NSID order (zoned=true, ms=8,mset=1, ...); missing or empty for
+	// none.
+	NamespaceProperties []string
 	// SRIOV, when set, makes the controller an SR-IOV physical function
 	// (QEMU's sriov_max_vfs) in an NVMe subsystem of its own, which SR-IOV
 	// needs. Its Namespaces are then private to it; the subsystem also
@@ -127,6 +134,19 @@ var Topologies = map[string]Topology{
 				{Serial: "umd-numa1-a", Namespaces: []int{64}},
 				{Serial: "umd-numa1-b", Namespaces: []int{48, 16}},
 			}},
+		},
+	},
+	"quirks": {
+		Name: "quirks",
+		Description: "NVMe controllers unlike the common case, each on a root port: a controller " +
+			"memory buffer; a zoned namespace; namespaces formatted with metadata, in a separate " +
+			"buffer and extended; one MSI-X vector; one I/O queue pair and 8 KiB transfers",
+		RootPorts: []Controller{
+			{Serial: "umd-quirk-cmb", Namespaces: []int{64}, Properties: "cmb_size_mb=16"},
+			{Serial: "umd-quirk-zns", Namespaces: []int{64}, NamespaceProperties: []string{"zoned=true,zoned.zone_size=4M"}},
+			{Serial: "umd-quirk-meta", Namespaces: []int{32, 32}, NamespaceProperties: []string{"ms=8,mset=0", "ms=8,mset=1"}},
+			{Serial: "umd-quirk-1vec", Namespaces: []int{64}, Properties: "msix_qsize=1"},
+			{Serial: "umd-quirk-small", Namespaces: []int{32}, Properties: "max_ioqpairs=1,mdts=1"},
 		},
 	},
 	"sriov": {
@@ -220,6 +240,9 @@ func (t Topology) qemuArgs(dir string, memMiB, cpus int, aio string) ([]string, 
 		if bus != "" {
 			dev += ",bus=" + bus
 		}
+		if c.Properties != "" {
+			dev += "," + c.Properties
+		}
 		// Namespaces of an SR-IOV controller stay its own (shared=off):
 		// the subsystem would otherwise attach them to every VF too.
 		nsExtra := ""
@@ -238,7 +261,11 @@ func (t Topology) qemuArgs(dir string, memMiB, cpus int, aio string) ([]string, 
 			add("-device", fmt.Sprintf("nvme-ns,drive=%s,bus=%s,nsid=%d,logical_block_size=%d,physical_block_size=%d%s", drive, id, nsid, bs, bs, extra))
 		}
 		for i, mib := range c.Namespaces {
-			namespace(i+1, mib, c.BlockSize(i), nsExtra)
+			extra := nsExtra
+			if i < len(c.NamespaceProperties) && c.NamespaceProperties[i] != "" {
+				extra += "," + c.NamespaceProperties[i]
+			}
+			namespace(i+1, mib, c.BlockSize(i), extra)
 		}
 		if c.SRIOV != nil {
 			for i, mib := range c.SRIOV.VFNamespaces {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/umdkit/umd/internal/fdleak"
 	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/qemu/guest"
+	"github.com/umdkit/umd/qemu/guest/guestdev"
 )
 
 // fioJSON is the part of umdbench's JSON the guest tests look at, under
@@ -579,4 +581,56 @@ func hasOpen(t *testing.T, path string) bool {
 		}
 	}
 	return false
+}
+
+// TestGuestQuirks runs umdbench on the quirks topology's controllers, each
+// unlike the common case in one way, and checks each either works or is
+// refused saying why: a controller memory buffer changes nothing; a zoned
+// namespace takes reads and an in-order write, not random writes; a
+// namespace formatted with metadata is refused; one MSI-X vector is shared
+// by the admin queue and every job's queue; one I/O queue pair and 8 KiB
+// transfers bound --numjobs and --bs.
+func TestGuestQuirks(t *testing.T) {
+	guest.Require(t)
+	dev := guestdev.BySerial(t, "umd-quirk-cmb", "umd-quirk-zns", "umd-quirk-meta", "umd-quirk-1vec", "umd-quirk-small")
+	cmb, zns, meta, onevec, small := dev["umd-quirk-cmb"], dev["umd-quirk-zns"], dev["umd-quirk-meta"], dev["umd-quirk-1vec"], dev["umd-quirk-small"]
+	for _, c := range []struct {
+		args []string
+		want string // in the error; "" when the run must pass
+	}{
+		{[]string{"--rw", "randrw", "--size", "4m", "--verify", "--completion", "irq", cmb}, ""},
+		{[]string{"--rw", "randwrite", "--size", "4m", zns}, "is zoned (ZNS): it takes writes only at each zone's write pointer"},
+		{[]string{"--rw", "rw", "--size", "4m", zns}, "is zoned (ZNS)"},
+		// Zones fill as they are written and this leaves them full: one
+		// run per boot (the default -count=1).
+		{[]string{"--rw", "write", "--bs", "16k", "--size", "8m", "--verify", zns}, ""},
+		{[]string{"--rw", "randread", "--size", "8m", "--verify", "--iodepth", "8", zns}, ""},
+		{[]string{"--rw", "randread", "--size", "4m", meta}, "namespace 1 is formatted with 8 bytes of metadata per 512-byte block, in a separate buffer"},
+		{[]string{"--rw", "randread", "--size", "4m", "--nsid", "2", meta}, "after each block's data (extended LBAs)"},
+		{[]string{"--rw", "randrw", "--size", "2m", "--verify", "--completion", "irq", "--numjobs", "3", "--iodepth", "4", onevec}, ""},
+		{[]string{"--rw", "randread", "--size", "2m", "--numjobs", "2", small}, "--numjobs 2: " + small + " grants 1 I/O queue pairs"},
+		{[]string{"--rw", "randread", "--size", "2m", "--bs", "16k", small}, "--bs 16 KiB is larger than the largest transfer " + small + " takes (8 KiB)"},
+		{[]string{"--rw", "randrw", "--size", "2m", "--bs", "8k", "--verify", "--completion", "irq", small}, ""},
+	} {
+		code, out, errOut := umdbench(t, append(c.args, "-o", "json")...)
+		if c.want != "" {
+			if code == exitOK || !strings.Contains(errOut, c.want) {
+				t.Errorf("umdbench %q: exit %d, %q; want an error saying %q", c.args, code, errOut, c.want)
+			}
+			continue
+		}
+		if code != exitOK {
+			t.Errorf("umdbench %q: exit %d: %s", c.args, code, errOut)
+			continue
+		}
+		var doc fioJSON
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("umdbench %q: %v", c.args, err)
+		}
+		for _, j := range doc.Jobs {
+			if j.Error != 0 || j.UMD.IOs == 0 || j.UMD.Verified == 0 && slices.Contains(c.args, "--verify") {
+				t.Errorf("umdbench %q: job %s: error %d, %d I/Os, %d blocks verified", c.args, j.JobName, j.Error, j.UMD.IOs, j.UMD.Verified)
+			}
+		}
+	}
 }

@@ -4,14 +4,20 @@ package main
 
 import (
 	"encoding/json"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/qemu"
 	"github.com/umdkit/umd/qemu/guest"
 )
 
 // TestGuestIdentify identifies every NVMe controller of the guest through
-// umd and checks serials and namespaces against the topology.
+// umd and checks serials, namespaces (their sizes and command sets) and
+// transfer limits against the topology.
 func TestGuestIdentify(t *testing.T) {
 	guest.Require(t)
 	if d := guest.Driver(); d != "" && d != "vfio-pci" {
@@ -51,12 +57,48 @@ func TestGuestIdentify(t *testing.T) {
 			continue
 		}
 		for j, ns := range c.Namespaces {
-			if ns.Error != "" || ns.NSID != uint32(j+1) || ns.Bytes != uint64(w.Namespaces[j])<<20 {
+			var nsProps string
+			if j < len(w.NamespaceProperties) {
+				nsProps = w.NamespaceProperties[j]
+			}
+			// QEMU keeps a namespace's metadata in its backing file: one
+			// formatted with metadata has fewer bytes of data.
+			size := uint64(w.Namespaces[j]) << 20
+			bytesOK := ns.Bytes == size
+			if _, ok := property(nsProps, "ms"); ok {
+				bytesOK = ns.Bytes < size && ns.Bytes > size*9/10
+			}
+			if ns.Error != "" || ns.NSID != uint32(j+1) || !bytesOK {
 				t.Errorf("%s (%s) namespace %d: %+v; topology says %d MiB", c.BDF, c.Serial, j+1, ns, w.Namespaces[j])
+			}
+			csi := nvmelike.CSINVM
+			if v, _ := property(nsProps, "zoned"); v == "true" {
+				csi = nvmelike.CSIZoned
+			}
+			if ns.CSI != csi || ns.CommandSet != nvmelike.CSIName(csi) {
+				t.Errorf("%s (%s) namespace %d: command set %d (%q), want %d", c.BDF, c.Serial, j+1, ns.CSI, ns.CommandSet, csi)
 			}
 		}
 		if c.MaxTransfer == 0 || c.EngineMaxTransfer == 0 || c.PoolPageSize == 0 {
 			t.Errorf("%s: max transfer %d, engine %d, pool pages %d", c.BDF, c.MaxTransfer, c.EngineMaxTransfer, c.PoolPageSize)
+		}
+		if v, ok := property(w.Properties, "mdts"); ok {
+			if n, _ := strconv.Atoi(v); c.MDTS != uint8(n) || c.MaxTransfer != 4096<<n || c.EngineMaxTransfer != 4096<<n {
+				t.Errorf("%s (%s): MDTS %d, max transfer %d, the engine's %d; want mdts=%s", c.BDF, c.Serial, c.MDTS, c.MaxTransfer, c.EngineMaxTransfer, v)
+			}
+		}
+		if zoned := slices.ContainsFunc(c.Namespaces, func(ns nsDoc) bool { return ns.CSI == nvmelike.CSIZoned }); zoned {
+			// The text form says so.
+			_, text, _ := umdprobe(t, "identify", c.BDF)
+			if !regexp.MustCompile(`(?m)^    command set +zoned \(ZNS\)$`).MatchString(text) {
+				t.Errorf("identify %s: no command set line for its zoned namespace:\n%s", c.BDF, text)
+			}
+		}
+	}
+
+	for sn := range want {
+		if !seen[sn] {
+			t.Errorf("controller %s of the topology not identified", sn)
 		}
 	}
 
@@ -71,4 +113,15 @@ func TestGuestIdentify(t *testing.T) {
 	if code != exitNoMatch || out != "" || errOut != "umdprobe: the selected functions are bridges and ports, not NVMe controllers\n" {
 		t.Errorf("identify 00:00.0: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+}
+
+// property returns the value of name in QEMU properties "a=1,b=2" and
+// whether it is there.
+func property(props, name string) (string, bool) {
+	for _, p := range strings.Split(props, ",") {
+		if k, v, ok := strings.Cut(p, "="); ok && k == name {
+			return v, true
+		}
+	}
+	return "", false
 }

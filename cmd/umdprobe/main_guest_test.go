@@ -20,6 +20,7 @@ func TestGuestProbe(t *testing.T) {
 		"cards":  {2, 1, 5},
 		"numa":   {0, 4, 4},
 		"sriov":  {0, 1, 1}, // VFs disabled
+		"quirks": {0, 5, 5},
 	}
 	w, ok := want[guest.Topology()]
 	if !ok {

@@ -9,6 +9,7 @@ package guestdev
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -65,4 +66,34 @@ func Alloc(t testing.TB, dev *umd.Device, n int) nvmelike.Buffer {
 	}
 	t.Cleanup(func() { dev.Free(b) })
 	return b
+}
+
+// BySerial returns the address of each function bound to vfio-pci whose
+// NVMe serial number is one of serials, opening each function to read
+// it. t is skipped when the topology has not all of them (the serials
+// are in qemu.Topologies).
+func BySerial(t testing.TB, serials ...string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	found := map[string]string{}
+	for _, bdf := range guest.DriverFunctions(t, "vfio-pci") {
+		dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 4 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sn := dev.Controller().IdentifyController().SN
+		if err := dev.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(serials, sn) {
+			found[sn] = bdf
+		}
+	}
+	for _, sn := range serials {
+		if found[sn] == "" {
+			t.Skipf("topology %s has no controller with serial %s", guest.Topology(), sn)
+		}
+	}
+	return found
 }
