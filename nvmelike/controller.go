@@ -383,13 +383,7 @@ func (c *Controller) Admin(ctx context.Context, cmd *Command) (Completion, error
 func (c *Controller) IdentifyNamespace(ctx context.Context, nsid uint32) (*IdentifyNamespace, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return nil, ErrClosed
-	}
-	clear(c.scratch.Bytes)
-	cmd := IdentifyCommand(IdentifyCNSNamespace, nsid, c.scratch)
-	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		c.retireScratch(err)
+	if err := c.identify(ctx, IdentifyCNSNamespace, nsid); err != nil {
 		return nil, fmt.Errorf("identify namespace %d: %w", nsid, err)
 	}
 	return ParseIdentifyNamespace(nsid, c.scratch.Bytes)
@@ -404,19 +398,27 @@ func (c *Controller) IdentifyNamespace(ctx context.Context, nsid uint32) (*Ident
 func (c *Controller) NamespaceIDs(ctx context.Context, nsid uint32) (*NamespaceIDs, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return nil, ErrClosed
-	}
-	clear(c.scratch.Bytes)
-	cmd := IdentifyCommand(IdentifyCNSNSDescriptors, nsid, c.scratch)
-	if _, err := c.adminExec(ctx, &cmd); err != nil {
-		c.retireScratch(err)
-		if errors.Is(err, ErrInvalidField) {
-			return &NamespaceIDs{}, nil
-		}
+	if err := c.identify(ctx, IdentifyCNSNSDescriptors, nsid); errors.Is(err, ErrInvalidField) {
+		return &NamespaceIDs{}, nil
+	} else if err != nil {
 		return nil, fmt.Errorf("namespace %d identification descriptors: %w", nsid, err)
 	}
 	return ParseNamespaceDescriptors(nsid, c.scratch.Bytes)
+}
+
+// identify reads Identify data structure cns of nsid into c.scratch;
+// c.mu is held.
+func (c *Controller) identify(ctx context.Context, cns uint8, nsid uint32) error {
+	if c.closed {
+		return ErrClosed
+	}
+	clear(c.scratch.Bytes)
+	cmd := IdentifyCommand(cns, nsid, c.scratch)
+	if _, err := c.adminExec(ctx, &cmd); err != nil {
+		c.retireScratch(err)
+		return err
+	}
+	return nil
 }
 
 // QueueOptions configure an I/O queue pair.

@@ -221,15 +221,13 @@ func checkRound(ctx context.Context, dev *umd.Device, nsid uint32, seed byte, r 
 	return nil
 }
 
-// TestVFVerifiedIO gives one VF a namespace of its own and drives it
-// with umd.Open: it sees that namespace only, and I/O on it reads back
-// what was written.
-func TestVFVerifiedIO(t *testing.T) {
-	guest.Require(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// openVF enables one VF with two I/O queues and the given interrupt
+// vectors, attaches the first namespace the topology keeps detached to it
+// (checking the PF does not see it), and opens the VF.
+func openVF(ctx context.Context, t *testing.T, vectors int) (*sriov.PF, sriov.VF, uint32, *umd.Device) {
+	t.Helper()
 	pf, c := openPF(ctx, t)
-	p := enable(ctx, t, pf, sriov.Options{VFs: 1, IOQueues: 2, Vectors: 2})
+	p := enable(ctx, t, pf, sriov.Options{VFs: 1, IOQueues: 2, Vectors: vectors})
 	vf := p.VFs()[0]
 	nsid := uint32(len(c.Namespaces) + 1)
 	if slices.Contains(pf.Controller().Namespaces(), nsid) {
@@ -242,6 +240,17 @@ func TestVFVerifiedIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, vf, nsid, dev
+}
+
+// TestVFVerifiedIO gives one VF a namespace of its own and drives it
+// with umd.Open: it sees that namespace only, and I/O on it reads back
+// what was written.
+func TestVFVerifiedIO(t *testing.T) {
+	guest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p, vf, nsid, dev := openVF(ctx, t, 2)
 	defer dev.Close()
 	id := dev.Controller().IdentifyController()
 	if id.CNTLID != vf.ControllerID {
@@ -279,17 +288,7 @@ func TestVFOneVector(t *testing.T) {
 	guest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pf, c := openPF(ctx, t)
-	p := enable(ctx, t, pf, sriov.Options{VFs: 1, IOQueues: 2, Vectors: 1})
-	vf := p.VFs()[0]
-	nsid := uint32(len(c.Namespaces) + 1)
-	if err := p.AttachNamespace(ctx, nsid, vf); err != nil {
-		t.Fatal(err)
-	}
-	dev, err := umd.Open(ctx, vf.BDF, &umd.Options{PoolSize: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, vf, nsid, dev := openVF(ctx, t, 1)
 	defer dev.Close()
 	if vf.Vectors != 1 {
 		t.Fatalf("the VF was given %d vectors, want 1", vf.Vectors)
