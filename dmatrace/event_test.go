@@ -129,6 +129,24 @@ func TestParseKmsg(t *testing.T) {
 			"DMAR: [INTR-REMAP] Request device [00:03.0] fault index 0x2a [fault reason 0x22] Present field in the IRTE entry is clear",
 			Fault{Source: SourceKmsg, BDF: "0000:00:03.0", IOVA: 0x2a, Reason: 0x22, IRQRemap: true},
 		},
+		{
+			// Before 5.13: the PASID after the device, no 0x, a decimal reason.
+			"DMAR: [DMA Write] Request device [03:00.0] PASID ffffffff fault addr 3000 [fault reason 05] PTE Write access is not set",
+			Fault{Source: SourceKmsg, BDF: "0000:03:00.0", IOVA: 0x3000, Write: true, Reason: 5},
+		},
+		{
+			"DMAR: [DMA Read] Request device [82:1f.7] PASID 1f fault addr fffff000 [fault reason 12] Some reason",
+			Fault{Source: SourceKmsg, BDF: "0000:82:1f.7", IOVA: 0xfffff000, Reason: 12, PASID: 0x1f, HasPASID: true},
+		},
+		{
+			"DMAR: [INTR-REMAP] Request device [00:03.0] fault index 2a [fault reason 34] Present field in the IRTE entry is clear",
+			Fault{Source: SourceKmsg, BDF: "0000:00:03.0", IOVA: 0x2a, Reason: 0x22, IRQRemap: true},
+		},
+		{
+			// Bus and device with 0x, as some kernels between wrote them.
+			"DMAR: [DMA Write NO_PASID] Request device [0x03:0x00.0] fault addr 0x3000 [fault reason 0x05] PTE Write access is not set",
+			Fault{Source: SourceKmsg, BDF: "0000:03:00.0", IOVA: 0x3000, Write: true, Reason: 5},
+		},
 	} {
 		got, ok := ParseKmsg(c.line)
 		if !ok || got != c.want {
@@ -138,7 +156,9 @@ func TestParseKmsg(t *testing.T) {
 	for _, line := range []string{
 		"",
 		"DMAR: DRHD: handling fault status reg 2",
-		"DMAR: [DMA Write NO_PASID] Request device [00:20.0] fault addr 0x900000 [fault reason 0x05] x", // device 0x20 > 0x1f
+		"DMAR: [DMA Write NO_PASID] Request device [00:20.0] fault addr 0x900000 [fault reason 0x05] x",  // device 0x20 > 0x1f
+		"DMAR: [DMA Write] Request device [03:00.0] PASID ffffffff fault addr 3000 [fault reason 5a] x",  // a decimal reason of hex digits
+		"DMAR: [DMA Write] Request device [03:00.0] PASID ffffffff fault addr 3000 [fault reason 300] x", // above 255
 		"nvme nvme0: I/O 12 QID 0 timeout",
 	} {
 		if f, ok := ParseKmsg(line); ok {

@@ -17,13 +17,20 @@ import (
 //
 //	DMAR: [DMA Write NO_PASID] Request device [00:03.0] fault addr 0x900000 [fault reason 0x05] PTE Write access is not set
 //
+// Kernels before 5.13 wrote the PASID after the device (ffffffff for
+// none), the address without 0x and the reason in decimal:
+//
+//	DMAR: [DMA Write] Request device [00:03.0] PASID ffffffff fault addr 900000 [fault reason 05] PTE Write access is not set
+//
+// and some between wrote the bus and device with 0x ([0x00:0x03.0]).
+//
 // The kernel rate-limits these lines (10 per 5 s), prints no PCI segment,
 // and the line reaches /dev/kmsg after the handler ran; Fault.Time is when
 // this package read it.
 
 const kmsgPath = "/dev/kmsg"
 
-var dmarLine = regexp.MustCompile(`DMAR: \[(DMA Read|DMA Write|INTR-REMAP)(?: NO_PASID| PASID 0x([0-9a-fA-F]+))?\] Request device \[(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])\](?: PASID [0-9a-fA-F]+)? fault (?:addr|index) 0x([0-9a-fA-F]+) \[fault reason 0x([0-9a-fA-F]+)\]`)
+var dmarLine = regexp.MustCompile(`DMAR: \[(DMA Read|DMA Write|INTR-REMAP)(?: NO_PASID| PASID 0x([0-9a-fA-F]+))?\] Request device \[(?:([0-9a-fA-F]{4}):)?(?:0x)?([0-9a-fA-F]{2}):(?:0x)?([0-9a-fA-F]{2})\.([0-7])\](?: PASID ([0-9a-fA-F]+))? fault (?:addr|index) (?:0x)?([0-9a-fA-F]+) \[fault reason (0x)?([0-9a-fA-F]+)\]`)
 
 // ParseKmsg parses one kernel log line (a /dev/kmsg record, a dmesg line)
 // as a VT-d fault. ok is false when the line is not one.
@@ -41,16 +48,26 @@ func ParseKmsg(line string) (f Fault, ok bool) {
 		seg = num(m[3], 16)
 	}
 	bus, dev, fn := num(m[4], 8), num(m[5], 8), num(m[6], 8)
+	reason := num(m[10], 8)
+	if m[9] == "" { // the old kernels' decimal
+		r, err := strconv.ParseUint(m[10], 10, 8)
+		if err != nil {
+			return Fault{}, false
+		}
+		reason = r
+	}
 	f = Fault{
 		Source:   SourceKmsg,
 		BDF:      fmt.Sprintf("%04x:%02x:%02x.%d", seg, bus, dev, fn),
-		IOVA:     num(m[7], 64),
+		IOVA:     num(m[8], 64),
 		Write:    m[1] == "DMA Write",
-		Reason:   uint8(num(m[8], 8)),
+		Reason:   uint8(reason),
 		IRQRemap: m[1] == "INTR-REMAP",
 	}
 	if m[2] != "" {
 		f.HasPASID, f.PASID = true, uint32(num(m[2], 32))
+	} else if m[7] != "" && !strings.EqualFold(m[7], "ffffffff") {
+		f.HasPASID, f.PASID = true, uint32(num(m[7], 32))
 	}
 	if dev > 0x1f {
 		return Fault{}, false

@@ -11,8 +11,10 @@
 //     pool falls back to smaller pages, down to a plain memfd of 4 KiB
 //     pages, and says so in Info().Fallback; it never does so silently.
 //   - Residency. Every page is faulted in when the pool is made
-//     (MADV_POPULATE_WRITE) and locked (mlock), so a device never DMAs
-//     to a page that is not there and the kernel never moves one.
+//     (MADV_POPULATE_WRITE; before Linux 5.14, by the kernel copying a
+//     byte of each page through a pipe) and locked (mlock), so a device
+//     never DMAs to a page that is not there and the kernel never moves
+//     one.
 //   - NUMA placement (Options.NUMANode): mbind(2) before the first
 //     touch, MPOL_BIND or MPOL_PREFERRED, then a check of where every
 //     page landed (Info().NodePages).
@@ -46,6 +48,5 @@
 // must not be used after it is closed, nor while a device may still DMA
 // to them (unmap them from the IOMMU first).
 //
-// The package needs Linux 5.14 or newer (MADV_POPULATE_WRITE). All use of
-// package unsafe is in files named *_unsafe.go.
+// All use of package unsafe is in files named *_unsafe.go.
 package hugepage

@@ -150,7 +150,9 @@ func withMemlockLimit(t *testing.T, limit uint64, f func()) {
 	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &old); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: limit, Max: old.Max}); err != nil {
+	// Kernels before 5.16 default to a 64 KiB hard limit: raise it (as
+	// root) when the soft limit asked for is above it.
+	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: limit, Max: max(old.Max, limit)}); err != nil {
 		t.Fatalf("lowering RLIMIT_MEMLOCK: %v", err)
 	}
 	defer func() {

@@ -257,7 +257,7 @@ func create(opts Options, pageSize int) (_ *Pool, err error) {
 			return nil, fmt.Errorf("placing the memory on NUMA node %d (mbind %s): %w", opts.NUMANode, name, err)
 		}
 	}
-	if err = populate(p.mem, huge, shortage); err != nil {
+	if err = populate(p.mem, pageSize, shortage); err != nil {
 		return nil, err
 	}
 	// Locking keeps 4 KiB pages from being swapped out or migrated
@@ -304,9 +304,16 @@ func openBacking(info *Info, opts Options, pageSize int) (fd int, sealable bool,
 
 // populate faults in every page of mem for writing. MADV_POPULATE_WRITE
 // (Linux 5.14) reports what the faults met, where touching the pages
-// from Go would die of SIGBUS when a hugepage cannot be had.
-func populate(mem []byte, huge bool, shortage func(error) *HugepageError) error {
+// from Go would die of SIGBUS when a hugepage cannot be had. Older
+// kernels refuse the advice (EINVAL); there the pages are faulted in by
+// the kernel itself, one system call per page (faultInByCopy), which
+// turns that SIGBUS into EFAULT too.
+func populate(mem []byte, pageSize int, shortage func(error) *HugepageError) error {
+	huge := pageSize != Page4K
 	err := unix.Madvise(mem, unix.MADV_POPULATE_WRITE)
+	if err == unix.EINVAL {
+		err = faultInByCopy(mem, pageSize)
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -315,10 +322,34 @@ func populate(mem []byte, huge bool, shortage func(error) *HugepageError) error 
 		// reservation could not be met where the policy allows, such
 		// as on a node with no free pages left.
 		return shortage(err)
-	case err == unix.EINVAL:
-		return fmt.Errorf("pre-faulting the memory (MADV_POPULATE_WRITE needs Linux 5.14 or newer): %w", err)
 	}
 	return fmt.Errorf("pre-faulting the memory: %w", err)
+}
+
+// faultInByCopy faults in each page of mem, as MADV_POPULATE_WRITE does,
+// on kernels without it: the kernel copies the page's first byte into a
+// pipe (write(2) reads it from user memory, faulting the page in) and
+// back out onto itself (read(2) writes the same byte back: a write fault,
+// and the content stays as it was, which matters for a pool another
+// process filled). A fault the kernel cannot meet makes the call fail
+// with EFAULT instead of raising SIGBUS.
+func faultInByCopy(mem []byte, pageSize int) error {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	for off := 0; off < len(mem); off += pageSize {
+		b := mem[off : off+1]
+		if _, err := unix.Write(fds[1], b); err != nil {
+			return err
+		}
+		if _, err := unix.Read(fds[0], b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // placement reports the node of each page of mem; numa is false on a
@@ -469,11 +500,10 @@ func OpenPool(fd int) (_ *Pool, err error) {
 	// The pages normally exist already (the sender populated them); this
 	// maps them all now, and finds a hole as an error rather than a
 	// SIGBUS later.
-	huge := pageSize != Page4K
 	shortage := func(err error) *HugepageError {
 		return &HugepageError{PageSize: pageSize, Node: AnyNode, Needed: size / pageSize, Total: -1, Free: -1, Reserved: -1, Err: err}
 	}
-	if err = populate(p.mem, huge, shortage); err != nil {
+	if err = populate(p.mem, pageSize, shortage); err != nil {
 		return nil, err
 	}
 	if err = unix.Mlock(p.mem); err != nil {

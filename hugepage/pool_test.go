@@ -476,3 +476,37 @@ func TestOpenPoolTmpfs(t *testing.T) {
 		t.Errorf("tmpfs pool info %+v", info)
 	}
 }
+
+// TestFaultInByCopy checks the pre-faulting of kernels without
+// MADV_POPULATE_WRITE: it leaves the memory's content as it was, and a
+// page that cannot be had (here, past the end of the file) is an EFAULT,
+// not the SIGBUS touching it would raise.
+func TestFaultInByCopy(t *testing.T) {
+	fd, err := unix.MemfdCreate("umd-faultin", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Ftruncate(fd, 3*Page4K); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(fd, 0, 4*Page4K, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	mem[0], mem[Page4K] = 0x5a, 0xa5
+	if err := faultInByCopy(mem[:3*Page4K], Page4K); err != nil {
+		t.Fatal(err)
+	}
+	if mem[0] != 0x5a || mem[Page4K] != 0xa5 || mem[2*Page4K] != 0 {
+		t.Errorf("content changed: %#x %#x %#x", mem[0], mem[Page4K], mem[2*Page4K])
+	}
+	// move_pages(2) reports a page that is not there as -ENOENT.
+	if status, err := pageNodes(mem[:3*Page4K], Page4K); err == nil && status[2] < 0 {
+		t.Errorf("the third page, never touched from Go, is not resident after faulting in: status %v", status)
+	}
+	if err := faultInByCopy(mem, Page4K); err != unix.EFAULT {
+		t.Errorf("a page past the end of the file: %v, want EFAULT", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/cilium/ebpf/rlimit"
 	"github.com/umdkit/umd/dmatrace"
 	"github.com/umdkit/umd/internal/bench"
 )
@@ -27,6 +28,10 @@ type faultWatch struct {
 const maxExamples = 5
 
 func watchFaults(devs []*device) (*faultWatch, error) {
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK: raise it
+	// there (nothing changes on later kernels; if it fails, Open says
+	// what is missing).
+	_ = rlimit.RemoveMemlock()
 	t, err := dmatrace.Open(dmatrace.Options{Sources: dmatrace.SourceDMAR})
 	if err != nil {
 		return nil, fmt.Errorf("--trace_faults: %w", err)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf/rlimit"
 	"github.com/umdkit/umd/dmatrace"
 )
 
@@ -35,6 +36,10 @@ type eventSource interface {
 
 // openTracer attaches the tracer; tests replace it.
 var openTracer = func(o dmatrace.Options) (eventSource, error) {
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK: raise it
+	// there (this does nothing on later kernels; if it fails, Open says
+	// what is missing).
+	_ = rlimit.RemoveMemlock()
 	t, err := dmatrace.Open(o)
 	if err != nil {
 		return nil, err

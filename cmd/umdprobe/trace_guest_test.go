@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cilium/ebpf/rlimit"
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/dmatrace"
 	"github.com/umdkit/umd/iommu"
@@ -147,6 +148,7 @@ func TestGuestTrace(t *testing.T) {
 func TestGuestTraceFailsCommand(t *testing.T) {
 	guest.Require(t)
 	bdf := vfioFunction(t)
+	_ = rlimit.RemoveMemlock() // as umdprobe trace does, for kernels before 5.11
 	tr, err := dmatrace.Open(dmatrace.Options{Sources: dmatrace.SourceDMAR})
 	if err != nil {
 		t.Fatalf("kernel %s: %v", guest.Kernel(), err)

@@ -39,6 +39,15 @@
  * are exercised in tests; see umd_ioctl_inspect().
  */
 
+#ifndef UMD_HAVE_IOSYS_MAP
+/*
+ * Older kernels (Debian's 5.10, say) differ in more than this header: no
+ * folios, vmap without a map structure, no _unlocked dma-buf calls. umd
+ * itself runs on them; this module does not.
+ */
+#error "umd_dmabuf needs Linux 6.1 or newer (the oldest kernel it is built and tested on); these headers lack linux/iosys-map.h (5.18)"
+#endif
+
 #include <linux/atomic.h>
 #include <linux/capability.h>
 #include <linux/dma-buf.h>
