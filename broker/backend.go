@@ -76,7 +76,11 @@ func newUMDBackend(ctx context.Context, d *umd.Device) (*umdBackend, error) {
 		if err != nil {
 			return nil, fmt.Errorf("describing %s: %w", d.BDF(), err)
 		}
-		info.Namespaces = append(info.Namespaces, NamespaceInfo{NSID: nsid, LBASize: ns.LBASize, Blocks: ns.NSZE, MetadataSize: ns.MetadataSize(), ExtendedLBA: ns.ExtendedLBA()})
+		ids, err := c.NamespaceIDs(ctx, nsid)
+		if err != nil {
+			return nil, fmt.Errorf("describing %s: %w", d.BDF(), err)
+		}
+		info.Namespaces = append(info.Namespaces, NamespaceInfo{NSID: nsid, LBASize: ns.LBASize, Blocks: ns.NSZE, MetadataSize: ns.MetadataSize(), ExtendedLBA: ns.ExtendedLBA(), CSI: ids.CSI})
 	}
 	return &umdBackend{d: d, desc: info, closed: make(chan struct{})}, nil
 }

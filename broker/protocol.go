@@ -192,6 +192,10 @@ type NamespaceInfo struct {
 	// ExtendedLBA says the metadata travels after each block's data, in
 	// the data buffer, rather than in a buffer of its own (MPTR).
 	ExtendedLBA bool `json:"extended_lba,omitempty"`
+	// CSI is the namespace's command set (nvmelike.CSINVM, 0, for NVM;
+	// nvmelike.CSIZoned for a zoned namespace, whose writes must land at
+	// each zone's write pointer).
+	CSI uint8 `json:"csi,omitempty"`
 }
 
 // Layout is what a client needs to use its session: where its pool sits in

@@ -94,7 +94,14 @@ func openBrokerDevice(path, bdf string, nsids nsidFlag, w bench.Workload, numjob
 		}
 		ns := all[j]
 		if ns.MetadataSize != 0 {
-			return nil, metadataError(bdf, nsid, ns.MetadataSize, ns.LBASize, "")
+			where := ", in a separate buffer"
+			if ns.ExtendedLBA {
+				where = extendedWhere
+			}
+			return nil, metadataError(bdf, nsid, ns.MetadataSize, ns.LBASize, where)
+		}
+		if err := commandSetTakes(bdf, nsid, ns.CSI, w.RW); err != nil {
+			return nil, err
 		}
 		d.targets = append(d.targets, bench.Target{Device: bdf, NSID: nsid, LBASize: ns.LBASize, Blocks: ns.Blocks})
 	}

@@ -166,10 +166,13 @@ func dataOnly(bdf string, ns *nvmelike.IdentifyNamespace) error {
 	}
 	where := ", in a separate buffer"
 	if ns.ExtendedLBA() {
-		where = ", after each block's data (extended LBAs)"
+		where = extendedWhere
 	}
 	return metadataError(bdf, ns.NSID, ms, ns.LBASize, where)
 }
+
+// extendedWhere says where metadata after each block's data is.
+const extendedWhere = ", after each block's data (extended LBAs)"
 
 // commandSetTakes refuses a workload rw the namespace's command set (csi)
 // does not take: a zoned namespace reads anywhere but takes writes only

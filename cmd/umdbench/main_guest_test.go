@@ -589,7 +589,8 @@ func hasOpen(t *testing.T, path string) bool {
 // namespace takes reads and an in-order write, not random writes; a
 // namespace formatted with metadata is refused; one MSI-X vector is shared
 // by the admin queue and every job's queue; one I/O queue pair and 8 KiB
-// transfers bound --numjobs and --bs.
+// transfers bound --numjobs and --bs. Through the broker, the zoned and
+// metadata namespaces are refused as directly.
 func TestGuestQuirks(t *testing.T) {
 	guest.Require(t)
 	dev := guestdev.BySerial(t, "umd-quirk-cmb", "umd-quirk-zns", "umd-quirk-meta", "umd-quirk-1vec", "umd-quirk-small")
@@ -632,5 +633,25 @@ func TestGuestQuirks(t *testing.T) {
 				t.Errorf("umdbench %q: job %s: error %d, %d I/Os, %d blocks verified", c.args, j.JobName, j.Error, j.UMD.IOs, j.UMD.Verified)
 			}
 		}
+	}
+
+	// Through the broker the same refusals come from its listing, and
+	// the zoned namespace still reads.
+	for _, c := range []struct {
+		bdf  string
+		args []string
+		want string
+	}{
+		{zns, []string{"--rw", "randwrite", "--size", "4m"}, "is zoned (ZNS)"},
+		{zns, []string{"--rw", "randread", "--size", "4m"}, ""},
+		{meta, []string{"--rw", "randread", "--size", "4m", "--nsid", "2"}, "after each block's data (extended LBAs)"},
+	} {
+		s, sock := serveBroker(t, c.bdf, true)
+		args := append([]string{"--broker", sock}, c.args...)
+		code, _, errOut := umdbench(t, args...)
+		if c.want == "" && code != exitOK || c.want != "" && (code == exitOK || !strings.Contains(errOut, c.want)) {
+			t.Errorf("umdbench %q: exit %d, %q; want %q", args, code, errOut, c.want)
+		}
+		s.Close()
 	}
 }
