@@ -58,13 +58,9 @@ func (s *Session) attach(ringsFd int, devFd *int) (err error) {
 	t.dma = umd.NewPoolDMA(s.Pool, l.PoolIOVA)
 	// The engine checks each LBA command's data length against these
 	// (and, with metadata in a buffer of its own, that it has one).
-	lbas, formats := map[uint32]int{}, map[uint32]nvmelike.BlockFormat{}
+	formats := map[uint32]nvmelike.BlockFormat{}
 	for _, ns := range l.Namespaces {
-		if ns.MetadataSize != 0 {
-			formats[ns.NSID] = nvmelike.BlockFormat{LBASize: ns.LBASize, Metadata: ns.MetadataSize, Extended: ns.ExtendedLBA}
-		} else {
-			lbas[ns.NSID] = ns.LBASize
-		}
+		formats[ns.NSID] = nvmelike.BlockFormat{LBASize: ns.LBASize, Metadata: ns.MetadataSize, Extended: ns.ExtendedLBA}
 	}
 	ring := func(off int64, n int) (nvmelike.Buffer, error) {
 		if off < 0 || int64(n) > l.RingsBytes || off > l.RingsBytes-int64(n) {
@@ -87,7 +83,7 @@ func (s *Session) attach(ringsFd int, devFd *int) (err error) {
 		}
 		q, err := umd.AttachQueuePair(nvmelike.AttachOptions{
 			ID: qi.ID, Depth: qi.Depth, SQ: sq, CQ: cq, Registers: regs, DMA: t.dma,
-			PageSize: l.PageSize, MaxTransfer: l.MaxTransfer, LBASizes: lbas, Formats: formats, SGLS: l.SGLS,
+			PageSize: l.PageSize, MaxTransfer: l.MaxTransfer, Formats: formats, SGLS: l.SGLS,
 		}, irq, qi.Vector)
 		if err != nil {
 			return err

@@ -48,13 +48,13 @@ func ParseKmsg(line string) (f Fault, ok bool) {
 		seg = num(m[3], 16)
 	}
 	bus, dev, fn := num(m[4], 8), num(m[5], 8), num(m[6], 8)
-	reason := num(m[10], 8)
-	if m[9] == "" { // the old kernels' decimal
-		r, err := strconv.ParseUint(m[10], 10, 8)
-		if err != nil {
-			return Fault{}, false
-		}
-		reason = r
+	base := 16
+	if m[9] == "" { // no 0x: the old kernels' decimal
+		base = 10
+	}
+	reason, err := strconv.ParseUint(m[10], base, 8)
+	if err != nil {
+		return Fault{}, false
 	}
 	f = Fault{
 		Source:   SourceKmsg,

@@ -306,7 +306,7 @@ func openBacking(info *Info, opts Options, pageSize int) (fd int, sealable bool,
 // (Linux 5.14) reports what the faults met, where touching the pages
 // from Go would die of SIGBUS when a hugepage cannot be had. Older
 // kernels refuse the advice (EINVAL); there the pages are faulted in by
-// the kernel itself, one system call per page (faultInByCopy), which
+// the kernel itself, two system calls per page (faultInByCopy), which
 // turns that SIGBUS into EFAULT too.
 func populate(mem []byte, pageSize int, shortage func(error) *HugepageError) error {
 	huge := pageSize != Page4K

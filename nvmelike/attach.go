@@ -33,9 +33,10 @@ type AttachOptions struct {
 	// LBASizes gives the LBA size of each namespace, for the data length
 	// check of LBA commands; namespaces not in it are not checked.
 	LBASizes map[uint32]int
-	// Formats gives the block format of namespaces formatted with
-	// metadata (IdentifyNamespace.BlockFormat), checked as the
-	// controller's own queue pairs check them; for a namespace in both,
+	// Formats gives the block format of namespaces
+	// (IdentifyNamespace.BlockFormat), checked as the controller's own
+	// queue pairs check them; it covers LBASizes's use, and also
+	// namespaces formatted with metadata. For a namespace in both,
 	// Formats wins.
 	Formats map[uint32]BlockFormat
 	// Registry describes the opcodes; nil means NewRegistry().

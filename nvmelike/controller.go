@@ -238,9 +238,7 @@ func (c *Controller) identifyController(ctx context.Context, o *Options) error {
 // size.
 func (c *Controller) readNamespaces(ctx context.Context) error {
 	if c.vs >= 0x10100 { // the active namespace list is NVMe 1.1
-		clear(c.scratch.Bytes)
-		cmd := IdentifyCommand(IdentifyCNSActiveNSList, 0, c.scratch)
-		if _, err := c.adminExec(ctx, &cmd); err != nil {
+		if err := c.identify(ctx, IdentifyCNSActiveNSList, 0); err != nil {
 			return fmt.Errorf("identify active namespace list: %w", err)
 		}
 		var err error
@@ -694,9 +692,7 @@ func (c *Controller) readLBASizes(ctx context.Context) error {
 		if id >= maxCheckedNSID {
 			continue
 		}
-		clear(c.scratch.Bytes)
-		cmd := IdentifyCommand(IdentifyCNSNamespace, id, c.scratch)
-		if _, err := c.adminExec(ctx, &cmd); err != nil {
+		if err := c.identify(ctx, IdentifyCNSNamespace, id); err != nil {
 			return fmt.Errorf("identify namespace %d: %w", id, err)
 		}
 		ns, err := ParseIdentifyNamespace(id, c.scratch.Bytes)

@@ -257,9 +257,9 @@ func ParseNamespaceDescriptors(nsid uint32, b []byte) (*NamespaceIDs, error) {
 		if off+4+n > IdentifyDataSize {
 			return nil, fmt.Errorf("namespace %d identification descriptor type %d at byte %d: %d bytes run past the list: %w", nsid, typ, off, n, ErrMalformed)
 		}
-		want := map[uint8]int{1: 8, 2: 16, 3: 16, 4: 1}[typ]
-		if want != 0 && n != want {
-			return nil, fmt.Errorf("namespace %d identification descriptor type %d: length %d, want %d: %w", nsid, typ, n, want, ErrMalformed)
+		// The lengths of the types it knows: EUI-64, NGUID, UUID, CSI.
+		if want := [...]int{0, 8, 16, 16, 1}; int(typ) < len(want) && n != want[typ] {
+			return nil, fmt.Errorf("namespace %d identification descriptor type %d: length %d, want %d: %w", nsid, typ, n, want[typ], ErrMalformed)
 		}
 		switch typ {
 		case 1:

@@ -20,21 +20,17 @@ func (r *rig) remotePair(t *testing.T, depth int) (*nvmelike.RemoteQueue, *nvmel
 	if err != nil {
 		t.Fatalf("CreateRemoteQueue: %v", err)
 	}
-	lbas, formats := map[uint32]int{}, map[uint32]nvmelike.BlockFormat{}
+	formats := map[uint32]nvmelike.BlockFormat{}
 	for _, nsid := range r.ctrl.Namespaces() {
 		ns, err := r.ctrl.IdentifyNamespace(testContext(t), nsid)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f := ns.BlockFormat(); f.Metadata != 0 {
-			formats[nsid] = f
-		} else {
-			lbas[nsid] = ns.LBASize
-		}
+		formats[nsid] = ns.BlockFormat()
 	}
 	q, err := nvmelike.AttachQueuePair(nvmelike.AttachOptions{
 		ID: rq.ID(), Depth: depth, SQ: sq, CQ: cq, Registers: r.dev, DMA: r.mem,
-		PageSize: r.ctrl.PageSize(), MaxTransfer: r.ctrl.MaxTransfer(), LBASizes: lbas, Formats: formats,
+		PageSize: r.ctrl.PageSize(), MaxTransfer: r.ctrl.MaxTransfer(), Formats: formats,
 		Registry: r.ctrl.Registry(),
 	})
 	if err != nil {

@@ -94,11 +94,7 @@ func openBrokerDevice(path, bdf string, nsids nsidFlag, w bench.Workload, numjob
 		}
 		ns := all[j]
 		if ns.MetadataSize != 0 {
-			where := ", in a separate buffer"
-			if ns.ExtendedLBA {
-				where = extendedWhere
-			}
-			return nil, metadataError(bdf, nsid, ns.MetadataSize, ns.LBASize, where)
+			return nil, metadataError(bdf, nsid, ns.MetadataSize, ns.LBASize, ns.ExtendedLBA)
 		}
 		if err := commandSetTakes(bdf, nsid, ns.CSI, w.RW); err != nil {
 			return nil, err

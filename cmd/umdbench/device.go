@@ -164,15 +164,8 @@ func dataOnly(bdf string, ns *nvmelike.IdentifyNamespace) error {
 	if ms == 0 {
 		return nil
 	}
-	where := ", in a separate buffer"
-	if ns.ExtendedLBA() {
-		where = extendedWhere
-	}
-	return metadataError(bdf, ns.NSID, ms, ns.LBASize, where)
+	return metadataError(bdf, ns.NSID, ms, ns.LBASize, ns.ExtendedLBA())
 }
-
-// extendedWhere says where metadata after each block's data is.
-const extendedWhere = ", after each block's data (extended LBAs)"
 
 // commandSetTakes refuses a workload rw the namespace's command set (csi)
 // does not take: a zoned namespace reads anywhere but takes writes only
@@ -192,8 +185,13 @@ func commandSetTakes(bdf string, nsid uint32, csi uint8, rw bench.RW) error {
 }
 
 // metadataError says why umdbench does not run on a namespace with ms
-// bytes of metadata per block, held where says (if known).
-func metadataError(bdf string, nsid uint32, ms, lbaSize int, where string) error {
+// bytes of metadata per block, after each block's data when extended,
+// else in a buffer of their own.
+func metadataError(bdf string, nsid uint32, ms, lbaSize int, extended bool) error {
+	where := ", in a separate buffer"
+	if extended {
+		where = ", after each block's data (extended LBAs)"
+	}
 	return fmt.Errorf("%s namespace %d is formatted with %d bytes of metadata per %d-byte block%s; umdbench moves data only: pick a namespace formatted without metadata (umdprobe identify lists each namespace's formats)", bdf, nsid, ms, lbaSize, where)
 }
 
