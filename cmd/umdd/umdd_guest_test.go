@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -126,7 +127,7 @@ func TestGuestDaemon(t *testing.T) {
 
 // startUmdd runs umdd (this test binary, as umdd) with args; it is killed
 // when t ends if still running. Its stderr collects in the buffer.
-func startUmdd(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func startUmdd(t *testing.T, args ...string) (*exec.Cmd, *logBuffer) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -134,7 +135,7 @@ func startUmdd(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	}
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), runAsUmdd+"=1", umddArgs+"="+strings.Join(args, "\n"))
-	stderr := &bytes.Buffer{}
+	stderr := &logBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -146,8 +147,37 @@ func startUmdd(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	return cmd, stderr
 }
 
+// logBuffer collects umdd's stderr, written by exec's copying goroutine
+// while the test reads it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor reports whether the log holds s within guard.
+func (b *logBuffer) waitFor(s string, guard time.Duration) bool {
+	for start := time.Now(); !strings.Contains(b.String(), s); time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > guard {
+			return false
+		}
+	}
+	return true
+}
+
 // dialUmdd connects to umdd's socket once it answers.
-func dialUmdd(t *testing.T, sock string, stderr *bytes.Buffer) *broker.Client {
+func dialUmdd(t *testing.T, sock string, stderr *logBuffer) *broker.Client {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		c, err := broker.Dial(sock)
@@ -227,7 +257,9 @@ func TestGuestDaemonRetiresOnRemoval(t *testing.T) {
 	if _, err := c.OpenSession(gone, broker.SessionOptions{Queues: 1, PoolBytes: 2 << 20}); !errors.Is(err, broker.ErrState) {
 		t.Errorf("a session on the unbound %s: %v, want ErrState", gone, err)
 	}
-	if !strings.Contains(stderr.String(), gone+" closed and given back") {
+	// umdd logs this after Retire returns, which is after the device
+	// closed and the unbind went on: it can come after the checks above.
+	if !stderr.waitFor(gone+" closed and given back", guard) {
 		t.Errorf("umdd's log does not say it gave %s back:\n%s", gone, stderr.String())
 	}
 
