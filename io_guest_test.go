@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -352,4 +353,117 @@ func TestGuestAdaptiveWait(t *testing.T) {
 	}
 	q.SetPollSpins(0)
 	read()
+}
+
+// TestResetFromOutside resets the function through sysfs while umd holds
+// it, as another program or an administrator might: the controller loses
+// its queues. The engine sees it on its next look (ErrNotReady), an admin
+// command fails with it at once, Controller.Reset brings the queue pair
+// back with the writes that had not reached the device, and its interrupt
+// still wakes it; Close after a second such reset gives everything back,
+// so the device opens and works again.
+func TestResetFromOutside(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	free := freeHugepages(t)
+	flr := func() {
+		t.Helper()
+		if err := os.WriteFile("/sys/bus/pci/devices/"+bdf+"/reset", []byte("1"), 0); err != nil {
+			t.Fatalf("resetting %s through sysfs: %v", bdf, err)
+		}
+	}
+	dev, err := umd.Open(ctx, bdf, &umd.Options{PoolSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			dev.Close()
+		}
+	}()
+	q, err := dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 16, Interrupt: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := dev.Controller().IdentifyNamespace(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := ns.BlockFormat()
+	writeRead(ctx, t, dev, q, 1, f, 1)
+
+	// Four writes queued but not rung when the reset comes.
+	const n = 4
+	bufs := make([]nvmelike.Buffer, n)
+	cmds := make([]nvmelike.Command, n)
+	var done, failed int
+	cb := func(_ *nvmelike.Command, _ nvmelike.Completion, err error) {
+		done++
+		if err != nil {
+			failed++
+			t.Errorf("retried write: %v", err)
+		}
+	}
+	for i := range cmds {
+		bufs[i] = guestdev.Alloc(t, dev, f.LBASize)
+		for j := range bufs[i].Bytes {
+			bufs[i].Bytes[j] = byte(i*31 + j)
+		}
+		cmds[i] = nvmelike.WriteCommand(1, uint64(200+i), 1, bufs[i])
+		if err := q.Submit(&cmds[i], cb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flr()
+	q.Ring() // to queues the controller no longer has
+	if err := q.Check(); !errors.Is(err, nvmelike.ErrNotReady) {
+		t.Fatalf("queue pair Check after the reset: %v, want ErrNotReady", err)
+	}
+	if _, err := dev.Controller().IdentifyNamespace(ctx, 1); !errors.Is(err, nvmelike.ErrNotReady) {
+		t.Fatalf("admin command after the reset: %v, want ErrNotReady", err)
+	}
+
+	if err := dev.Controller().Reset(ctx, nvmelike.ResetRetry); err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	for done < n {
+		if _, err := q.Wait(ctx); err != nil {
+			t.Fatalf("waiting for the retried writes (%d of %d done): %v", done, n, err)
+		}
+	}
+	back := guestdev.Alloc(t, dev, f.LBASize)
+	for i := range cmds {
+		r := nvmelike.ReadCommand(1, uint64(200+i), 1, back)
+		if _, err := q.Exec(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(back.Bytes, bufs[i].Bytes) {
+			t.Errorf("retried write %d did not land", i)
+		}
+	}
+
+	flr()
+	err = dev.Close()
+	closed = true
+	if !errors.Is(err, nvmelike.ErrNotReady) {
+		t.Errorf("Close after a second reset: %v, want ErrNotReady", err)
+	}
+	dev, err = umd.Open(ctx, bdf, &umd.Options{PoolSize: 4 << 20})
+	if err != nil {
+		t.Fatalf("opening again: %v", err)
+	}
+	q, err = dev.CreateQueuePair(ctx, umd.QueueOptions{Depth: 16, Interrupt: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRead(ctx, t, dev, q, 1, f, 2)
+	if err := dev.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if got := freeHugepages(t); got != free {
+		t.Errorf("free hugepages %d before, %d after", free, got)
+	}
 }

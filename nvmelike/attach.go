@@ -84,7 +84,7 @@ func AttachQueuePair(o AttachOptions) (*QueuePair, error) {
 	}
 	regs := o.Registers
 	cap := CAP(regs.Read64(NVME_REG_CAP))
-	if err := checkCSTS(regs); err != nil {
+	if err := checkCSTS(regs, true); err != nil {
 		return nil, fmt.Errorf("attaching queue pair %d: %w", o.ID, err)
 	}
 	if o.Depth > cap.MQES() {
@@ -127,7 +127,7 @@ func AttachQueuePair(o AttachOptions) (*QueuePair, error) {
 	}
 	q, err := newQueuePair(queueParams{
 		id: o.ID, depth: o.Depth, format: f, regs: regs, dma: o.DMA,
-		ops: &reg.io, health: func() error { return checkCSTS(regs) }, dstrd: cap.DSTRD(),
+		ops: &reg.io, health: func() error { return checkCSTS(regs, true) }, dstrd: cap.DSTRD(),
 		pageSize: o.PageSize, maxTransfer: o.MaxTransfer, lbaShift: lbaShift, metaFormat: metaFormat,
 		sq: o.SQ, cq: o.CQ, sgls: o.SGLS, dataPointer: o.DataPointer,
 	})
@@ -160,15 +160,18 @@ func (q *QueuePair) Detach() error {
 	return nil
 }
 
-// checkCSTS reads CSTS and reports ErrDeviceGone (all ones) or
-// ErrControllerFatal (CSTS.CFS); nil if neither.
-func checkCSTS(regs Registers) error {
+// checkCSTS reads CSTS and reports ErrDeviceGone (all ones),
+// ErrControllerFatal (CSTS.CFS) or, when the controller should be
+// enabled, ErrNotReady (CSTS.RDY 0); nil if none.
+func checkCSTS(regs Registers, enabled bool) error {
 	csts := regs.Read32(NVME_REG_CSTS)
 	switch {
 	case csts == 0xffffffff:
 		return ErrDeviceGone
 	case csts&NVME_CSTS_CFS != 0:
 		return ErrControllerFatal
+	case enabled && csts&NVME_CSTS_RDY == 0:
+		return ErrNotReady
 	}
 	return nil
 }

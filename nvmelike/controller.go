@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -76,6 +77,11 @@ type Controller struct {
 	// a QID is free when both pairs and remote have nil there.
 	remote []*RemoteQueue
 	closed bool
+	// enabled is set while the engine holds the controller enabled (from
+	// CSTS.RDY 1 after enabling until it disables or shuts it down), so
+	// that Check can tell a reset from outside (CSTS.RDY 0) from its own.
+	// Read by Check from any goroutine.
+	enabled atomic.Bool
 	// unfreed holds memory the device may still write to (queues whose
 	// deletion it did not confirm, the buffer of an admin command given up
 	// on): freed only once a shutdown or reset stops all DMA.
@@ -187,6 +193,7 @@ func (c *Controller) enable(ctx context.Context) error {
 	if err := c.waitReady(ctx, true); err != nil {
 		return fmt.Errorf("enabling: %w", err)
 	}
+	c.enabled.Store(true)
 	return nil
 }
 
@@ -283,13 +290,17 @@ func (c *Controller) setNumQueues(ctx context.Context, o *Options) error {
 	return nil
 }
 
-// Check reads CSTS and reports ErrDeviceGone (all ones) or
-// ErrControllerFatal (CSTS.CFS); nil if neither. It costs one register
-// read.
-func (c *Controller) Check() error { return checkCSTS(c.regs) }
+// Check reads CSTS and reports ErrDeviceGone (all ones),
+// ErrControllerFatal (CSTS.CFS) or ErrNotReady (CSTS.RDY 0 while the
+// engine has the controller enabled: it was reset from outside); nil if
+// none. It costs one register read. Exec and the admin commands call it
+// while they wait; a loop that drives I/O itself can call it when
+// completions stop coming (QueuePair.Check).
+func (c *Controller) Check() error { return checkCSTS(c.regs, c.enabled.Load()) }
 
 // disable clears CC.EN and waits for CSTS.RDY to follow.
 func (c *Controller) disable(ctx context.Context) error {
+	c.enabled.Store(false)
 	cc := c.regs.Read32(NVME_REG_CC)
 	if cc == 0xffffffff {
 		return fmt.Errorf("disabling: reading CC: %w", ErrDeviceGone)
@@ -630,6 +641,11 @@ func (c *Controller) Close() error {
 // shutdown asks for a normal shutdown (CC.SHN) and waits for CSTS.SHST to
 // say it is complete.
 func (c *Controller) shutdown(ctx context.Context, timeout time.Duration) error {
+	if err := c.Check(); errors.Is(err, ErrNotReady) {
+		// Reset from outside: there is nothing left to shut down.
+		return err
+	}
+	c.enabled.Store(false)
 	cc := c.regs.Read32(NVME_REG_CC)
 	if cc == 0xffffffff {
 		return ErrDeviceGone
@@ -648,6 +664,12 @@ func (c *Controller) adminExec(ctx context.Context, cmd *Command) (Completion, e
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.adminTimeout)
 		defer cancel()
+	}
+	// One register read, so that a controller that is gone, fatal or was
+	// reset from outside fails the command at once rather than after the
+	// admin timeout (Exec checks again while it waits).
+	if err := c.Check(); err != nil {
+		return Completion{}, fmt.Errorf("admin opcode 0x%02x: %w", cmd.Opcode, err)
 	}
 	c.sendAborts()
 	return c.admin.Exec(ctx, cmd)

@@ -8,8 +8,11 @@
 //     the Registers interface.
 //   - Bring-up: disable, admin queue set-up, enable with CAP.TO honoured,
 //     doorbell stride (CAP.DSTRD), memory page size (CAP.MPSMIN), fatal
-//     status (CSTS.CFS) and surprise removal (all-ones reads); clean shutdown
-//     (CC.SHN) on Close.
+//     status (CSTS.CFS), surprise removal (all-ones reads) and a reset from
+//     outside (CSTS.RDY 0 on a controller the engine enabled: ErrNotReady),
+//     each noticed by admin commands before they are sent, by Exec while it
+//     waits and by Controller.Check or QueuePair.Check on demand; clean
+//     shutdown (CC.SHN) on Close.
 //   - Identify (controller, namespace, active namespace list), Set Features
 //     (Number of Queues), Create/Delete I/O SQ and CQ (optionally with an
 //     MSI-X vector), Get Log Page (SMART; Error Information parsed into

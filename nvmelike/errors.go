@@ -13,6 +13,12 @@ var (
 	ErrDeviceGone = errors.New("device gone: registers read as all ones")
 	// ErrControllerFatal: the controller set CSTS.CFS.
 	ErrControllerFatal = errors.New("controller fatal status (CSTS.CFS)")
+	// ErrNotReady: CSTS.RDY is 0 on a controller the engine had enabled:
+	// something else reset it (a Function Level Reset through sysfs,
+	// another agent clearing CC.EN), and with it every queue it had. Its
+	// I/O queues no longer exist on the device; Controller.Reset brings
+	// them back, Close releases them.
+	ErrNotReady = errors.New("controller no longer ready (CSTS.RDY 0): reset from outside")
 	// ErrReadyTimeout: CSTS.RDY did not follow CC.EN within CAP.TO.
 	ErrReadyTimeout = errors.New("controller did not change CSTS.RDY within CAP.TO")
 	// ErrShutdownTimeout: CSTS.SHST did not report shutdown complete in time.

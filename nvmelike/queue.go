@@ -128,7 +128,7 @@ type QueuePair struct {
 	// the general path. Read-only, shared by all queue pairs.
 	lbaShift   []uint8
 	metaFormat []BlockFormat
-	health     func() error // reads CSTS: device gone, controller fatal
+	health     func() error // reads CSTS: device gone, controller fatal, reset from outside
 
 	sqDB, cqDB uint64 // doorbell offsets in BAR0
 	sq, cq     Buffer // ring memory
@@ -322,6 +322,18 @@ func (q *QueuePair) ID() uint16 { return q.id }
 // Depth returns the number of entries in each ring; at most Depth()-1
 // commands are outstanding at once.
 func (q *QueuePair) Depth() int { return int(q.depth) }
+
+// Check reads the controller's status: ErrDeviceGone, ErrControllerFatal
+// or ErrNotReady (reset from outside), nil if it is working. One register
+// read, the cost of an MMIO round trip: for a loop that drives the queue
+// pair itself to call when completions stop coming, not per I/O. Exec and
+// SubmitWait call it while they wait.
+func (q *QueuePair) Check() error {
+	if q.health == nil {
+		return nil
+	}
+	return q.health()
+}
 
 // Outstanding returns the number of commands submitted and not yet
 // completed (including ones whose Exec gave up), counted as the device

@@ -138,6 +138,10 @@ Output:
   HDR-style log-linear histogram (exact below 128 ns, within 1.6 % above); percentiles
   p50 p90 p99 p99.9 p99.99 per job and in total. CPU is each job thread's getrusage time.
 
+  A job whose completions stop reads the controller's status once a second: a device
+  removed, a fatal controller (CSTS.CFS) or one reset from outside (CSTS.RDY 0, e.g. a
+  reset through sysfs) ends the run with that reason; otherwise it gives up after 30s.
+
 Software controller:
   --sim               no device: nvmelike/sim in instant-completion mode (commands complete
                       inside the doorbell write), polled. Adds per I/O: wall ns, CPU ns,

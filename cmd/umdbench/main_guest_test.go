@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -528,44 +529,87 @@ func TestGuestSimCosts(t *testing.T) {
 // The function is bound to vfio-pci again after.
 func TestGuestRemovalStopsTheRun(t *testing.T) {
 	guest.Require(t)
-	const guard = time.Minute // bounds a hang, measures nothing
 	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
-	group := "/dev/vfio/" + guest.IOMMUGroup(t, bdf)
-	type result struct {
-		code        int
-		out, errOut string
-	}
-	done := make(chan result, 1)
-	go func() {
-		var out, errOut bytes.Buffer
-		code := run(context.Background(), []string{"--rw", "randread", "--iodepth", "8", "--runtime", "10m", "--time_based", "--completion", "irq", bdf}, &out, &errOut)
-		done <- result{code, out.String(), errOut.String()}
-	}()
-	// Unbind once the run has the device's group open.
-	for deadline := time.Now().Add(guard); ; {
-		if hasOpen(t, group) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("umdbench did not open %s within %v", group, guard)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(500 * time.Millisecond) // into the run proper
+	done := startRun(t, bdf, "--rw", "randread", "--iodepth", "8", "--runtime", "10m", "--time_based", "--completion", "irq", bdf)
 	unbound := guest.Unbind(t, bdf)
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(guard):
-		t.Fatalf("umdbench still running %v after the unbind", guard)
-	}
+	r := endOfRun(t, done, "the unbind")
 	if r.code != exitFailure || !strings.Contains(r.errOut, "asked for "+bdf+" back") {
 		t.Errorf("exit %d, stderr %q; want %d and why the run stopped", r.code, r.errOut, exitFailure)
 	}
 	if !strings.Contains(r.out, "IOPS") {
 		t.Errorf("no figures for the run until the unbind:\n%s", r.out)
 	}
-	guest.WaitUnbound(t, unbound, guard, "umdbench returned")
+	guest.WaitUnbound(t, unbound, runGuard, "umdbench returned")
+}
+
+// TestGuestResetStopsTheRun resets the function through sysfs in the
+// middle of a run, polled and with interrupts: the run stops with the
+// reason (the controller no longer ready, checked once completions stop
+// coming), not after the 30 s a stall takes, gives the device back whole,
+// and the next run on it works.
+func TestGuestResetStopsTheRun(t *testing.T) {
+	guest.Require(t)
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	for _, mode := range []string{"poll", "irq"} {
+		t.Run(mode, func(t *testing.T) {
+			done := startRun(t, bdf, "--rw", "randread", "--iodepth", "8", "--runtime", "10m", "--time_based", "--completion", mode, bdf)
+			if err := os.WriteFile("/sys/bus/pci/devices/"+bdf+"/reset", []byte("1"), 0); err != nil {
+				t.Fatalf("resetting %s: %v", bdf, err)
+			}
+			r := endOfRun(t, done, "the reset")
+			if r.code != exitFailure || !strings.Contains(r.errOut, nvmelike.ErrNotReady.Error()) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", r.code, r.errOut, exitFailure, nvmelike.ErrNotReady)
+			}
+			if !strings.Contains(r.out, "IOPS") {
+				t.Errorf("no figures for the run until the reset:\n%s", r.out)
+			}
+			if code, _, errOut := umdbench(t, "--rw", "randread", "--runtime", "1s", "--completion", mode, bdf); code != exitOK {
+				t.Errorf("the run after: exit %d: %s", code, errOut)
+			}
+		})
+	}
+}
+
+// runGuard bounds how long the tests wait for a run to start or end: it
+// catches a hang and measures nothing.
+const runGuard = time.Minute
+
+type runResult struct {
+	code        int
+	out, errOut string
+}
+
+// startRun runs umdbench with args in the background and returns once it
+// has bdf's IOMMU group open and has had half a second to get going.
+func startRun(t *testing.T, bdf string, args ...string) <-chan runResult {
+	t.Helper()
+	group := "/dev/vfio/" + guest.IOMMUGroup(t, bdf)
+	done := make(chan runResult, 1)
+	go func() {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), args, &out, &errOut)
+		done <- runResult{code, out.String(), errOut.String()}
+	}()
+	for deadline := time.Now().Add(runGuard); !hasOpen(t, group); {
+		if time.Now().After(deadline) {
+			t.Fatalf("umdbench did not open %s within %v", group, runGuard)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // into the run proper
+	return done
+}
+
+// endOfRun waits for a run startRun began to end after what.
+func endOfRun(t *testing.T, done <-chan runResult, what string) runResult {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(runGuard):
+		t.Fatalf("umdbench still running %v after %s", runGuard, what)
+	}
+	return runResult{}
 }
 
 // hasOpen reports whether this process has path open.

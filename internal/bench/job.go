@@ -129,6 +129,12 @@ var ErrStalled = errors.New("no completion arrived")
 // gives up on the device.
 const StallTimeout = 30 * time.Second
 
+// healthEvery is how often a job whose completions have stopped reads the
+// controller's status (QueuePair.Check: one register read), so that a
+// device removed, fatal or reset from outside ends the run with that
+// reason at once rather than after StallTimeout.
+const healthEvery = time.Second
+
 // A Job drives one queue pair with the workload. It belongs to the
 // goroutine that calls Run; Progress and Stop may be called from others.
 type Job struct {
@@ -155,6 +161,7 @@ type Job struct {
 	recording bool
 	lastNow   int64
 	lastDone  int64
+	lastCheck int64 // when the controller's status was last read
 	tick      uint64
 
 	outstanding int
@@ -345,9 +352,18 @@ func (j *Job) drive(ctx context.Context) {
 		// Look at the clock now and then while nothing completes (every
 		// time when each empty poll is followed by a sleep).
 		if empty++; mode != Poll || empty&(1<<14-1) == 0 {
-			if now := j.elapsed(); now-j.lastDone > int64(StallTimeout) {
+			now := j.elapsed()
+			if now-j.lastDone > int64(StallTimeout) {
 				j.fail(fmt.Errorf("job %s on %s: %w for %v with %d commands outstanding", j.cfg.Name, j.cfg.Target.Device, ErrStalled, StallTimeout, j.outstanding))
 				return
+			}
+			if now-j.lastDone > int64(healthEvery) && now-j.lastCheck > int64(healthEvery) {
+				j.lastCheck = now
+				if err := j.q.Check(); err != nil {
+					j.fail(fmt.Errorf("job %s on %s: no completion for %v with %d commands outstanding: %w",
+						j.cfg.Name, j.cfg.Target.Device, time.Duration(now-j.lastDone).Round(time.Millisecond), j.outstanding, err))
+					return
+				}
 			}
 		}
 		switch mode {

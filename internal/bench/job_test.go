@@ -145,6 +145,37 @@ func TestRuntimeAndRamp(t *testing.T) {
 	}
 }
 
+// TestResetEndsRun: a controller reset from outside mid-run ends the job
+// with the controller's reason (ErrNotReady) once completions have stopped
+// for healthEvery, not with ErrStalled after StallTimeout.
+func TestResetEndsRun(t *testing.T) {
+	d, err := OpenSim(context.Background(), SimOptions{LBASize: 4096, Bytes: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := Workload{RW: RandRead, BlockSize: 4096, IODepth: 8, Size: 16 << 20, Runtime: time.Minute, TimeBased: true}
+	jobs, err := d.NewJobs(context.Background(), w, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for jobs[0].Completed() < 1000 {
+			time.Sleep(time.Millisecond)
+		}
+		d.Sim.FunctionReset()
+	}()
+	r := Execute(context.Background(), w, jobs, ExecOptions{})
+	if err := r.Err(); !errors.Is(err, nvmelike.ErrNotReady) {
+		t.Errorf("run: %v, want ErrNotReady", err)
+	}
+	if err := d.Close(); !errors.Is(err, nvmelike.ErrNotReady) {
+		t.Errorf("Close: %v, want ErrNotReady", err)
+	}
+	if n := d.Mem.Regions(); n != w.IODepth {
+		t.Errorf("%d DMA regions left, want the job's %d buffers", n, w.IODepth)
+	}
+}
+
 func TestNewJobChecks(t *testing.T) {
 	d := openSim(t, 4096, 1<<20)
 	ctx := context.Background()

@@ -78,6 +78,18 @@ func (c *Controller) SetFatal() {
 	c.csts |= nvmelike.NVME_CSTS_CFS
 }
 
+// FunctionReset simulates a reset the host did not ask for, such as a
+// Function Level Reset through sysfs or another agent clearing CC.EN: the
+// controller registers go back to their reset values (CC, AQA, ASQ, ACQ
+// 0, CSTS.RDY 0) and every queue is gone, commands in flight with it.
+func (c *Controller) FunctionReset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reset()
+	c.cc, c.aqa, c.asq, c.acq = 0, 0, 0, 0
+	c.target, c.ready = 0, 0
+}
+
 // Remove simulates surprise removal: from now on every register reads as
 // all ones, writes are lost and no command runs.
 func (c *Controller) Remove() {
