@@ -29,6 +29,10 @@ type backend interface {
 	pageSize() int
 	// sgls is the controller's Identify Controller SGLS field.
 	sgls() uint32
+	// check reads the controller's status: nvmelike.ErrDeviceGone,
+	// ErrControllerFatal or ErrNotReady when it no longer works, nil
+	// when it does or the backend is closed.
+	check() error
 	close() error
 }
 
@@ -63,8 +67,12 @@ func (s *Server) AddDevice(ctx context.Context, d *umd.Device, a Access) error {
 type umdBackend struct {
 	d         *umd.Device
 	desc      DeviceInfo
-	closed    chan struct{} // closed by close, for the server's removal watch
+	closed    chan struct{} // closed by close, for the server's watch
 	closeOnce sync.Once
+	// mu orders check against close: the registers check reads are
+	// unmapped when the device closes.
+	mu       sync.Mutex
+	isClosed bool
 }
 
 func newUMDBackend(ctx context.Context, d *umd.Device) (*umdBackend, error) {
@@ -121,8 +129,20 @@ func (b *umdBackend) sgls() uint32           { return b.d.Controller().IdentifyC
 
 func (b *umdBackend) doorbellStride() int { return 4 << b.d.Controller().CAP().DSTRD() }
 func (b *umdBackend) maxTransfer() int    { return b.d.Controller().MaxTransfer() }
+func (b *umdBackend) check() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.isClosed {
+		return nil
+	}
+	return b.d.Controller().Check()
+}
+
 func (b *umdBackend) close() error {
 	b.closeOnce.Do(func() { close(b.closed) })
+	b.mu.Lock()
+	b.isClosed = true
+	b.mu.Unlock()
 	return b.d.Close()
 }
 

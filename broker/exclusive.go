@@ -251,7 +251,7 @@ func (s *Server) reopenBackend(d *served) (backend, error) {
 // serveAgain serves d with b, opened again. Call with s.mu held.
 func (s *Server) serveAgain(d *served, b backend) {
 	d.b, d.failed = b, ""
-	s.watchRemoval(b)
+	s.watch(b)
 	info := b.info()
 	info.BDF = d.info.BDF
 	d.info = info

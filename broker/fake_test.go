@@ -85,6 +85,7 @@ func (f *fakeDevice) createRemoteQueue(ctx context.Context, depth int, sq, cq ui
 func (f *fakeDevice) deviceFd() (int, error) { return unix.MemfdCreate("fake-vfio", unix.MFD_CLOEXEC) }
 func (f *fakeDevice) pageSize() int          { return 4096 }
 func (f *fakeDevice) sgls() uint32           { return 0 }
+func (f *fakeDevice) check() error           { return nil }
 
 func (f *fakeDevice) doorbellStride() int { return 4 }
 func (f *fakeDevice) maxTransfer() int    { return 128 << 10 }

@@ -27,21 +27,68 @@ import (
 // whole server. A request waits until it is read or the device is closed.
 func (s *Server) RemovalRequests() <-chan string { return s.removals }
 
-// watchRemoval passes b's removal request on to RemovalRequests until b
-// is closed.
-func (s *Server) watchRemoval(b backend) {
-	u, ok := b.(*umdBackend)
-	if !ok {
+// A Failure is a served device whose controller stopped working under the
+// server: removed (Err matches nvmelike.ErrDeviceGone), fatal
+// (ErrControllerFatal) or reset by something else, such as a reset through
+// sysfs (ErrNotReady). The queues of its sessions are gone with it.
+type Failure struct {
+	BDF string
+	Err error
+}
+
+// Failures yields each served device whose controller the server finds
+// failed; it reads every served device's controller status (one register
+// read) every healthEvery, and reports a device once. As with
+// RemovalRequests, the server does not act on it by itself: umdd retires
+// the device and, unless it is gone, serves it again at once (Restore
+// brings the controller up anew, a reset that clears a fatal status). A
+// failure waits until it is read or the device is closed.
+func (s *Server) Failures() <-chan Failure { return s.failures }
+
+// healthEvery is how often the server reads each device's status.
+const healthEvery = time.Second
+
+// watch passes b's removal request and its failure on to RemovalRequests
+// and Failures until b is closed.
+func (s *Server) watch(b backend) {
+	bdf := b.info().BDF
+	var removal <-chan struct{}
+	var closed <-chan struct{}
+	switch b := b.(type) {
+	case *umdBackend:
+		removal, closed = b.d.RemovalRequested(), b.closed
+	case *simBackend:
+		closed = b.closed
+	default:
 		return
 	}
 	go func() {
-		select {
-		case <-u.d.RemovalRequested():
+		tick := time.NewTicker(healthEvery)
+		defer tick.Stop()
+		health := tick.C
+		for {
 			select {
-			case s.removals <- u.d.BDF():
-			case <-u.closed:
+			case <-removal:
+				removal = nil // the request stays pending: pass it on once
+				select {
+				case s.removals <- bdf:
+				case <-closed:
+					return
+				}
+			case <-health:
+				err := b.check()
+				if err == nil {
+					continue
+				}
+				health = nil // reported once
+				select {
+				case s.failures <- Failure{BDF: bdf, Err: err}:
+				case <-closed:
+					return
+				}
+			case <-closed:
+				return
 			}
-		case <-u.closed:
 		}
 	}()
 }

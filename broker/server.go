@@ -102,6 +102,7 @@ type Server struct {
 	wg            sync.WaitGroup
 	retiring      sync.WaitGroup // Retires in progress
 	removals      chan string    // RemovalRequests
+	failures      chan Failure   // Failures
 }
 
 type served struct {
@@ -157,6 +158,7 @@ func NewServer(cfg Config) (*Server, error) {
 	return &Server{
 		cfg: cfg, devices: map[string]*served{}, conns: map[uint64]*conn{}, vfPools: map[string]*vfPool{},
 		grants: map[string]*reservation{}, claims: map[string][]*reservation{}, removals: make(chan string),
+		failures: make(chan Failure),
 	}, nil
 }
 
@@ -170,7 +172,7 @@ func (s *Server) add(b backend, a Access) error {
 	}
 	s.devices[info.BDF] = &served{b: b, access: a, info: info}
 	s.order = append(s.order, info.BDF)
-	s.watchRemoval(b)
+	s.watch(b)
 	return nil
 }
 

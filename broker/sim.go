@@ -77,10 +77,14 @@ func (s *Server) AddSimulated(ctx context.Context, bdf string, o SimOptions, a A
 // space for client pools (so the ledger records their windows as a
 // device's would).
 type simBackend struct {
+	sc    *sim.Controller
 	ctrl  *nvmelike.Controller
 	mem   *sim.Memory
 	space *iommu.Space
 	desc  DeviceInfo
+	// closed is closed by close, for the server's watch.
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 func newSimBackend(ctx context.Context, bdf string, o SimOptions) (*simBackend, error) {
@@ -126,7 +130,7 @@ func newSimBackend(ctx context.Context, bdf string, o SimOptions) (*simBackend, 
 		}
 		info.Namespaces = append(info.Namespaces, NamespaceInfo{NSID: nsid, LBASize: ns.LBASize, Blocks: ns.NSZE})
 	}
-	return &simBackend{ctrl: ctrl, mem: mem, space: space, desc: info}, nil
+	return &simBackend{sc: sc, ctrl: ctrl, mem: mem, space: space, desc: info, closed: make(chan struct{})}, nil
 }
 
 // isSimulated reports whether b is a software controller.
@@ -173,7 +177,10 @@ func (b *simBackend) maxTransfer() int       { return b.ctrl.MaxTransfer() }
 func (b *simBackend) pageSize() int          { return b.ctrl.PageSize() }
 func (b *simBackend) sgls() uint32           { return b.ctrl.IdentifyController().SGLS }
 
+func (b *simBackend) check() error { return b.ctrl.Check() }
+
 func (b *simBackend) close() error {
+	b.closeOnce.Do(func() { close(b.closed) })
 	return errors.Join(b.ctrl.Close(), b.space.Close())
 }
 

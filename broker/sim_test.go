@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/umdkit/umd/hugepage"
 	"github.com/umdkit/umd/nvmelike"
@@ -204,5 +205,57 @@ func TestReleaseDuringIO(t *testing.T) {
 		if _, err := dial(t, s.cfg.Socket).OpenSession("0000:03:00.0", SessionOptions{Queues: 4, PoolBytes: 4096}); err != nil {
 			t.Fatalf("queue pairs %d-%d after the release: %v", i+1, i+4, err)
 		}
+	}
+}
+
+// TestFailureReported: a device whose controller is reset under the
+// broker (here the software controller's FunctionReset; in the guest a
+// reset through sysfs) is reported on Failures once, with the reason;
+// mediated I/O on it fails with it meanwhile, and retiring it hangs up its
+// clients while the other device stays served.
+func TestFailureReported(t *testing.T) {
+	s := startSim(t, Config{}, "0000:03:00.0", "0000:04:00.0")
+	c := dial(t, s.cfg.Socket)
+	sess, err := c.OpenSession("0000:03:00.0", SessionOptions{Queues: 1, PoolBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Read(0, 1, 0, 8, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	b := s.devices["0000:03:00.0"].b.(*simBackend)
+	s.mu.Unlock()
+	b.sc.FunctionReset()
+	if err := sess.Read(0, 1, 0, 8, 0); err == nil || !strings.Contains(err.Error(), nvmelike.ErrNotReady.Error()) {
+		t.Errorf("read after the reset: %v, want the controller's reason", err)
+	}
+	var f Failure
+	select {
+	case f = <-s.Failures():
+	case <-time.After(10 * healthEvery): // bounds a hang, measures nothing
+		t.Fatal("no failure reported")
+	}
+	if f.BDF != "0000:03:00.0" || !errors.Is(f.Err, nvmelike.ErrNotReady) {
+		t.Fatalf("failure %+v, want 0000:03:00.0 with ErrNotReady", f)
+	}
+	select {
+	case f := <-s.Failures():
+		t.Fatalf("reported again: %+v", f)
+	case <-time.After(2 * healthEvery):
+	}
+	if err := s.Retire(f.BDF, "its controller failed"); err != nil {
+		t.Logf("Retire: %v", err) // closing a reset controller says so
+	}
+	if err := sess.Read(0, 1, 0, 8, 0); !errors.Is(err, ErrDisconnected) {
+		t.Errorf("read after retiring: %v, want ErrDisconnected", err)
+	}
+	c2 := dial(t, s.cfg.Socket)
+	other, err := c2.OpenSession("0000:04:00.0", SessionOptions{Queues: 1, PoolBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Read(0, 1, 0, 8, 0); err != nil {
+		t.Errorf("the other device: %v", err)
 	}
 }

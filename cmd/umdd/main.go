@@ -30,6 +30,7 @@ import (
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/broker"
 	"github.com/umdkit/umd/internal/size"
+	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/pcie"
 	"github.com/umdkit/umd/sriov"
 )
@@ -106,6 +107,12 @@ Once it is bound to vfio-pci again, "umdd restore" (as root) has umdd open it
 anew, with the options it started with, and serve it; VFs of it are not
 enabled again. umdd never takes it back by itself: whoever bound it to
 vfio-pci may want it for something else (a virtual machine, say).
+
+umdd reads every served controller's status once a second. One that was
+reset from outside (a reset through sysfs, say), went fatal or is gone has
+lost every client's queues: umdd hangs up its clients as above and, unless
+the device is gone, opens it again at once (which resets the controller) and
+serves it, trying for ten seconds while a trusted client still holds it.
 
 With --simulate, umdd opens no device: it serves one software controller
 (nvmelike/sim, its namespace kept in memory) under the address of every
@@ -561,8 +568,50 @@ func listenAndServe(ctx context.Context, logger *log.Logger, srv *broker.Server,
 			} else {
 				logger.Printf("%s closed and given back", bdf)
 			}
+		case f := <-srv.Failures():
+			// Its queues are gone with its controller's state: the
+			// sessions on it cannot go on. Opening it again resets the
+			// controller, which brings back one that was reset from
+			// outside or went fatal; a device that is gone stays retired.
+			logger.Printf("%s failed (%v): hanging up its clients and closing it; the other devices stay served", f.BDF, f.Err)
+			if err := srv.Retire(f.BDF, fmt.Sprintf("its controller failed (%v)", f.Err)); err != nil && !errors.Is(err, f.Err) {
+				logger.Printf("%v", err)
+			}
+			if errors.Is(f.Err, nvmelike.ErrDeviceGone) {
+				logger.Printf("%s is gone: retired", f.BDF)
+				break
+			}
+			go restore(ctx, logger, srv, f.BDF)
 		case err := <-done:
 			return errors.Join(err, srv.Close())
+		}
+	}
+}
+
+// restoreTries bounds how long umdd keeps trying to serve a failed device
+// again: a trusted client that was hung up holds a descriptor of the device,
+// and with it the VFIO group, until it notices and closes it.
+const (
+	restoreTries = 20
+	restoreEvery = 500 * time.Millisecond
+)
+
+// restore serves a device that failed again, trying for a while.
+func restore(ctx context.Context, logger *log.Logger, srv *broker.Server, bdf string) {
+	for i := 1; ; i++ {
+		err := srv.Restore(bdf)
+		if err == nil {
+			logger.Printf("%s brought up again and served", bdf)
+			return
+		}
+		if i == restoreTries {
+			logger.Printf("%v (tried %d times); \"umdd restore\" tries again", err, i)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(restoreEvery):
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/umdkit/umd"
 	"github.com/umdkit/umd/broker"
+	"github.com/umdkit/umd/nvmelike"
 	"github.com/umdkit/umd/qemu/guest"
 )
 
@@ -280,6 +281,73 @@ func TestGuestDaemonRetiresOnRemoval(t *testing.T) {
 	}
 	if err := back.Read(0, back.Layout.Namespaces[0].NSID, 0, 1, 0); err != nil {
 		t.Errorf("I/O on the restored %s: %v", gone, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("umdd after SIGTERM: %v\n%s", err, stderr.String())
+	}
+}
+
+// TestGuestDaemonRecoversFromReset resets one of two devices umdd serves
+// through sysfs, behind umdd's back, with a trusted client's session on
+// it and a mediated one's on the other: umdd notices within its health
+// check and hangs up the trusted client, whose own queue pair sees the
+// reset too; once that client has let go of the device (it holds the VFIO
+// group until then), umdd brings the controller up again and serves it.
+// A new session on it does I/O, and the other device's client never
+// noticed.
+func TestGuestDaemonRecoversFromReset(t *testing.T) {
+	guest.Require(t)
+	const guard = time.Minute // bounds a hang, measures nothing
+	reset, kept := twoGroups(t)
+	sock := filepath.Join(t.TempDir(), "umdd.sock")
+	cmd, stderr := startUmdd(t, "--socket", sock, "--mode", "0600", "--trusted", reset, kept)
+	session := func(bdf, mode string) (*broker.Client, *broker.Session) {
+		c := dialUmdd(t, sock, stderr)
+		t.Cleanup(func() { c.Close() })
+		s, err := c.OpenSession(bdf, broker.SessionOptions{Queues: 1, PoolBytes: 2 << 20, Mode: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, s
+	}
+	resetClient, resetSession := session(reset, broker.ModeTrusted)
+	keptClient, keptSession := session(kept, broker.ModeMediated)
+
+	if err := os.WriteFile("/sys/bus/pci/devices/"+reset+"/reset", []byte("1"), 0); err != nil {
+		t.Fatalf("resetting %s: %v", reset, err)
+	}
+	select {
+	case <-resetClient.Done():
+	case <-time.After(guard):
+		t.Fatalf("the client of %s is still connected %v after the reset", reset, guard)
+	}
+	if err := resetSession.QueuePairs()[0].Check(); !errors.Is(err, nvmelike.ErrNotReady) {
+		t.Errorf("the trusted client's queue pair after the reset: %v, want ErrNotReady", err)
+	}
+	resetClient.Close()
+	if !stderr.waitFor(reset+" brought up again and served", guard) {
+		t.Fatalf("umdd did not bring %s back:\n%s", reset, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), nvmelike.ErrNotReady.Error()) {
+		t.Errorf("umdd's log does not say why:\n%s", stderr.String())
+	}
+	c, s := session(reset, broker.ModeMediated)
+	if info, err := c.Device(reset); err != nil || info.Failed != "" {
+		t.Errorf("%s listed as %+v, %v", reset, info, err)
+	}
+	if err := s.Read(0, s.Layout.Namespaces[0].NSID, 0, 1, 0); err != nil {
+		t.Errorf("I/O on %s after it was brought back: %v", reset, err)
+	}
+	select {
+	case <-keptClient.Done():
+		t.Fatalf("the client of %s was hung up too", kept)
+	default:
+	}
+	if err := keptSession.Read(0, keptSession.Layout.Namespaces[0].NSID, 0, 1, 0); err != nil {
+		t.Errorf("I/O on %s: %v", kept, err)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
