@@ -44,7 +44,11 @@ func (r Root) OpenGroup(number int) (*Group, error) {
 			}
 			err = hint(err, "no device of IOMMU group %d is bound to vfio-pci; bind them through driver_override", number)
 		case errors.Is(err, unix.EBUSY):
-			err = hint(err, "the group is already open, in this process or another: the kernel lets one process at a time open a vfio group")
+			by := "in this process or another"
+			if who := holders(path); len(who) > 0 {
+				by = "by " + strings.Join(who, ", ")
+			}
+			err = hint(err, "the group is already open %s: the kernel lets one process at a time open a vfio group", by)
 		case errors.Is(err, fs.ErrPermission):
 			err = hint(err, "run as root, or give this user read-write access to %s", path)
 		}

@@ -192,7 +192,7 @@ func TestGuestGroupsViable(t *testing.T) {
 
 		// The kernel lets a group be open once at a time.
 		_, err = vfio.OpenGroup(n)
-		if !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "already open") {
+		if !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "already open by this process") {
 			t.Errorf("opening group %d a second time: got %v, want EBUSY explained", n, err)
 		}
 		if err := g.Close(); err != nil {
