@@ -101,12 +101,7 @@ func TestGuestDaemon(t *testing.T) {
 		t.Fatalf("status does not show this session: %s", out.String())
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("umdd after SIGTERM: %v\n%s", err, stderr.String())
-	}
+	stopUmdd(t, cmd, stderr)
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("the socket is still there after shutdown: %v", err)
 	}
@@ -282,12 +277,7 @@ func TestGuestDaemonRetiresOnRemoval(t *testing.T) {
 	if err := back.Read(0, back.Layout.Namespaces[0].NSID, 0, 1, 0); err != nil {
 		t.Errorf("I/O on the restored %s: %v", gone, err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("umdd after SIGTERM: %v\n%s", err, stderr.String())
-	}
+	stopUmdd(t, cmd, stderr)
 }
 
 // TestGuestDaemonRecoversFromReset resets one of two devices umdd serves
@@ -349,6 +339,13 @@ func TestGuestDaemonRecoversFromReset(t *testing.T) {
 	if err := keptSession.Read(0, keptSession.Layout.Namespaces[0].NSID, 0, 1, 0); err != nil {
 		t.Errorf("I/O on %s: %v", kept, err)
 	}
+	stopUmdd(t, cmd, stderr)
+}
+
+// stopUmdd stops umdd as its service manager would, and checks it exits
+// cleanly.
+func stopUmdd(t *testing.T, cmd *exec.Cmd, stderr *logBuffer) {
+	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
