@@ -66,26 +66,23 @@ func (s *Server) watch(b backend) {
 		tick := time.NewTicker(healthEvery)
 		defer tick.Stop()
 		health := tick.C
+		// A send case is live (non-nil) while its news waits to be read;
+		// either waits without holding up the other.
+		var removals chan<- string
+		var failures chan<- Failure
+		var failure Failure
 		for {
 			select {
 			case <-removal:
-				removal = nil // the request stays pending: pass it on once
-				select {
-				case s.removals <- bdf:
-				case <-closed:
-					return
-				}
+				removal, removals = nil, s.removals // the request stays pending: pass it on once
+			case removals <- bdf:
+				removals = nil
 			case <-health:
-				err := b.check()
-				if err == nil {
-					continue
+				if err := b.check(); err != nil {
+					health, failures, failure = nil, s.failures, Failure{BDF: bdf, Err: err} // once
 				}
-				health = nil // reported once
-				select {
-				case s.failures <- Failure{BDF: bdf, Err: err}:
-				case <-closed:
-					return
-				}
+			case failures <- failure:
+				failures = nil
 			case <-closed:
 				return
 			}
