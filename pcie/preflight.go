@@ -186,7 +186,10 @@ func checkIOMMU(o *PreflightOptions) Check {
 		}
 		return false
 	}
-	if len(groups) > 0 {
+	// vfio's unsafe no-IOMMU mode makes a group of its own for each
+	// device it takes, with no IOMMU behind it.
+	noIOMMU := len(units) == 0 && len(groups) > 0 && allNoIOMMU(o.SysfsRoot, groups)
+	if len(groups) > 0 && !noIOMMU {
 		c.Status = StatusPass
 		kind := "an IOMMU"
 		if len(units) > 0 {
@@ -203,6 +206,8 @@ func checkIOMMU(o *PreflightOptions) Check {
 	intel := strings.Contains(string(cpu), "GenuineIntel")
 	amd := strings.Contains(string(cpu), "AuthenticAMD")
 	switch {
+	case noIOMMU:
+		c.Detail = fmt.Sprintf("the %d IOMMU groups are all vfio's no-IOMMU groups (vfio-noiommu, vfio's enable_unsafe_noiommu_mode): no IOMMU translates DMA, and umd maps its memory through one", len(groups))
 	case len(units) > 0:
 		c.Detail = fmt.Sprintf("%s is present (%s) but there are no IOMMU groups", iommuKind(units[0]), strings.Join(units, ", "))
 	default:
@@ -225,7 +230,22 @@ func checkIOMMU(o *PreflightOptions) Check {
 	default:
 		c.Remedy = fmt.Sprintf(fix, "intel_iommu=on (Intel) or amd_iommu=on (AMD)", "VT-d or AMD-Vi")
 	}
+	if noIOMMU {
+		c.Remedy += "; and turn vfio's no-IOMMU mode off (echo N > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode, and drop vfio.enable_unsafe_noiommu_mode=1 wherever it is set)"
+	}
 	return c
+}
+
+// allNoIOMMU reports whether every IOMMU group is one vfio made in its
+// no-IOMMU mode (kernel/iommu_groups/N/name is vfio-noiommu).
+func allNoIOMMU(sysfsRoot string, groups []string) bool {
+	for _, g := range groups {
+		name, err := os.ReadFile(filepath.Join(sysfsRoot, "kernel", "iommu_groups", g, "name"))
+		if err != nil || strings.TrimSpace(string(name)) != "vfio-noiommu" {
+			return false
+		}
+	}
+	return true
 }
 
 func checkVFIOModules(o *PreflightOptions) Check {
@@ -331,6 +351,10 @@ func checkFunction(s *System, f *Function, o *PreflightOptions) Check {
 		group += " (with " + strings.Join(peers, ", ") + ")"
 	}
 	dev := filepath.Join(o.DevRoot, "vfio", strconv.Itoa(f.IOMMUGroup))
+	if noiommu := filepath.Join(o.DevRoot, "vfio", "noiommu-"+strconv.Itoa(f.IOMMUGroup)); pathExists(noiommu) {
+		return fail(fmt.Sprintf("bound to vfio-pci in vfio's unsafe no-IOMMU mode (%s): no IOMMU translates its DMA, and umd maps its memory through one", noiommu),
+			"turn the IOMMU on and vfio's no-IOMMU mode off (see the iommu check)")
+	}
 	if _, isChr, err := charDev(dev); err != nil || !isChr {
 		return fail(fmt.Sprintf("bound to vfio-pci, %s is viable, but %s is missing", group, dev), "rebind: umdprobe unbind "+f.BDF.String()+" && umdprobe bind "+f.BDF.String())
 	}
@@ -497,4 +521,10 @@ func checkPrivileges(o *PreflightOptions) Check {
 	return Check{ID: "privileges", Status: StatusWarn,
 		Detail: fmt.Sprintf("running as uid %d, not root: binding functions needs root; using a bound one needs read and write access to its /dev/vfio/N (see the function checks)", euid),
 		Remedy: "sudo umdprobe bind SELECTOR once; then grant the user /dev/vfio/N with a udev rule"}
+}
+
+// pathExists reports whether p names something.
+func pathExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }

@@ -168,6 +168,37 @@ func TestPreflightFindings(t *testing.T) {
 			fix:    "remove amd_iommu=off from the kernel command line",
 		},
 		{
+			name: "vfio's no-IOMMU mode",
+			setup: func(t *testing.T, e *doctorEnv) {
+				os.RemoveAll(filepath.Join(e.tr.Root, "class/iommu"))
+				groups, err := os.ReadDir(filepath.Join(e.tr.Root, "kernel/iommu_groups"))
+				if err != nil || len(groups) == 0 {
+					t.Fatalf("the sample's IOMMU groups: %v, %v", groups, err)
+				}
+				for _, g := range groups {
+					writeFile(t, filepath.Join(e.tr.Root, "kernel/iommu_groups", g.Name(), "name"), "vfio-noiommu\n")
+				}
+				writeFile(t, filepath.Join(e.proc.Root, "cpuinfo"), "vendor_id\t: GenuineIntel\n")
+			},
+			id:     "iommu",
+			status: StatusFail,
+			detail: "vfio's no-IOMMU groups",
+			fix:    "turn vfio's no-IOMMU mode off",
+		},
+		{
+			name: "function in vfio's no-IOMMU mode",
+			setup: func(t *testing.T, e *doctorEnv) {
+				os.Remove(filepath.Join(e.dev, "vfio/5"))
+				if err := os.Symlink("/dev/null", filepath.Join(e.dev, "vfio/noiommu-5")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			id: "function", subject: "0000:03:00.0",
+			status: StatusFail,
+			detail: "no-IOMMU mode (",
+			fix:    "turn the IOMMU on and vfio's no-IOMMU mode off",
+		},
+		{
 			name:   "modules",
 			setup:  func(t *testing.T, e *doctorEnv) { os.RemoveAll(filepath.Join(e.tr.Root, "module/vfio_iommu_type1")) },
 			id:     "vfio-modules",

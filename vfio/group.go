@@ -42,6 +42,12 @@ func (r Root) OpenGroup(number int) (*Group, error) {
 			if _, cerr := os.Stat(r.containerPath()); cerr != nil {
 				return nil, fmt.Errorf("%s: %w: %w", what, ErrNoIOMMU, err)
 			}
+			if noiommu := r.noIOMMUGroupPath(number); fileExists(noiommu) {
+				// vfio's unsafe no-IOMMU mode names the group noiommu-N:
+				// nothing translates the device's DMA, so there are no
+				// IOVAs for umd to map.
+				return nil, fmt.Errorf("%s: %w: %w (vfio runs in its unsafe no-IOMMU mode, enable_unsafe_noiommu_mode, and made %s: without an IOMMU umd cannot map DMA)", what, ErrNoIOMMU, err, noiommu)
+			}
 			err = hint(err, "no device of IOMMU group %d is bound to vfio-pci; bind them through driver_override", number)
 		case errors.Is(err, unix.EBUSY):
 			by := "in this process or another"

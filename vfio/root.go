@@ -40,6 +40,12 @@ func (r Root) groupPath(number int) string {
 	return filepath.Join(r.dev(), "vfio", strconv.Itoa(number))
 }
 
+// noIOMMUGroupPath is the node vfio makes for a group in its no-IOMMU
+// mode.
+func (r Root) noIOMMUGroupPath(number int) string {
+	return filepath.Join(r.dev(), "vfio", "noiommu-"+strconv.Itoa(number))
+}
+
 func (r Root) pciDevicePath(bdf string) string {
 	return filepath.Join(r.sys(), "bus", "pci", "devices", bdf)
 }
@@ -141,4 +147,10 @@ func (r Root) describeGroup(number int) string {
 		parts[i] = fmt.Sprintf("%s (%s)", d, driver)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// fileExists reports whether path names something.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -184,6 +184,15 @@ func TestOpenGroupWithoutVFIO(t *testing.T) {
 		t.Fatalf("without /dev/vfio/7: got %v, want an error saying to bind the group to vfio-pci", err)
 	}
 
+	// In vfio's no-IOMMU mode the group is noiommu-7: no IOMMU to use.
+	if err := os.WriteFile(filepath.Join(dev, "vfio", "noiommu-7"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Root{Dev: dev}.OpenGroup(7)
+	if !errors.Is(err, ErrNoIOMMU) || !strings.Contains(err.Error(), "no-IOMMU mode") {
+		t.Fatalf("with /dev/vfio/noiommu-7: got %v, want ErrNoIOMMU naming the no-IOMMU mode", err)
+	}
+
 	if _, err := OpenGroup(-1); err == nil || !strings.Contains(err.Error(), "not negative") {
 		t.Errorf("OpenGroup(-1): got %v", err)
 	}
