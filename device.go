@@ -490,6 +490,9 @@ func (q *QueuePair) SetPollSpins(n int) { q.spins = max(n, 0) }
 // polls until at least one completion arrives or ctx is done. With
 // SetPollSpins it polls that many times before each sleep. It sleeps on
 // the queue pair's own vfio.Waiter, which never reads the eventfd's count.
+// A sleep lasts at most healthEvery: then it reads the controller's status
+// (QueuePair.Check), so that a device gone, fatal or reset from outside
+// ends the wait with that error instead of sleeping until ctx is done.
 func (q *QueuePair) Wait(ctx context.Context) (int, error) {
 	for empty := 0; ; empty++ {
 		n, err := q.Poll(0)
@@ -516,11 +519,21 @@ func (q *QueuePair) Wait(ctx context.Context) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := w.Wait(ctx); err != nil {
+		woken, err := w.WaitTimeout(ctx, healthEvery)
+		if err != nil {
 			return 0, err
+		}
+		if !woken {
+			if err := q.Check(); err != nil {
+				return 0, fmt.Errorf("queue pair %d: %d commands outstanding: %w", q.ID(), q.Outstanding(), err)
+			}
 		}
 	}
 }
+
+// healthEvery bounds each of Wait's sleeps: how soon it notices a
+// controller that stopped working.
+const healthEvery = time.Second
 
 // WaitThread blocks the calling OS thread until the queue pair's interrupt
 // fires or timeout passes, without polling (vfio.Waiter.WaitThread, which

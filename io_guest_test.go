@@ -358,7 +358,8 @@ func TestGuestAdaptiveWait(t *testing.T) {
 // TestResetFromOutside resets the function through sysfs while umd holds
 // it, as another program or an administrator might: the controller loses
 // its queues. The engine sees it on its next look (ErrNotReady), an admin
-// command fails with it at once, Controller.Reset brings the queue pair
+// command fails with it at once, a Wait for the lost commands within its
+// next look, Controller.Reset brings the queue pair
 // back with the writes that had not reached the device, and its interrupt
 // still wakes it; Close after a second such reset gives everything back,
 // so the device opens and works again.
@@ -424,6 +425,10 @@ func TestResetFromOutside(t *testing.T) {
 	}
 	if _, err := dev.Controller().IdentifyNamespace(ctx, 1); !errors.Is(err, nvmelike.ErrNotReady) {
 		t.Fatalf("admin command after the reset: %v, want ErrNotReady", err)
+	}
+	// Waiting on the interrupt for the lost writes notices too.
+	if _, err := q.Wait(ctx); !errors.Is(err, nvmelike.ErrNotReady) {
+		t.Fatalf("Wait after the reset: %v, want ErrNotReady", err)
 	}
 
 	if err := dev.Controller().Reset(ctx, nvmelike.ResetRetry); err != nil {

@@ -158,18 +158,36 @@ func (w *Waiter) waitThread(ep uintptr) {
 // time: a second waits for the first to return. After Close it returns an
 // error wrapping ErrClosed, and a Wait in progress returns one.
 func (w *Waiter) Wait(ctx context.Context) error {
+	_, err := w.wait(ctx, time.Time{})
+	return err
+}
+
+// WaitTimeout is Wait that also gives up after d: it reports whether a
+// signal came (false when d passed first, with no error). For a waiter
+// that wants to look at something else now and then, such as whether the
+// device still works, without a context per wait.
+func (w *Waiter) WaitTimeout(ctx context.Context, d time.Duration) (bool, error) {
+	return w.wait(ctx, time.Now().Add(d))
+}
+
+// wait is Wait until deadline (none when zero).
+func (w *Waiter) wait(ctx context.Context, deadline time.Time) (bool, error) {
 	select {
 	case w.waitSem <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 	defer func() { <-w.waitSem }()
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	f, rc, err := w.pollFile()
 	if err != nil {
-		return err
+		return false, err
+	}
+	if !deadline.IsZero() {
+		f.SetReadDeadline(deadline) // fails only once the file is closed, when Read fails too
+		defer f.SetReadDeadline(time.Time{})
 	}
 	readDone := cancelRead(ctx, f)
 	// Read resets the poller's readiness, then calls the function, which
@@ -186,17 +204,19 @@ func (w *Waiter) Wait(ctx context.Context) error {
 	readDone()
 	switch {
 	case err == nil && waitErr == nil:
-		return nil
+		return true, nil
 	case err == nil:
-		return fmt.Errorf("%s: %w", w.what, waitErr)
+		return false, fmt.Errorf("%s: %w", w.what, waitErr)
 	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
-		return ctx.Err()
+		return false, ctx.Err()
+	case errors.Is(err, os.ErrDeadlineExceeded) && !deadline.IsZero():
+		return false, nil
 	case errors.Is(err, os.ErrClosed) || w.isClosed():
 		// RawConn.Read returns internal/poll's "use of closed file",
 		// which is not os.ErrClosed.
-		return fmt.Errorf("%s: %w", w.what, ErrClosed)
+		return false, fmt.Errorf("%s: %w", w.what, ErrClosed)
 	}
-	return fmt.Errorf("%s: %w", w.what, err)
+	return false, fmt.Errorf("%s: %w", w.what, err)
 }
 
 func (w *Waiter) isClosed() bool {

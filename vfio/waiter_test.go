@@ -149,6 +149,46 @@ func TestWaiterWait(t *testing.T) {
 	}
 }
 
+// TestWaiterWaitTimeout: WaitTimeout takes a signal as Wait does, returns
+// false without an error once its time is up, leaves no deadline behind
+// for the next wait, and still ends early with its context.
+func TestWaiterWaitTimeout(t *testing.T) {
+	irq := testInterrupt(t)
+	w := testWaiter(t, irq)
+	ctx := context.Background()
+	if ok, err := w.WaitTimeout(ctx, 20*time.Millisecond); ok || err != nil {
+		t.Fatalf("nothing signalled: %v, %v; want false, nil", ok, err)
+	}
+	signal(t, irq)
+	if ok, err := w.WaitTimeout(ctx, guard); !ok || err != nil {
+		t.Fatalf("signalled: %v, %v; want true, nil", ok, err)
+	}
+	// The timed-out wait's deadline is gone: a Wait sleeps until the
+	// next signal.
+	done := make(chan error, 1)
+	go func() { done <- w.Wait(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("Wait after a timed-out WaitTimeout returned %v with nothing signalled", err)
+	default:
+	}
+	signal(t, irq)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(guard):
+		t.Fatal("Wait did not return after a signal")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if ok, err := w.WaitTimeout(cctx, guard); ok || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v, %v", ok, err)
+	}
+}
+
 // TestWaiterHiddenByRead pins down what Waiter's doc warns of: a count read
 // between a signal and a wait hides the signal from the wait.
 func TestWaiterHiddenByRead(t *testing.T) {
