@@ -415,8 +415,12 @@ func defaultSize(targets []bench.Target, w bench.Workload, numjobs int) (int64, 
 		ns := int64(t.Blocks) * int64(t.LBASize)
 		s := (ns - w.Offset) / int64(numjobs) / int64(w.BlockSize) * int64(w.BlockSize)
 		if s <= 0 {
-			return 0, fmt.Errorf("%s namespace %d holds %s: after --offset %s that leaves %d jobs less than one --bs of %s each",
-				t.Device, t.NSID, bench.FormatSize(ns), bench.FormatSize(w.Offset), numjobs, bench.FormatSize(int64(w.BlockSize)))
+			share := fmt.Sprintf("%d jobs less than one --bs of %s each", numjobs, bench.FormatSize(int64(w.BlockSize)))
+			if numjobs == 1 {
+				share = fmt.Sprintf("the job less than one --bs of %s", bench.FormatSize(int64(w.BlockSize)))
+			}
+			return 0, fmt.Errorf("%s namespace %d holds %s: after --offset %s that leaves %s",
+				t.Device, t.NSID, bench.FormatSize(ns), bench.FormatSize(w.Offset), share)
 		}
 		if i == 0 || s < size {
 			size = s
