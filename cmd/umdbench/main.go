@@ -249,6 +249,9 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		if w.Completion != bench.Poll {
 			return usageError{errors.New("--sim runs polled: the software controller completes commands inside the doorbell write and signals no interrupts")}
 		}
+		if w.Verify && !w.RW.Writes() {
+			return usageError{fmt.Errorf("--rw %s --verify with --sim: the software controller starts empty every run, so a read has no block written with --verify to check; verify writes (write, randwrite, rw, randrw) read back what they wrote", o.rw)}
+		}
 		d, err := bench.OpenSim(ctx, bench.SimOptions{LBASize: o.simLBA, Bytes: o.simSize.v, ShadowDoorbells: o.shadowDB.on})
 		if err != nil {
 			return usageError{err}

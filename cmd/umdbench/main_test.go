@@ -155,6 +155,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--rwmixread", "60", "--rwmixwrite", "60", "--sim"}, "do not add up"},
 		{[]string{"--verify=md5", "--sim"}, "crc32c only"},
 		{[]string{"--sim", "03:00.0"}, "takes no selectors"},
+		{[]string{"--sim", "--rw", "randread", "--verify"}, "starts empty every run"},
 		{[]string{"--nosuchflag"}, "nosuchflag"},
 		{[]string{"-o", "xml", "--sim"}, "want text or json"},
 		{[]string{"--rw", "read"}, "name the devices"},
