@@ -102,6 +102,9 @@ func TestOpenEveryController(t *testing.T) {
 					continue
 				}
 				writeRead(ctx, t, dev, q, nsid, f, byte(i+1))
+				if i < len(c.Faults) && c.Faults[i] != nil {
+					mediaErrors(ctx, t, dev, q, nsid, ns.LBASize, c.Faults[i])
+				}
 			}
 		})
 	}
@@ -156,6 +159,31 @@ func writeRead(ctx context.Context, t *testing.T, dev *umd.Device, q *umd.QueueP
 	}
 	if !bytes.Equal(dst.Bytes, data.Bytes) || !bytes.Equal(metaBack.Bytes, meta.Bytes) {
 		t.Errorf("namespace %d (%+v): read back differs from what was written (data equal %v, metadata equal %v)", nsid, f, bytes.Equal(dst.Bytes, data.Bytes), bytes.Equal(metaBack.Bytes, meta.Bytes))
+	}
+}
+
+// mediaErrors checks that the media errors the topology's blkdebug faults
+// make come back as the NVMe statuses QEMU maps them to: the read of the
+// failing sector as Unrecovered Read Error, the write as Write Fault; and
+// that the blocks next to them, and the queue pair, still work.
+func mediaErrors(ctx context.Context, t *testing.T, dev *umd.Device, q *umd.QueuePair, nsid uint32, lbaSize int, f *qemu.DiskFaults) {
+	t.Helper()
+	buf := guestdev.Alloc(t, dev, lbaSize)
+	lba := func(sector int64) uint64 { return uint64(sector * 512 / int64(lbaSize)) }
+	for _, c := range []struct {
+		cmd  nvmelike.Command
+		want error // nil: must succeed
+	}{
+		{nvmelike.ReadCommand(nsid, lba(f.ReadSector), 1, buf), nvmelike.ErrUnrecoveredRead},
+		{nvmelike.WriteCommand(nsid, lba(f.WriteSector), 1, buf), nvmelike.ErrWriteFault},
+		{nvmelike.ReadCommand(nsid, lba(f.ReadSector)-1, 1, buf), nil},
+		{nvmelike.WriteCommand(nsid, lba(f.WriteSector)+1, 1, buf), nil},
+		{nvmelike.ReadCommand(nsid, lba(f.WriteSector), 1, buf), nil}, // only its writes fail
+	} {
+		_, err := q.Exec(ctx, &c.cmd)
+		if c.want == nil && err != nil || c.want != nil && !errors.Is(err, c.want) {
+			t.Errorf("namespace %d: opcode 0x%02x at LBA %d: %v, want %v", nsid, c.cmd.Opcode, c.cmd.CDW10, err, c.want)
+		}
 	}
 }
 

@@ -23,8 +23,8 @@ var qemuLayouts = map[string]qemuLayout{
 	// The PF boots with its VFs disabled (tests enable them and disable
 	// them again).
 	"sriov": {nvme: 1, cards: []int{1}},
-	// Five controllers, each on a root port of its own.
-	"quirks": {nvme: 5, cards: []int{1, 1, 1, 1, 1}},
+	// Six controllers, each on a root port of its own.
+	"quirks": {nvme: 6, cards: []int{1, 1, 1, 1, 1, 1}},
 }
 
 // qemuNVMe returns the QEMU NVMe functions of s.

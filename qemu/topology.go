@@ -57,11 +57,45 @@ type Controller struct {
 	// in NSID order (zoned=true, ms=8,mset=1, ...); missing or empty for
 	// none.
 	NamespaceProperties []string
+	// Faults makes the host fail some of each namespace's I/O, in NSID
+	// order; missing or nil for none.
+	Faults []*DiskFaults
 	// SRIOV, when set, makes the controller an SR-IOV physical function
 	// (QEMU's sriov_max_vfs) in an NVMe subsystem of its own, which SR-IOV
 	// needs. Its Namespaces are then private to it; the subsystem also
 	// holds SRIOV.VFNamespaces, attached to no controller at boot.
 	SRIOV *SRIOV
+}
+
+// DiskFaults makes QEMU fail the host I/O that covers one 512-byte
+// sector of a namespace's backing file (with EIO, through QEMU's blkdebug
+// driver), every time: the controller completes such a command with a
+// media error, Unrecovered Read Error for a read and Write Fault for a
+// write. A namespace's data starts at sector 0 of its file, so with
+// 512-byte blocks a sector is an LBA. 0 means none.
+type DiskFaults struct {
+	ReadSector, WriteSector int64
+}
+
+// driveSpec is the -drive argument of a namespace's backing file at path,
+// through blkdebug when it has faults.
+func driveSpec(id, path, aio string, f *DiskFaults) string {
+	spec := "if=none,format=raw,id=" + id + ",aio=" + aio
+	if f == nil {
+		return "file=" + path + "," + spec
+	}
+	spec += ",file.driver=blkdebug,file.image.filename=" + path
+	n := 0
+	for _, e := range []struct {
+		event  string
+		sector int64
+	}{{"read_aio", f.ReadSector}, {"write_aio", f.WriteSector}} {
+		if e.sector > 0 {
+			spec += fmt.Sprintf(",file.inject-error.%d.event=%s,file.inject-error.%d.errno=5,file.inject-error.%d.sector=%d", n, e.event, n, n, e.sector)
+			n++
+		}
+	}
+	return spec
 }
 
 // SRIOV describes the virtual functions of an SR-IOV controller. The
@@ -140,13 +174,15 @@ var Topologies = map[string]Topology{
 		Name: "quirks",
 		Description: "NVMe controllers unlike the common case, each on a root port: a controller " +
 			"memory buffer; a zoned namespace; namespaces formatted with metadata, in a separate " +
-			"buffer and extended; one MSI-X vector; one I/O queue pair and 8 KiB transfers",
+			"buffer and extended; one MSI-X vector; one I/O queue pair and 8 KiB transfers; a disk that " +
+			"fails reads of LBA 1000 and writes of LBA 2000 (media errors)",
 		RootPorts: []Controller{
 			{Serial: "umd-quirk-cmb", Namespaces: []int{64}, Properties: "cmb_size_mb=16"},
 			{Serial: "umd-quirk-zns", Namespaces: []int{64}, NamespaceProperties: []string{"zoned=true,zoned.zone_size=4M"}},
 			{Serial: "umd-quirk-meta", Namespaces: []int{32, 32}, NamespaceProperties: []string{"ms=8,mset=0", "ms=8,mset=1"}},
 			{Serial: "umd-quirk-1vec", Namespaces: []int{64}, Properties: "msix_qsize=1"},
 			{Serial: "umd-quirk-small", Namespaces: []int{32}, Properties: "max_ioqpairs=1,mdts=1"},
+			{Serial: "umd-quirk-media", Namespaces: []int{32}, Faults: []*DiskFaults{{ReadSector: 1000, WriteSector: 2000}}},
 		},
 	},
 	"sriov": {
@@ -253,11 +289,11 @@ func (t Topology) qemuArgs(dir string, memMiB, cpus int, aio string) ([]string, 
 			nsExtra = ",shared=off"
 		}
 		add("-device", dev)
-		namespace := func(nsid, mib, bs int, extra string) {
+		namespace := func(nsid, mib, bs int, extra string, faults *DiskFaults) {
 			drive := fmt.Sprintf("%s-ns%d", id, nsid)
 			p := filepath.Join(dir, drive+".img")
 			disks = append(disks, disk{Path: p, MiB: mib})
-			add("-drive", "file="+p+",if=none,format=raw,id="+drive+",aio="+aio)
+			add("-drive", driveSpec(drive, p, aio, faults))
 			add("-device", fmt.Sprintf("nvme-ns,drive=%s,bus=%s,nsid=%d,logical_block_size=%d,physical_block_size=%d%s", drive, id, nsid, bs, bs, extra))
 		}
 		for i, mib := range c.Namespaces {
@@ -265,11 +301,15 @@ func (t Topology) qemuArgs(dir string, memMiB, cpus int, aio string) ([]string, 
 			if i < len(c.NamespaceProperties) && c.NamespaceProperties[i] != "" {
 				extra += "," + c.NamespaceProperties[i]
 			}
-			namespace(i+1, mib, c.BlockSize(i), extra)
+			var faults *DiskFaults
+			if i < len(c.Faults) {
+				faults = c.Faults[i]
+			}
+			namespace(i+1, mib, c.BlockSize(i), extra, faults)
 		}
 		if c.SRIOV != nil {
 			for i, mib := range c.SRIOV.VFNamespaces {
-				namespace(len(c.Namespaces)+i+1, mib, 512, ",detached=on")
+				namespace(len(c.Namespaces)+i+1, mib, 512, ",detached=on", nil)
 			}
 		}
 	}

@@ -164,3 +164,37 @@ func TestNUMATopologyArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskFaultsArgs: a namespace with faults gets its backing file
+// through blkdebug, failing exactly the sectors asked for, with the
+// topology's disk I/O mode still set; the others stay plain files.
+func TestDiskFaultsArgs(t *testing.T) {
+	top, _ := LookupTopology("quirks")
+	args, disks := top.qemuArgs("/run", 2048, 2, AIOIOURing)
+	var faulty, plain int
+	for i, a := range args {
+		if a != "-drive" {
+			continue
+		}
+		spec := args[i+1]
+		if !strings.Contains(spec, ",aio="+AIOIOURing) {
+			t.Errorf("-drive %s: no aio=%s", spec, AIOIOURing)
+		}
+		if !strings.Contains(spec, "blkdebug") {
+			plain++
+			continue
+		}
+		faulty++
+		for _, want := range []string{"file.image.filename=/run/", "inject-error.0.event=read_aio", "inject-error.0.sector=1000", "inject-error.1.event=write_aio", "inject-error.1.sector=2000", "errno=5"} {
+			if !strings.Contains(spec, want) {
+				t.Errorf("-drive %s: lacks %s", spec, want)
+			}
+		}
+	}
+	if faulty != 1 || plain != len(disks)-1 {
+		t.Errorf("%d drives through blkdebug and %d plain for %d disks; want 1 with faults", faulty, plain, len(disks))
+	}
+	if got := driveSpec("d", "/x.img", AIOThreads, &DiskFaults{WriteSector: 7}); !strings.Contains(got, "inject-error.0.event=write_aio") || strings.Contains(got, "read_aio") {
+		t.Errorf("write faults only: %s", got)
+	}
+}

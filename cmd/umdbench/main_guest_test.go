@@ -633,12 +633,16 @@ func hasOpen(t *testing.T, path string) bool {
 // namespace takes reads and an in-order write, not random writes; a
 // namespace formatted with metadata is refused; one MSI-X vector is shared
 // by the admin queue and every job's queue; one I/O queue pair and 8 KiB
-// transfers bound --numjobs and --bs. Through the broker, the zoned and
-// metadata namespaces are refused as directly.
+// transfers bound --numjobs and --bs; a disk that fails the host I/O of
+// one LBA for reads and another for writes ends the run that meets it,
+// naming the LBA and the media error, and leaves the others alone.
+// Through the broker, the zoned and metadata namespaces are refused as
+// directly.
 func TestGuestQuirks(t *testing.T) {
 	guest.Require(t)
-	dev := guestdev.BySerial(t, "umd-quirk-cmb", "umd-quirk-zns", "umd-quirk-meta", "umd-quirk-1vec", "umd-quirk-small")
+	dev := guestdev.BySerial(t, "umd-quirk-cmb", "umd-quirk-zns", "umd-quirk-meta", "umd-quirk-1vec", "umd-quirk-small", "umd-quirk-media")
 	cmb, zns, meta, onevec, small := dev["umd-quirk-cmb"], dev["umd-quirk-zns"], dev["umd-quirk-meta"], dev["umd-quirk-1vec"], dev["umd-quirk-small"]
+	media := dev["umd-quirk-media"] // reads of LBA 1000 and writes of LBA 2000 fail
 	for _, c := range []struct {
 		args []string
 		want string // in the error; "" when the run must pass
@@ -656,6 +660,13 @@ func TestGuestQuirks(t *testing.T) {
 		{[]string{"--rw", "randread", "--size", "2m", "--numjobs", "2", small}, "--numjobs 2: " + small + " grants 1 I/O queue pairs"},
 		{[]string{"--rw", "randread", "--size", "2m", "--bs", "16k", small}, "--bs 16 KiB is larger than the largest transfer " + small + " takes (8 KiB)"},
 		{[]string{"--rw", "randrw", "--size", "2m", "--bs", "8k", "--verify", "--completion", "irq", small}, ""},
+		// 4 KiB I/Os over LBAs 992-1023 and 1992-2023: the one covering
+		// the failing LBA fails.
+		{[]string{"--rw", "read", "--offset", "496k", "--size", "16k", "--iodepth", "4", media}, "read of LBA 1000: nvme status sct 0x2 sc 0x81 (unrecovered read error)"},
+		{[]string{"--rw", "write", "--offset", "996k", "--size", "16k", "--iodepth", "4", "--completion", "irq", media}, "write of LBA 2000: nvme status sct 0x2 sc 0x80 (write fault)"},
+		// Its other blocks work: writes and reads, verified, that stop
+		// short of both.
+		{[]string{"--rw", "randrw", "--size", "480k", "--verify", media}, ""},
 	} {
 		code, out, errOut := umdbench(t, append(c.args, "-o", "json")...)
 		if c.want != "" {

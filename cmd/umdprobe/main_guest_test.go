@@ -20,7 +20,7 @@ func TestGuestProbe(t *testing.T) {
 		"cards":  {2, 1, 5},
 		"numa":   {0, 4, 4},
 		"sriov":  {0, 1, 1}, // VFs disabled
-		"quirks": {0, 5, 5},
+		"quirks": {0, 6, 6},
 	}
 	w, ok := want[guest.Topology()]
 	if !ok {
