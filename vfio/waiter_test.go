@@ -28,6 +28,29 @@ func signal(t *testing.T, irq *Interrupt) {
 	}
 }
 
+// sleepsUntilSignal fails the test unless a Wait on w keeps sleeping
+// while nothing is signalled and returns, without an error, once irq is.
+func sleepsUntilSignal(t *testing.T, w *Waiter, irq *Interrupt, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- w.Wait(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("%s returned %v with nothing signalled", what, err)
+	default:
+	}
+	signal(t, irq)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(guard):
+		t.Fatalf("%s did not return after a signal", what)
+	}
+}
+
 // woken fails the test unless w has a signal queued: a WaitThread that
 // returns at once. Runtime signals can end a wait early, so it retries.
 func woken(t *testing.T, w *Waiter, what string) {
@@ -107,22 +130,7 @@ func TestWaiterWait(t *testing.T) {
 	case <-time.After(guard):
 		t.Fatal("Wait did not take the signal from before NewWaiter")
 	}
-	go func() { done <- w.Wait(ctx) }()
-	time.Sleep(20 * time.Millisecond)
-	select {
-	case err := <-done:
-		t.Fatalf("Wait returned %v with nothing signalled", err)
-	default:
-	}
-	signal(t, irq)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(guard):
-		t.Fatal("Wait did not return after a signal")
-	}
+	sleepsUntilSignal(t, w, irq, "Wait")
 
 	cctx, cancel := context.WithCancel(ctx)
 	go func() { done <- w.Wait(cctx) }()
@@ -165,23 +173,7 @@ func TestWaiterWaitTimeout(t *testing.T) {
 	}
 	// The timed-out wait's deadline is gone: a Wait sleeps until the
 	// next signal.
-	done := make(chan error, 1)
-	go func() { done <- w.Wait(ctx) }()
-	time.Sleep(50 * time.Millisecond)
-	select {
-	case err := <-done:
-		t.Fatalf("Wait after a timed-out WaitTimeout returned %v with nothing signalled", err)
-	default:
-	}
-	signal(t, irq)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(guard):
-		t.Fatal("Wait did not return after a signal")
-	}
+	sleepsUntilSignal(t, w, irq, "Wait after a timed-out WaitTimeout")
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if ok, err := w.WaitTimeout(cctx, guard); ok || !errors.Is(err, context.Canceled) {
