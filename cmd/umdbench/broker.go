@@ -156,17 +156,21 @@ func (d *brokerDevice) close() error {
 	return errors.Join(errs...)
 }
 
-// runBroker opens the devices through the broker and runs the jobs.
-func runBroker(ctx context.Context, o *options, sels []string, w *bench.Workload, tick *ticker) (_ *bench.Result, devices int, err error) {
+// runBroker opens the devices through the broker and runs the jobs. The
+// run stops early when the broker goes away (stopped says so): the
+// controller may well go on serving the queue pairs, but nobody manages
+// it any more, and a broker started again cannot open the device until
+// this process closes it.
+func runBroker(ctx context.Context, o *options, sels []string, w *bench.Workload, tick *ticker) (_ *bench.Result, devices int, stopped, err error) {
 	if o.traceFault {
-		return nil, 0, usageError{errors.New("--trace_faults needs the device in this process; with --broker, trace on the broker's machine with umdprobe trace")}
+		return nil, 0, nil, usageError{errors.New("--trace_faults needs the device in this process; with --broker, trace on the broker's machine with umdprobe trace")}
 	}
 	if o.shadowDB.on {
-		return nil, 0, usageError{errors.New("--shadow_doorbells on: a broker's trusted queue pairs use plain doorbells (the shadow buffer is the broker's)")}
+		return nil, 0, nil, usageError{errors.New("--shadow_doorbells on: a broker's trusted queue pairs use plain doorbells (the shadow buffer is the broker's)")}
 	}
 	bdfs, err := brokerDevices(o.broker, sels)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	var devs []*brokerDevice
 	defer func() {
@@ -179,7 +183,7 @@ func runBroker(ctx context.Context, o *options, sels []string, w *bench.Workload
 	for _, bdf := range bdfs {
 		d, err := openBrokerDevice(o.broker, bdf, o.nsid, *w, o.numjobs)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		devs = append(devs, d)
 	}
@@ -189,16 +193,55 @@ func runBroker(ctx context.Context, o *options, sels []string, w *bench.Workload
 			targets = append(targets, d.targets...)
 		}
 		if w.Size, err = defaultSize(targets, *w, o.numjobs); err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 	}
 	var jobs []*bench.Job
 	for _, d := range devs {
 		js, err := d.newJobs(*w, o.nsid.several())
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		jobs = append(jobs, js...)
 	}
-	return bench.Execute(ctx, *w, jobs, bench.ExecOptions{Tick: tick.fn}), len(devs), nil
+	runCtx, stopRun := context.WithCancel(ctx)
+	gone := make(chan struct{})
+	go func() {
+		cases := make([]<-chan struct{}, len(devs))
+		for i, d := range devs {
+			cases[i] = d.c.Done()
+		}
+		if firstDone(runCtx, cases) {
+			close(gone)
+			stopRun()
+		}
+	}()
+	result := bench.Execute(runCtx, *w, jobs, bench.ExecOptions{Tick: tick.fn})
+	stopRun()
+	select {
+	case <-gone:
+		stopped = fmt.Errorf("the broker at %s went away: the run stopped there, and the figures above cover it until then", o.broker)
+	default:
+	}
+	return result, len(devs), stopped, nil
+}
+
+// firstDone waits until one of done is closed (true) or ctx ends (false).
+func firstDone(ctx context.Context, done []<-chan struct{}) bool {
+	hit := make(chan struct{}, len(done))
+	for _, d := range done {
+		go func() {
+			select {
+			case <-d:
+				hit <- struct{}{}
+			case <-ctx.Done():
+			}
+		}()
+	}
+	select {
+	case <-hit:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

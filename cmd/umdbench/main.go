@@ -230,7 +230,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		jobs    []*bench.Job
 		result  *bench.Result
 		devices int
-		removed string // a device the kernel asked for back mid-run
+		stopped error // why the run ended early: a device asked for back, the broker gone
 	)
 	tick := progress(stderr, &w, o)
 	if o.sim {
@@ -268,7 +268,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		devices = 1
 		result = bench.ExecuteSim(ctx, d, w, jobs, bench.ExecOptions{Tick: tick.fn})
 	} else if o.broker != "" {
-		if result, devices, err = runBroker(ctx, o, sels, &w, tick); err != nil {
+		if result, devices, stopped, err = runBroker(ctx, o, sels, &w, tick); err != nil {
 			return err
 		}
 	} else {
@@ -318,7 +318,9 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		watched := watchRemoval(runCtx, devs, stopRun)
 		result = bench.Execute(runCtx, w, jobs, bench.ExecOptions{Tick: tick.fn})
 		stopRun()
-		removed = <-watched
+		if bdf := <-watched; bdf != "" {
+			stopped = fmt.Errorf("the kernel asked for %s back (an unbind from vfio-pci, or its removal): the run stopped there, and the figures above cover it until then", bdf)
+		}
 		if faults != nil {
 			result.DMAFaults = faults.stop()
 		}
@@ -351,11 +353,12 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 			return err
 		}
 	}
+	if stopped != nil {
+		// First: what went wrong with the I/O after that is its doing.
+		return errors.Join(stopped, result.Err())
+	}
 	if rerr := result.Err(); rerr != nil {
 		return rerr
-	}
-	if removed != "" {
-		return fmt.Errorf("the kernel asked for %s back (an unbind from vfio-pci, or its removal): the run stopped there, and the figures above cover it until then", removed)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted: the figures above cover the run until then")

@@ -342,6 +342,73 @@ func TestGuestDaemonRecoversFromReset(t *testing.T) {
 	stopUmdd(t, cmd, stderr)
 }
 
+// TestGuestTrustedRunOutlivesUmdd kills umdd (SIGKILL: no clean-up of
+// its own) under a trusted umdbench run. The controller still serves the
+// run's queue pairs, but nobody manages it any more and a new umdd cannot
+// open the device while umdbench holds it: umdbench stops, says the
+// broker went away and exits 1, after which a new umdd serves the device.
+func TestGuestTrustedRunOutlivesUmdd(t *testing.T) {
+	guest.Require(t)
+	const guard = time.Minute // bounds a hang, measures nothing
+	bdf := guest.DriverFunctions(t, "vfio-pci")[0]
+	sock := filepath.Join(t.TempDir(), "umdd.sock")
+	cmd, stderr := startUmdd(t, "--socket", sock, "--mode", "0600", "--trusted", bdf)
+	c := dialUmdd(t, sock, stderr)
+	defer c.Close()
+	info, err := c.Device(bdf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out logBuffer
+	bench := exec.Command("umdbench", "--broker", sock, "--rw", "randread", "--iodepth", "8", "--runtime", "10m", bdf)
+	bench.Stdout, bench.Stderr = &out, &out
+	if err := bench.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		bench.Process.Kill()
+		bench.Wait()
+	})
+	for deadline := time.Now().Add(guard); ; time.Sleep(20 * time.Millisecond) {
+		now, err := c.Device(bdf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.FreeQueues < info.FreeQueues {
+			break // umdbench holds its queue pair
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("umdbench took no queue pair within %v:\n%s", guard, out.String())
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // into the run proper
+	cmd.Process.Kill()
+	cmd.Wait()
+	exited := make(chan error, 1)
+	go func() { exited <- bench.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out.String(), "the broker at "+sock+" went away") {
+			t.Errorf("umdbench after umdd died: %v; want exit 1 saying the broker went away:\n%s", err, out.String())
+		}
+	case <-time.After(guard):
+		t.Fatalf("umdbench still running %v after umdd died", guard)
+	}
+	// The device is free: a new umdd opens it and serves a session.
+	cmd, stderr = startUmdd(t, "--socket", sock, "--mode", "0600", bdf)
+	c2 := dialUmdd(t, sock, stderr)
+	defer c2.Close()
+	sess, err := c2.OpenSession(bdf, broker.SessionOptions{Queues: 1, PoolBytes: 2 << 20})
+	if err != nil {
+		t.Fatalf("a session through the new umdd: %v\n%s", err, stderr.String())
+	}
+	if err := sess.Read(0, sess.Layout.Namespaces[0].NSID, 0, 1, 0); err != nil {
+		t.Errorf("I/O through the new umdd: %v", err)
+	}
+	stopUmdd(t, cmd, stderr)
+}
+
 // stopUmdd stops umdd as its service manager would, and checks it exits
 // cleanly.
 func stopUmdd(t *testing.T, cmd *exec.Cmd, stderr *logBuffer) {
