@@ -490,7 +490,7 @@ func (q *QueuePair) SetPollSpins(n int) { q.spins = max(n, 0) }
 // polls until at least one completion arrives or ctx is done. With
 // SetPollSpins it polls that many times before each sleep. It sleeps on
 // the queue pair's own vfio.Waiter, which never reads the eventfd's count.
-// A sleep lasts at most healthEvery: then it reads the controller's status
+// A sleep lasts at most nvmelike.CheckInterval: then it reads the controller's status
 // (QueuePair.Check), so that a device gone, fatal or reset from outside
 // ends the wait with that error instead of sleeping until ctx is done.
 func (q *QueuePair) Wait(ctx context.Context) (int, error) {
@@ -519,7 +519,7 @@ func (q *QueuePair) Wait(ctx context.Context) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		woken, err := w.WaitTimeout(ctx, healthEvery)
+		woken, err := w.WaitTimeout(ctx, nvmelike.CheckInterval)
 		if err != nil {
 			return 0, err
 		}
@@ -530,10 +530,6 @@ func (q *QueuePair) Wait(ctx context.Context) (int, error) {
 		}
 	}
 }
-
-// healthEvery bounds each of Wait's sleeps: how soon it notices a
-// controller that stopped working.
-const healthEvery = time.Second
 
 // WaitThread blocks the calling OS thread until the queue pair's interrupt
 // fires or timeout passes, without polling (vfio.Waiter.WaitThread, which

@@ -69,10 +69,9 @@ type umdBackend struct {
 	desc      DeviceInfo
 	closed    chan struct{} // closed by close, for the server's watch
 	closeOnce sync.Once
-	// mu orders check against close: the registers check reads are
-	// unmapped when the device closes.
-	mu       sync.Mutex
-	isClosed bool
+	// mu orders check against close (which closes closed under it): the
+	// registers check reads are unmapped when the device closes.
+	mu sync.Mutex
 }
 
 func newUMDBackend(ctx context.Context, d *umd.Device) (*umdBackend, error) {
@@ -132,16 +131,17 @@ func (b *umdBackend) maxTransfer() int    { return b.d.Controller().MaxTransfer(
 func (b *umdBackend) check() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.isClosed {
+	select {
+	case <-b.closed:
 		return nil
+	default:
+		return b.d.Controller().Check()
 	}
-	return b.d.Controller().Check()
 }
 
 func (b *umdBackend) close() error {
-	b.closeOnce.Do(func() { close(b.closed) })
 	b.mu.Lock()
-	b.isClosed = true
+	b.closeOnce.Do(func() { close(b.closed) })
 	b.mu.Unlock()
 	return b.d.Close()
 }

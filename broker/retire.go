@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/umdkit/umd/nvmelike"
 )
 
 // A device leaves the server while the server goes on serving the others:
@@ -38,15 +40,12 @@ type Failure struct {
 
 // Failures yields each served device whose controller the server finds
 // failed; it reads every served device's controller status (one register
-// read) every healthEvery, and reports a device once. As with
+// read) every nvmelike.CheckInterval, and reports a device once. As with
 // RemovalRequests, the server does not act on it by itself: umdd retires
 // the device and, unless it is gone, serves it again at once (Restore
 // brings the controller up anew, a reset that clears a fatal status). A
 // failure waits until it is read or the device is closed.
 func (s *Server) Failures() <-chan Failure { return s.failures }
-
-// healthEvery is how often the server reads each device's status.
-const healthEvery = time.Second
 
 // watch passes b's removal request and its failure on to RemovalRequests
 // and Failures until b is closed.
@@ -63,7 +62,7 @@ func (s *Server) watch(b backend) {
 		return
 	}
 	go func() {
-		tick := time.NewTicker(healthEvery)
+		tick := time.NewTicker(nvmelike.CheckInterval)
 		defer tick.Stop()
 		health := tick.C
 		// A send case is live (non-nil) while its news waits to be read;

@@ -77,7 +77,7 @@ func (s *Server) AddSimulated(ctx context.Context, bdf string, o SimOptions, a A
 // space for client pools (so the ledger records their windows as a
 // device's would).
 type simBackend struct {
-	sc    *sim.Controller
+	sc    *sim.Controller // the software controller, for tests to inject faults
 	ctrl  *nvmelike.Controller
 	mem   *sim.Memory
 	space *iommu.Space

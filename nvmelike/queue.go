@@ -323,6 +323,13 @@ func (q *QueuePair) ID() uint16 { return q.id }
 // commands are outstanding at once.
 func (q *QueuePair) Depth() int { return int(q.depth) }
 
+// CheckInterval is how often code that waits for completions and gets
+// none should read the controller's status (Check): a device gone, fatal
+// or reset from outside then ends the wait within about that long, at the
+// cost of one register read per interval. umd's QueuePair.Wait, umdbench's
+// jobs and the broker's device watch use it.
+const CheckInterval = time.Second
+
 // Check reads the controller's status: ErrDeviceGone, ErrControllerFatal
 // or ErrNotReady (reset from outside), nil if it is working. One register
 // read, the cost of an MMIO round trip: for a loop that drives the queue

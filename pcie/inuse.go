@@ -6,14 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/umdkit/umd/internal/mountinfo"
+	"github.com/umdkit/umd/internal/procfd"
 )
 
 // A Use is one reason a function's device is busy.
@@ -248,57 +247,21 @@ func parseMajMin(s string) (uint32, uint32, bool) {
 	return uint32(maj), uint32(min), err1 == nil && err2 == nil
 }
 
-// openBy lists the processes holding one of the devices open, by
-// stat()ing every /proc/PID/fd/N (which follows the link to the open
-// file) and comparing device numbers.
+// openBy lists the processes holding one of the devices open.
 func openBy(procRoot string, byNum map[[3]uint64]string) []Use {
-	procs, err := os.ReadDir(procRoot)
-	if err != nil {
-		return nil
+	key := func(block bool, rdev uint64) [3]uint64 {
+		return [3]uint64{boolU(block), uint64(unix.Major(rdev)), uint64(unix.Minor(rdev))}
 	}
 	var uses []Use
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil || pid <= 0 {
-			continue
+	for _, h := range procfd.Holders(procRoot, func(block bool, rdev uint64) bool {
+		_, ok := byNum[key(block, rdev)]
+		return ok
+	}) {
+		what := fmt.Sprintf("open by process %d", h.PID)
+		if h.Comm != "" {
+			what += " (" + h.Comm + ")"
 		}
-		fdDir := filepath.Join(procRoot, p.Name(), "fd")
-		fds, err := os.ReadDir(fdDir)
-		if err != nil {
-			continue // gone, or not ours to see
-		}
-		seen := map[string]bool{}
-		for _, fd := range fds {
-			fi, err := os.Stat(filepath.Join(fdDir, fd.Name()))
-			if err != nil {
-				continue
-			}
-			st, ok := fi.Sys().(*syscall.Stat_t)
-			if !ok {
-				continue
-			}
-			var kind uint64
-			switch fi.Mode().Type() {
-			case fs.ModeDevice:
-				kind = 1
-			case fs.ModeDevice | fs.ModeCharDevice:
-				kind = 0
-			default:
-				continue
-			}
-			rdev := uint64(st.Rdev)
-			name, ok := byNum[[3]uint64{kind, uint64(unix.Major(rdev)), uint64(unix.Minor(rdev))}]
-			if !ok || seen[name] {
-				continue
-			}
-			seen[name] = true
-			what := fmt.Sprintf("open by process %d", pid)
-			if comm, err := os.ReadFile(filepath.Join(procRoot, p.Name(), "comm")); err == nil {
-				what += " (" + strings.TrimSpace(string(comm)) + ")"
-			}
-			uses = append(uses, Use{Device: name, What: what, PID: pid})
-		}
+		uses = append(uses, Use{Device: byNum[key(h.Block, h.Rdev)], What: what, PID: h.PID})
 	}
-	sort.SliceStable(uses, func(i, j int) bool { return uses[i].PID < uses[j].PID })
 	return uses
 }

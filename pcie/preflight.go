@@ -351,7 +351,8 @@ func checkFunction(s *System, f *Function, o *PreflightOptions) Check {
 		group += " (with " + strings.Join(peers, ", ") + ")"
 	}
 	dev := filepath.Join(o.DevRoot, "vfio", strconv.Itoa(f.IOMMUGroup))
-	if noiommu := filepath.Join(o.DevRoot, "vfio", "noiommu-"+strconv.Itoa(f.IOMMUGroup)); pathExists(noiommu) {
+	noiommu := filepath.Join(o.DevRoot, "vfio", "noiommu-"+strconv.Itoa(f.IOMMUGroup))
+	if _, isChr, _ := charDev(noiommu); isChr {
 		return fail(fmt.Sprintf("bound to vfio-pci in vfio's unsafe no-IOMMU mode (%s): no IOMMU translates its DMA, and umd maps its memory through one", noiommu),
 			"turn the IOMMU on and vfio's no-IOMMU mode off (see the iommu check)")
 	}
@@ -521,10 +522,4 @@ func checkPrivileges(o *PreflightOptions) Check {
 	return Check{ID: "privileges", Status: StatusWarn,
 		Detail: fmt.Sprintf("running as uid %d, not root: binding functions needs root; using a bound one needs read and write access to its /dev/vfio/N (see the function checks)", euid),
 		Remedy: "sudo umdprobe bind SELECTOR once; then grant the user /dev/vfio/N with a udev rule"}
-}
-
-// pathExists reports whether p names something.
-func pathExists(p string) bool {
-	_, err := os.Lstat(p)
-	return err == nil
 }

@@ -42,7 +42,8 @@ func (r Root) OpenGroup(number int) (*Group, error) {
 			if _, cerr := os.Stat(r.containerPath()); cerr != nil {
 				return nil, fmt.Errorf("%s: %w: %w", what, ErrNoIOMMU, err)
 			}
-			if noiommu := r.noIOMMUGroupPath(number); fileExists(noiommu) {
+			noiommu := r.noIOMMUGroupPath(number)
+			if _, nerr := os.Stat(noiommu); nerr == nil {
 				// vfio's unsafe no-IOMMU mode names the group noiommu-N:
 				// nothing translates the device's DMA, so there are no
 				// IOVAs for umd to map.

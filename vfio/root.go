@@ -148,9 +148,3 @@ func (r Root) describeGroup(number int) string {
 	}
 	return strings.Join(parts, ", ")
 }
-
-// fileExists reports whether path names something.
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}

@@ -205,43 +205,15 @@ func runBroker(ctx context.Context, o *options, sels []string, w *bench.Workload
 		jobs = append(jobs, js...)
 	}
 	runCtx, stopRun := context.WithCancel(ctx)
-	gone := make(chan struct{})
-	go func() {
-		cases := make([]<-chan struct{}, len(devs))
-		for i, d := range devs {
-			cases[i] = d.c.Done()
-		}
-		if firstDone(runCtx, cases) {
-			close(gone)
-			stopRun()
-		}
-	}()
+	hungUp := make([]<-chan struct{}, len(devs))
+	for i, d := range devs {
+		hungUp[i] = d.c.Done()
+	}
+	watched := watchFirst(runCtx, hungUp, stopRun)
 	result := bench.Execute(runCtx, *w, jobs, bench.ExecOptions{Tick: tick.fn})
 	stopRun()
-	select {
-	case <-gone:
+	if <-watched >= 0 {
 		stopped = fmt.Errorf("the broker at %s went away: the run stopped there, and the figures above cover it until then", o.broker)
-	default:
 	}
 	return result, len(devs), stopped, nil
-}
-
-// firstDone waits until one of done is closed (true) or ctx ends (false).
-func firstDone(ctx context.Context, done []<-chan struct{}) bool {
-	hit := make(chan struct{}, len(done))
-	for _, d := range done {
-		go func() {
-			select {
-			case <-d:
-				hit <- struct{}{}
-			case <-ctx.Done():
-			}
-		}()
-	}
-	select {
-	case <-hit:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -315,11 +315,17 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 			}
 		}
 		runCtx, stopRun := context.WithCancel(ctx)
-		watched := watchRemoval(runCtx, devs, stopRun)
+		// The kernel asks for a device back before an unbind or removal,
+		// which then waits for it to be closed.
+		asked := make([]<-chan struct{}, len(devs))
+		for i, d := range devs {
+			asked[i] = d.dev.RemovalRequested()
+		}
+		watched := watchFirst(runCtx, asked, stopRun)
 		result = bench.Execute(runCtx, w, jobs, bench.ExecOptions{Tick: tick.fn})
 		stopRun()
-		if bdf := <-watched; bdf != "" {
-			stopped = fmt.Errorf("the kernel asked for %s back (an unbind from vfio-pci, or its removal): the run stopped there, and the figures above cover it until then", bdf)
+		if i := <-watched; i >= 0 {
+			stopped = fmt.Errorf("the kernel asked for %s back (an unbind from vfio-pci, or its removal): the run stopped there, and the figures above cover it until then", devs[i].dev.BDF())
 		}
 		if faults != nil {
 			result.DMAFaults = faults.stop()
@@ -366,28 +372,31 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	return nil
 }
 
-// watchRemoval stops the run (stop) when the kernel asks for one of devs
-// back, which it does before an unbind or removal that then waits for the
-// device to be closed. Once ctx ends, the channel yields the first such
-// device's address, or "".
-func watchRemoval(ctx context.Context, devs []*device, stop func()) <-chan string {
-	asked := make(chan string, len(devs))
+// watchFirst stops the run (stop) when one of chans is closed (a nil one
+// never is). Once ctx ends, the channel yields the index of the first
+// closed, or -1.
+func watchFirst(ctx context.Context, chans []<-chan struct{}, stop func()) <-chan int {
+	first := make(chan int, len(chans))
 	var wg sync.WaitGroup
-	for _, d := range devs {
+	for i, ch := range chans {
 		wg.Go(func() {
 			select {
-			case <-d.dev.RemovalRequested():
-				asked <- d.dev.BDF()
+			case <-ch:
+				first <- i
 				stop()
 			case <-ctx.Done():
 			}
 		})
 	}
-	out := make(chan string, 1)
+	out := make(chan int, 1)
 	go func() {
 		wg.Wait()
-		close(asked)
-		out <- <-asked // "" from the closed channel when none asked
+		close(first)
+		if i, ok := <-first; ok {
+			out <- i
+		} else {
+			out <- -1
+		}
 	}()
 	return out
 }

@@ -129,12 +129,6 @@ var ErrStalled = errors.New("no completion arrived")
 // gives up on the device.
 const StallTimeout = 30 * time.Second
 
-// healthEvery is how often a job whose completions have stopped reads the
-// controller's status (QueuePair.Check: one register read), so that a
-// device removed, fatal or reset from outside ends the run with that
-// reason at once rather than after StallTimeout.
-const healthEvery = time.Second
-
 // A Job drives one queue pair with the workload. It belongs to the
 // goroutine that calls Run; Progress and Stop may be called from others.
 type Job struct {
@@ -357,7 +351,11 @@ func (j *Job) drive(ctx context.Context) {
 				j.fail(fmt.Errorf("job %s on %s: %w for %v with %d commands outstanding", j.cfg.Name, j.cfg.Target.Device, ErrStalled, StallTimeout, j.outstanding))
 				return
 			}
-			if now-j.lastDone > int64(healthEvery) && now-j.lastCheck > int64(healthEvery) {
+			// Completions stopped: every nvmelike.CheckInterval, read
+			// the controller's status, so that a device removed, fatal
+			// or reset from outside ends the run with that reason rather
+			// than after StallTimeout.
+			if every := int64(nvmelike.CheckInterval); now-j.lastDone > every && now-j.lastCheck > every {
 				j.lastCheck = now
 				if err := j.q.Check(); err != nil {
 					j.fail(fmt.Errorf("job %s on %s: no completion for %v with %d commands outstanding: %w",

@@ -147,7 +147,7 @@ func TestRuntimeAndRamp(t *testing.T) {
 
 // TestResetEndsRun: a controller reset from outside mid-run ends the job
 // with the controller's reason (ErrNotReady) once completions have stopped
-// for healthEvery, not with ErrStalled after StallTimeout.
+// for nvmelike.CheckInterval, not with ErrStalled after StallTimeout.
 func TestResetEndsRun(t *testing.T) {
 	d, err := OpenSim(context.Background(), SimOptions{LBASize: 4096, Bytes: 16 << 20})
 	if err != nil {
