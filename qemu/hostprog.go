@@ -19,15 +19,15 @@ import (
 // does not package, which the user builds and puts on PATH.
 var HostPrograms = map[string]string{
 	"fio": "fio",
-	// SPDK's perf tool (examples/nvme/perf in SPDK 23.x, installed as
-	// build/examples/perf; app/spdk_nvme_perf later), for bench-compare.
+	// SPDK's perf tool (build/bin/spdk_nvme_perf since SPDK 24.x,
+	// build/examples/perf in 23.x), for bench-compare.
 	"spdk_nvme_perf": "",
 }
 
 // notInstalled is the error for host program name missing from PATH.
 func notInstalled(name, pkg string, err error) error {
 	if pkg == "" {
-		return fmt.Errorf("%s is not on the host's PATH, and Debian does not package it: build it (for spdk_nvme_perf: SPDK's perf example, see docs/performance.md) and put it on PATH, with its shared libraries where ldd finds them (LD_LIBRARY_PATH): %w", name, err)
+		return fmt.Errorf("%s is not on the host's PATH, and Debian does not package it: build it (for spdk_nvme_perf: SPDK's build/bin/spdk_nvme_perf, see docs/performance.md) and put it on PATH, with its shared libraries where ldd finds them (ld.so.conf or LD_LIBRARY_PATH): %w", name, err)
 	}
 	return fmt.Errorf("%s is not installed on the host (apt-get install %s, or umdvm deps -with %s): %w", name, pkg, name, err)
 }

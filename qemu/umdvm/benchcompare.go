@@ -425,14 +425,29 @@ type phaseResult struct {
 	MiBps  float64
 	MeanUS float64
 	P99US  float64
-	IOs    uint64 // every I/O of the phase (ramp included, where known)
-	SQ, CQ uint64 // doorbell MMIO writes QEMU traced during the phase
+	MaxUS  float64 // the slowest I/O
+	IOs    uint64  // every I/O of the phase (ramp included, where known)
+	SQ, CQ uint64  // doorbell MMIO writes QEMU traced during the phase
 	// CPUs is how many guest CPUs the engine's process kept busy in
 	// the middle of the run (1 = one vCPU all the time); 0: not sampled.
 	CPUs     float64
 	Err      string
 	HaveData bool
+	// Stalled: an I/O took longer than the whole phase, so the figures
+	// measure a hang (the kernel driver's 30 s I/O timeout and its
+	// recovery, seen with QEMU 7.2), not the engine's speed. The table
+	// leaves such a run out of its row and says so.
+	Stalled bool
 }
+
+// stalledIn reports whether an I/O of the run took longer than the
+// whole phase, ramp included.
+func (r phaseResult) stalledIn(phase time.Duration) bool {
+	return r.HaveData && r.MaxUS > float64(phase/time.Microsecond)
+}
+
+// usable reports whether the run's figures belong in the table.
+func (r phaseResult) usable() bool { return r.HaveData && !r.Stalled }
 
 // fioJSON is the part of fio's --output-format=json (and umdbench's -o
 // json) the table reads.
@@ -445,6 +460,7 @@ type fioJSON struct {
 			TotalIOs uint64  `json:"total_ios"`
 			LatNS    struct {
 				Mean       float64            `json:"mean"`
+				Max        float64            `json:"max"`
 				Percentile map[string]float64 `json:"percentile"`
 			} `json:"lat_ns"`
 		} `json:"read"`
@@ -484,6 +500,9 @@ func parsePhase(out []byte) (phaseResult, error) {
 	}
 	j := doc.Jobs[0]
 	r.MeanUS = j.Read.LatNS.Mean / 1000
+	for _, j := range doc.Jobs {
+		r.MaxUS = max(r.MaxUS, j.Read.LatNS.Max/1000)
+	}
 	r.P99US = j.Read.LatNS.Percentile["99.000000"] / 1000
 	// umdbench's umd.ios covers the ramp; fio's total_ios does not, so
 	// the caller replaces it with the block device's own count.
@@ -509,6 +528,9 @@ func parseSPDK(out []byte) (phaseResult, error) {
 			}
 			r.MiBps, _ = strconv.ParseFloat(f[3], 64)
 			r.MeanUS, _ = strconv.ParseFloat(f[4], 64)
+			if len(f) >= 7 {
+				r.MaxUS, _ = strconv.ParseFloat(f[6], 64)
+			}
 			r.HaveData = true
 		case len(f) == 3 && f[0] == "99.00000%" && f[1] == ":" && r.P99US == 0:
 			r.P99US, _ = strconv.ParseFloat(strings.TrimSuffix(f[2], "us"), 64)
@@ -582,6 +604,9 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 						why = x.Err
 						break
 					}
+					if x.Stalled {
+						why = fmt.Sprintf("stalled (an I/O took %.1fs)", x.MaxUS/1e6)
+					}
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", w.name, e.name, why)
 				continue
@@ -620,7 +645,11 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t",
 				w.name, e.name, r.IOPS, r.MiBps, r.MeanUS, r.P99US, cpuPct, cpuPerIO, db, ratio("poll"), ratio("irq"))
 			if several {
-				fmt.Fprintf(tw, "%d\t%.0f-%.0f\t", n, have[0].IOPS, have[n-1].IOPS)
+				runsText := strconv.Itoa(n)
+				if k := stalledRuns(runs[ei]); k > 0 {
+					runsText += fmt.Sprintf(" (%d stalled)", k)
+				}
+				fmt.Fprintf(tw, "%s\t%.0f-%.0f\t", runsText, have[0].IOPS, have[n-1].IOPS)
 			}
 			fmt.Fprintln(tw)
 		}
@@ -634,7 +663,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 func pairedRatios(us, them []phaseResult) []float64 {
 	var qs []float64
 	for k := range min(len(us), len(them)) {
-		if a, b := us[k], them[k]; a.HaveData && b.HaveData && b.IOPS > 0 {
+		if a, b := us[k], them[k]; a.usable() && b.usable() && b.IOPS > 0 {
 			qs = append(qs, a.IOPS/b.IOPS)
 		}
 	}
@@ -705,16 +734,28 @@ func compareByBoot(out io.Writer, results map[string]phaseResult, plan comparePl
 	return tw.Flush()
 }
 
-// withFigures returns the runs that gave a figure, by IOPS, lowest first.
+// withFigures returns the runs that gave a figure and did not stall, by
+// IOPS, lowest first.
 func withFigures(runs []phaseResult) []phaseResult {
 	var have []phaseResult
 	for _, r := range runs {
-		if r.HaveData {
+		if r.usable() {
 			have = append(have, r)
 		}
 	}
 	slices.SortStableFunc(have, func(a, b phaseResult) int { return cmp.Compare(a.IOPS, b.IOPS) })
 	return have
+}
+
+// stalledRuns counts the runs left out because they stalled.
+func stalledRuns(runs []phaseResult) int {
+	n := 0
+	for _, r := range runs {
+		if r.Stalled {
+			n++
+		}
+	}
+	return n
 }
 
 // median is the run with the median IOPS of sorted (withFigures, not
@@ -879,7 +920,7 @@ func cmdBenchCompare(ctx context.Context, args []string) (int, error) {
 		if *repeat > 1 {
 			times = fmt.Sprintf("%d times", *repeat)
 		}
-		fmt.Fprintf(&table, "umdbench and spdk_nvme_perf ran %s each in each boot, side by side: their rows show the run with the median IOPS, RUNS how many gave a figure and their range; umd/SPDK is the median of the ratios within each repetition, umd/fio umd's median run against fio's (once a boot)\n", times)
+		fmt.Fprintf(&table, "umdbench and spdk_nvme_perf ran %s each in each boot, side by side: their rows show the run with the median IOPS, RUNS how many gave a figure (and how many stalled: an I/O slower than the whole phase, left out) and their range; umd/SPDK is the median of the ratios within each repetition, umd/fio umd's median run against fio's (once a boot)\n", times)
 	}
 	fmt.Fprintf(&table, "each phase %v after a %v ramp; latency from submission to completion; CPU: the engine process's user + system time (all threads) over %ds from %ds into the phase, as %% of one vCPU and per I/O at the phase's IOPS; ",
 		*runtime, *ramp, cpuFor, cpuFrom)
@@ -992,6 +1033,11 @@ func compareBoot(ctx context.Context, cfg qemu.Config, plan comparePlan, b int, 
 			r.IOs = n
 		}
 		r.CPUs = split.cpu[id]
+		if phase := runtime + ramp; r.stalledIn(phase) {
+			r.Stalled = true
+			out.lines = append(out.lines, fmt.Sprintf("stalled: %s: its slowest I/O took %.1fs, longer than the whole %v phase; left out of its row",
+				phaseTitle(all), r.MaxUS/1e6, phase))
+		}
 		if m, ok := marks[id]; ok && doorbells {
 			r.SQ = trace.Count(qemu.DoorbellEvents[0], m.Begin, m.End)
 			r.CQ = trace.Count(qemu.DoorbellEvents[1], m.Begin, m.End)

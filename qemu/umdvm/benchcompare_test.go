@@ -24,6 +24,7 @@ const fioOut = `fio: some warning before the JSON
         "total_ios" : 512,
         "lat_ns" : {
           "mean" : 1950.5,
+          "max" : 61437717822,
           "percentile" : { "50.000000" : 1800, "99.000000" : 4096 }
         }
       }
@@ -67,7 +68,7 @@ func TestParseSPDK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.IOPS != 15013.50 || r.MiBps != 58.65 || r.MeanUS != 66.03 || r.P99US != 180.25 || !r.HaveData {
+	if r.IOPS != 15013.50 || r.MiBps != 58.65 || r.MeanUS != 66.03 || r.P99US != 180.25 || r.MaxUS != 8406.22 || !r.HaveData {
 		t.Errorf("%+v", r)
 	}
 	if _, err := parseSPDK([]byte("EAL: No free 2048 kB hugepages reported\nUnable to initialize SPDK env\n")); err == nil || !strings.Contains(err.Error(), "hugepages") {
@@ -80,7 +81,7 @@ func TestParsePhase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.IOPS != 512 || r.MiBps != 2 || r.MeanUS != 1.9505 || r.P99US != 4.096 || r.IOs != 512 || !r.HaveData {
+	if r.IOPS != 512 || r.MiBps != 2 || r.MeanUS != 1.9505 || r.P99US != 4.096 || r.MaxUS != 61437717.822 || r.IOs != 512 || !r.HaveData {
 		t.Errorf("fio: %+v", r)
 	}
 	r, err = parsePhase([]byte(umdOut))
@@ -441,4 +442,41 @@ func qd1Row(t *testing.T, table, engine string) []string {
 	}
 	t.Fatalf("no row for %s:\n%s", engine, table)
 	return nil
+}
+
+// A run that stalled (an I/O slower than the whole phase: the kernel
+// driver's timeout and reset) is left out of its row's median, range and
+// pairs, and counted; a row whose every run stalled says so.
+func TestCompareStalled(t *testing.T) {
+	fio, err := parsePhase([]byte(fioOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fio.stalledIn(6*time.Second) || fio.stalledIn(62*time.Second) {
+		t.Errorf("an I/O of 61.4 s: stalled in a 6 s phase %v, in a 62 s phase %v", fio.stalledIn(6*time.Second), fio.stalledIn(62*time.Second))
+	}
+	results := map[string]phaseResult{
+		repPhaseID(0, 0, 0): {IOPS: 1000, HaveData: true},
+		repPhaseID(0, 0, 1): {IOPS: 1200, HaveData: true},
+		repPhaseID(0, 5, 0): {IOPS: 2000, HaveData: true},
+		repPhaseID(0, 5, 1): {IOPS: 5, HaveData: true, Stalled: true, MaxUS: 61e6},
+		repPhaseID(0, 2, 0): {IOPS: 1, HaveData: true, Stalled: true, MaxUS: 61.4e6},
+		repPhaseID(0, 4, 0): {IOPS: 400, HaveData: true},
+	}
+	var b bytes.Buffer
+	if err := compareTable(&b, results, nil, comparePlan{repeat: 2, boots: 1}); err != nil {
+		t.Fatal(err)
+	}
+	row := func(engine string) []string { return qd1Row(t, b.String(), engine) }
+	// SPDK: only the 2000 run counts, paired with umd's 1000: 0.50.
+	if f := row("spdk perf poll"); f[6] != "2000" || !strings.Contains(strings.Join(f, " "), "0.50 1 (1 stalled) 2000-2000") {
+		t.Errorf("spdk perf poll row %q: want 2000 IOPS, umd poll/this 0.50, 1 run and 1 stalled", f)
+	}
+	if f := row("fio io_uring"); !strings.Contains(strings.Join(f, " "), "stalled (an I/O took 61.4s)") {
+		t.Errorf("fio io_uring row %q: want it marked stalled", f)
+	}
+	// The median of umd's two runs (the lower, 1000) against libaio's 400.
+	if f := row("fio libaio"); f[len(f)-3] != "2.50" {
+		t.Errorf("fio libaio row %q: want umd poll/this 2.50", f)
+	}
 }
