@@ -580,6 +580,7 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 		header += "RUNS\tIOPS MIN-MAX\t"
 	}
 	fmt.Fprintln(tw, header)
+	columns := strings.Count(header, "\t")
 	for wi, w := range compareWorkloads {
 		// runs[ei][r]: engine ei's run r (fio runs once a boot).
 		runs := make([][]phaseResult, len(compareEngines))
@@ -608,7 +609,9 @@ func compareTable(out io.Writer, results map[string]phaseResult, selected func(w
 						why = fmt.Sprintf("stalled (an I/O took %.1fs)", x.MaxUS/1e6)
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", w.name, e.name, why)
+				// Every column empty and the reason after them, so
+				// that it widens none.
+				fmt.Fprintf(tw, "%s\t%s\t-\t%s%s\n", w.name, e.name, strings.Repeat("\t", columns-3), why)
 				continue
 			}
 			r := median(have)

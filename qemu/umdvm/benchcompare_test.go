@@ -475,6 +475,14 @@ func TestCompareStalled(t *testing.T) {
 	if f := row("fio io_uring"); !strings.Contains(strings.Join(f, " "), "stalled (an I/O took 61.4s)") {
 		t.Errorf("fio io_uring row %q: want it marked stalled", f)
 	}
+	// The reason comes after the last column, so that it widens none.
+	lines := strings.Split(b.String(), "\n")
+	last := strings.Index(lines[0], "IOPS MIN-MAX")
+	for _, l := range lines[1:] {
+		if i := strings.Index(l, "stalled ("); i >= 0 && i < last {
+			t.Errorf("row %q: the reason sits in a column (at %d, the last column at %d)", l, i, last)
+		}
+	}
 	// The median of umd's two runs (the lower, 1000) against libaio's 400.
 	if f := row("fio libaio"); f[len(f)-3] != "2.50" {
 		t.Errorf("fio libaio row %q: want umd poll/this 2.50", f)
