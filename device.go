@@ -490,9 +490,10 @@ func (q *QueuePair) SetPollSpins(n int) { q.spins = max(n, 0) }
 // polls until at least one completion arrives or ctx is done. With
 // SetPollSpins it polls that many times before each sleep. It sleeps on
 // the queue pair's own vfio.Waiter, which never reads the eventfd's count.
-// A sleep lasts at most nvmelike.CheckInterval: then it reads the controller's status
-// (QueuePair.Check), so that a device gone, fatal or reset from outside
-// ends the wait with that error instead of sleeping until ctx is done.
+// A sleep lasts at most nvmelike.CheckInterval: then it reads the
+// controller's status (QueuePair.Check), so that a device gone, fatal or
+// reset from outside ends the wait with that error instead of sleeping
+// until ctx is done.
 func (q *QueuePair) Wait(ctx context.Context) (int, error) {
 	for empty := 0; ; empty++ {
 		n, err := q.Poll(0)
